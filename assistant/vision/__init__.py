@@ -1,0 +1,1 @@
+"""The patch-sequence transformer: model, training, evaluation."""

@@ -1,0 +1,64 @@
+"""The `assistant` command, run as a user would run it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SUBCOMMANDS = ("serve", "analyze", "search", "draft", "train", "eval", "index", "data")
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "assistant", *args], capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_help_lists_every_subcommand() -> None:
+    result = _run("--help")
+    assert result.returncode == 0, result.stderr
+    for name in SUBCOMMANDS:
+        assert name in result.stdout
+
+
+def test_venv_entry_point_exists() -> None:
+    script = Path(sys.executable).parent / "assistant"
+    assert script.exists(), "the project's venv must provide the `assistant` command"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 0 and "data" in result.stdout
+
+
+def test_commands_not_built_yet_fail_loudly() -> None:
+    result = _run("search", "glioma", "-k", "3")
+    assert result.returncode == 2
+    assert "not built yet" in result.stderr
+
+
+@pytest.mark.data
+def test_second_data_fetch_downloads_nothing() -> None:
+    result = _run("data", "fetch", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "fetched: nothing (all up to date)" in result.stdout
+
+
+@pytest.mark.data
+def test_inspect_prints_metadata_without_patient_data(dicom_path: object) -> None:
+    import pydicom
+
+    path = dicom_path("MR_small.dcm")  # type: ignore[operator]
+    result = _run("inspect", str(path))
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["modality"] == "MR" and out["shape"] == [64, 64]
+    ds = pydicom.dcmread(path)
+    assert str(ds.PatientName) not in result.stdout
+
+
+def test_inspect_reports_a_bad_file(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    result = _run("inspect", str(bad))
+    assert result.returncode == 1
+    assert "error:" in result.stderr
