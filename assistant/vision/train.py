@@ -1,0 +1,198 @@
+"""Training: AdamW with linear warm-up and cosine decay, early stopping on validation
+loss, a fixed seed; then temperature scaling and the operating threshold, both fitted
+on the validation images only.
+
+With a pretrained CNN stem, its first ``freeze_blocks`` blocks stay frozen (ImageNet
+filters, batch-norm statistics included) and their outputs are computed once for a clean
+and ``views`` augmented copies of every training image: each epoch then draws one view
+per image, so augmentation costs nothing after the first pass. The remaining blocks and
+the transformer train normally.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from assistant.vision.augment import AugmentConfig, augment
+from assistant.vision.metrics import (
+    choose_threshold,
+    fit_temperature,
+    roc_auc,
+    softmax_with_temperature,
+)
+from assistant.vision.model import Lite0Stem, PatchTransformer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    stem_lr_scale: float = 0.3  # pretrained layers learn more slowly
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    patience: int = 6
+    seed: int = 0
+    freeze_blocks: int = 6  # of the CNN stem; 0 trains everything end to end
+    views: int = 8  # cached augmented views per training image (frozen stem only)
+    min_sensitivity: float = 0.98  # the operating threshold's floor on validation
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainResult:
+    model: PatchTransformer
+    temperature: float
+    threshold: float
+    best_epoch: int
+    seconds: float
+    history: list[dict[str, float]]
+
+
+def _frozen_part(model: PatchTransformer, cfg: TrainConfig) -> nn.Module | None:
+    if not isinstance(model.stem, Lite0Stem) or cfg.freeze_blocks == 0:
+        return None
+    return model.stem.blocks[: cfg.freeze_blocks]
+
+
+def _trainable_forward(model: PatchTransformer, cfg: TrainConfig, x: Tensor) -> Tensor:
+    """Logits from either cached frozen features or (augmented) images."""
+    if _frozen_part(model, cfg) is None:
+        return model(x).logits
+    assert isinstance(model.stem, Lite0Stem)
+    return model.encode(model.stem.blocks[cfg.freeze_blocks:](x)).logits
+
+
+@torch.no_grad()
+def _feature_bank(frozen: nn.Module, images: Tensor, views: int, cfg: TrainConfig,
+                  gen: torch.Generator, progress: bool) -> Tensor:
+    """(N, views + 1, C, H, W) float16 frozen-stem outputs; view 0 is the clean image."""
+    frozen.eval()
+    out: list[Tensor] = []
+    for start in tqdm(range(0, len(images), 64), desc="frozen stem", disable=not progress,
+                      leave=False):
+        batch = images[start:start + 64]
+        stack = [batch] + [augment(batch, cfg.augment, gen) for _ in range(views)]
+        feats = [frozen((v - 0.5) / 0.5).half() for v in stack]
+        out.append(torch.stack(feats, dim=1))
+    return torch.cat(out)
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _optimizer(model: PatchTransformer, cfg: TrainConfig) -> torch.optim.Optimizer:
+    stem = [p for p in model.stem.parameters() if p.requires_grad]
+    stem_ids = {id(p) for p in stem}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in stem_ids]
+    lr_stem = cfg.lr * (cfg.stem_lr_scale if isinstance(model.stem, Lite0Stem) else 1.0)
+    return torch.optim.AdamW([{"params": stem, "lr": lr_stem, "base_lr": lr_stem},
+                              {"params": rest, "lr": cfg.lr, "base_lr": cfg.lr}],
+                             weight_decay=cfg.weight_decay)
+
+
+@torch.no_grad()
+def predict_logits(model: PatchTransformer, images: npt.NDArray[np.float32] | Tensor,
+                   batch: int = 64) -> npt.NDArray[np.float32]:
+    """Logits (N, classes) for preprocessed images (N, S, S) or (N, 1, S, S)."""
+    model.eval()
+    x = torch.as_tensor(images)
+    x = x.unsqueeze(1) if x.dim() == 3 else x
+    out = [model(x[i:i + batch]).logits for i in range(0, len(x), batch)]
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+def _set_train_mode(model: PatchTransformer, cfg: TrainConfig) -> None:
+    model.train()
+    frozen = _frozen_part(model, cfg)
+    if frozen is not None:
+        frozen.eval()
+        for p in frozen.parameters():
+            p.requires_grad_(False)
+
+
+def train(model: PatchTransformer, x_train: npt.NDArray[np.float32],
+          y_train: npt.NDArray[np.int64], x_val: npt.NDArray[np.float32],
+          y_val: npt.NDArray[np.int64], cfg: TrainConfig, progress: bool = True,
+          ) -> TrainResult:
+    """Train, keep the epoch with the lowest validation loss, then calibrate on validation."""
+    start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    images = torch.from_numpy(x_train).unsqueeze(1)
+    labels = torch.from_numpy(y_train)
+    _set_train_mode(model, cfg)
+    frozen = _frozen_part(model, cfg)
+    bank = (_feature_bank(frozen, images, cfg.views, cfg, gen, progress)
+            if frozen is not None else None)
+    opt = _optimizer(model, cfg)
+    steps_per_epoch = math.ceil(len(images) / cfg.batch_size)
+    total, warmup = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
+    best: tuple[float, int, dict[str, Tensor]] = (math.inf, -1, {})
+    history: list[dict[str, float]] = []
+    bar = tqdm(range(cfg.epochs), desc="train vision", unit="epoch", disable=not progress)
+    step = 0
+    for epoch in bar:
+        _set_train_mode(model, cfg)
+        order = torch.randperm(len(images), generator=gen)
+        losses = []
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i:i + cfg.batch_size]
+            if bank is not None:
+                view = torch.randint(1, cfg.views + 1, (len(idx),), generator=gen)
+                x = bank[idx, view].float()
+            else:
+                x = augment(images[idx], cfg.augment, gen)
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * _lr_factor(step, warmup, total)
+            loss = F.cross_entropy(_trainable_forward(model, cfg, x), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            step += 1
+        val_logits = predict_logits(model, x_val)
+        val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(y_val)))
+        val_p = softmax_with_temperature(val_logits, 1.0)[:, 1]
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
+                  "val_auc": roc_auc(y_val, val_p),
+                  "val_acc": float(((val_p >= 0.5) == y_val).mean())}
+        history.append(record)
+        bar.set_postfix(loss=f"{record['train_loss']:.3f}", val_loss=f"{val_loss:.3f}",
+                        val_auc=f"{record['val_auc']:.4f}", val_acc=f"{record['val_acc']:.3f}")
+        log.debug("epoch %s", record)
+        if val_loss < best[0]:
+            best = (val_loss, epoch, copy.deepcopy(model.state_dict()))
+        elif epoch - best[1] >= cfg.patience:
+            log.info("early stop at epoch %d (best %d)", epoch, best[1])
+            break
+    model.load_state_dict(best[2])
+    model.eval()
+    val_logits = predict_logits(model, x_val)
+    temperature = fit_temperature(val_logits, y_val)
+    val_p = softmax_with_temperature(val_logits, temperature)[:, 1]
+    threshold = choose_threshold(y_val, val_p, cfg.min_sensitivity)
+    return TrainResult(model, temperature, threshold, best[1], time.perf_counter() - start,
+                       history)
