@@ -18,6 +18,10 @@ app = typer.Typer(help="Medical imaging assistant: every output is a draft for a
 data_app = typer.Typer(help="Fetch and verify the offline data sets and weights.",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
+train_app = typer.Typer(help="Train a model.", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluate a model.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
 
 log = logging.getLogger("assistant")
 
@@ -123,14 +127,59 @@ def inspect(path: Annotated[Path, typer.Argument(help="PNG, JPEG or DICOM file."
     typer.echo(json.dumps(out, indent=1))
 
 
+@train_app.command("vision")
+def train_vision(
+    variant: Annotated[str, typer.Option(help="hybrid (EfficientNet-Lite0 stem) or vit.")
+                       ] = "hybrid",
+    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping).")] = 30,
+    freeze_blocks: Annotated[int, typer.Option(help="Frozen CNN stem blocks.")] = 6,
+    views: Annotated[int, typer.Option(help="Cached augmented views per image.")] = 8,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    val_fold: Annotated[str, typer.Option(help="Validation fold of the split.")] = "0",
+    out: Annotated[Path | None, typer.Option(help="Checkpoint path.")] = None,
+) -> None:
+    """Train the Br35H tumour classifier on the committed grouped split."""
+    from assistant.vision.commands import release_path
+    from assistant.vision.commands import train_vision as run
+    from assistant.vision.train import TrainConfig
+
+    if variant not in ("hybrid", "vit"):
+        raise typer.BadParameter("variant must be hybrid or vit")
+    settings = get_settings()
+    cfg = TrainConfig(epochs=epochs, freeze_blocks=freeze_blocks if variant == "hybrid" else 0,
+                      views=views, lr=lr, seed=seed)
+    run(settings, variant, cfg, val_fold, out or release_path(settings))  # type: ignore[arg-type]
+
+
+@eval_app.command("vision")
+def eval_vision(
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default: release).")
+                          ] = None,
+    cv: Annotated[bool, typer.Option(help="Also run the grouped 5-fold cross-validation.")
+                  ] = False,
+    baselines: Annotated[bool, typer.Option(help="Also train and score the baselines.")
+                         ] = False,
+    heat_method: Annotated[str, typer.Option(help="gradient or rollout.")] = "gradient",
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 2000,
+    out_dir: Annotated[Path | None, typer.Option(help="Where plots and results go.")] = None,
+) -> None:
+    """Test-fold metrics with intervals, calibration, scope, heatmaps (and CV, baselines)."""
+    from assistant.vision.commands import eval_vision as run
+    from assistant.vision.commands import release_path
+
+    settings = get_settings()
+    run(settings, checkpoint or release_path(settings),
+        out_dir or settings.data_dir / "reports" / "vision", cv=cv, baselines=baselines,
+        heat_method=heat_method, n_boot=n_boot)  # type: ignore[arg-type]
+
+
 # Commands whose capability is built by a later issue. They say so and fail, rather
 # than pretend: nothing here returns a made-up result.
 _PENDING = {
     "analyze": "diagnosis, report and citations for an image (vision, report and service work)",
     "search": "literature search over the FAISS index (retrieval work)",
     "draft": "batch report drafting (batch work)",
-    "train": "training the vision model or the report decoder",
-    "eval": "evaluating the vision model, the report decoder or retrieval",
     "index": "building the literature index (retrieval work)",
 }
 

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     environment: Literal["development", "test", "production"] = "development"
     data_dir: Path = Path(".data")
     index_dir: Path = Path("indexes")
-    weights_dir: Path = Path("assistant/weights")
+    weights_dir: Path = Path(__file__).parent / "weights"  # release weights ship in the package
     vision_checkpoint: Path | None = None
     report_checkpoint: Path | None = None
     log_level: str = "INFO"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -52,3 +53,10 @@ def synthetic_groups(
 def labelled_groups() -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """Synthetic (labels, groups) of 300 groups, fixed seed."""
     return synthetic_groups(seed=7)
+
+
+@pytest.fixture
+def settings_data_dir() -> Path:
+    from assistant.config import Settings
+
+    return Settings().data_dir
