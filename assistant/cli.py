@@ -131,9 +131,9 @@ def inspect(path: Annotated[Path, typer.Argument(help="PNG, JPEG or DICOM file."
 def train_vision(
     variant: Annotated[str, typer.Option(help="hybrid (EfficientNet-Lite0 stem) or vit.")
                        ] = "hybrid",
-    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping).")] = 30,
-    freeze_blocks: Annotated[int, typer.Option(help="Frozen CNN stem blocks.")] = 6,
-    views: Annotated[int, typer.Option(help="Cached augmented views per image.")] = 8,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping).")] = 25,
+    freeze_blocks: Annotated[int, typer.Option(help="Frozen CNN stem blocks.")] = 4,
+    views: Annotated[int, typer.Option(help="Cached augmented views per image.")] = 12,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     val_fold: Annotated[str, typer.Option(help="Validation fold of the split.")] = "0",
@@ -163,6 +163,7 @@ def eval_vision(
     heat_method: Annotated[str, typer.Option(help="gradient or rollout.")] = "gradient",
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 2000,
     out_dir: Annotated[Path | None, typer.Option(help="Where plots and results go.")] = None,
+    card: Annotated[Path | None, typer.Option(help="Write the model card here.")] = None,
 ) -> None:
     """Test-fold metrics with intervals, calibration, scope, heatmaps (and CV, baselines)."""
     from assistant.vision.commands import eval_vision as run
@@ -171,7 +172,7 @@ def eval_vision(
     settings = get_settings()
     run(settings, checkpoint or release_path(settings),
         out_dir or settings.data_dir / "reports" / "vision", cv=cv, baselines=baselines,
-        heat_method=heat_method, n_boot=n_boot)  # type: ignore[arg-type]
+        heat_method=heat_method, n_boot=n_boot, card=card)  # type: ignore[arg-type]
 
 
 # Commands whose capability is built by a later issue. They say so and fail, rather

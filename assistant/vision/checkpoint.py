@@ -129,12 +129,18 @@ def ood_features(model: PatchTransformer, images: torch.Tensor, batch: int = 64,
                  ) -> np.ndarray:
     """Per image: mean stem feature and mean encoded patch token, concatenated (N, D)."""
     model.eval()
-    out = []
-    for i in range(0, len(images), batch):
-        features = model.stem((images[i:i + batch] - 0.5) / 0.5)
-        tokens = model.encode(features).tokens
-        out.append(torch.cat([features.mean(dim=(2, 3)), tokens.mean(dim=1)], dim=1))
-    return torch.cat(out).double().numpy()
+    return torch.cat([logits_and_scope_features(model, images[i:i + batch])[1]
+                      for i in range(0, len(images), batch)]).double().numpy()
+
+
+def logits_and_scope_features(model: PatchTransformer, images: torch.Tensor,
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 1, S, S) -> logits (B, C) and the out-of-scope features (B, D): the mean stem
+    feature and the mean encoded patch token, concatenated."""
+    features = model.stem((images - 0.5) / 0.5)
+    out = model.encode(features)
+    feats = torch.cat([features.mean(dim=(2, 3)), out.tokens.mean(dim=1)], dim=1)
+    return out.logits, feats
 
 
 def as_batch(images: np.ndarray) -> torch.Tensor:

@@ -14,6 +14,7 @@ from assistant.config import Settings
 from assistant.imaging.preprocess import PreprocessConfig
 from assistant.vision import evaluate
 from assistant.vision.baselines import BASELINE_THRESHOLD, run_baselines
+from assistant.vision.card import render_card
 from assistant.vision.checkpoint import VisionBundle, load_bundle
 from assistant.vision.data import LABELS, Dataset, load_br35h
 from assistant.vision.experiment import cross_validate, fit_bundle
@@ -71,12 +72,13 @@ def _baseline_section(dataset: Dataset, y: np.ndarray, n_boot: int,
 
 
 def eval_vision(settings: Settings, checkpoint: Path, out_dir: Path, *, cv: bool,
-                baselines: bool, heat_method: Method, n_boot: int, progress: bool = True,
-                ) -> dict[str, Any]:
+                baselines: bool, heat_method: Method, n_boot: int, card: Path | None = None,
+                progress: bool = True) -> dict[str, Any]:
     bundle = load_bundle(checkpoint)
     dataset = load_br35h(settings.data_dir, bundle.preprocess)
     results: dict[str, Any] = {"checkpoint": str(checkpoint), "sha256": bundle.sha256,
-                               "name": bundle.name}
+                               "name": bundle.name,
+                               "command": "assistant " + " ".join(sys.argv[1:])}
     test, y, p = evaluate.test_split(bundle, dataset, n_boot)
     results["test"] = test
     print(format_report(test, f"{bundle.name} on the held-out test fold "  # type: ignore[arg-type]
@@ -107,6 +109,9 @@ def eval_vision(settings: Settings, checkpoint: Path, out_dir: Path, *, cv: bool
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=_json))
     print(f"\nwrote {out_dir / 'results.json'} and {', '.join(results['plots'])}")
+    if card is not None:
+        card.write_text(render_card(bundle, results))
+        print(f"wrote model card {card}")
     return results
 
 

@@ -12,7 +12,7 @@ import numpy.typing as npt
 import torch
 
 from assistant.imaging.preprocess import preprocess
-from assistant.vision.checkpoint import VisionBundle, as_batch
+from assistant.vision.checkpoint import VisionBundle, as_batch, logits_and_scope_features
 from assistant.vision.explain import Method, patch_heat
 from assistant.vision.ood import image_gate
 
@@ -33,25 +33,45 @@ class Diagnosis:
                 "threshold": self.threshold, "ood_distance": self.ood_distance}
 
 
+class _Scorer(torch.nn.Module):
+    """Calibrated probabilities and out-of-scope features in one pass (traceable)."""
+
+    def __init__(self, bundle: VisionBundle) -> None:
+        super().__init__()
+        self.model = bundle.model
+        self.temperature = bundle.temperature
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, feats = logits_and_scope_features(self.model, x)
+        return (logits / self.temperature).softmax(dim=-1)[:, 1], feats
+
+
+def compile_scorer(bundle: VisionBundle) -> torch.nn.Module:
+    """TorchScript-traced, frozen and inference-optimised scorer (batch size stays free)."""
+    size = bundle.model.config.image_size
+    example = torch.rand(2, bundle.model.config.in_channels, size, size)
+    with torch.no_grad():
+        traced = torch.jit.trace(_Scorer(bundle).eval(), example, check_trace=False)
+        return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+
+
 class VisionModel:
     """A loaded bundle, ready to diagnose batches of images."""
 
-    def __init__(self, bundle: VisionBundle, heat_method: Method = "gradient") -> None:
+    def __init__(self, bundle: VisionBundle, heat_method: Method = "gradient",
+                 fast: bool = False) -> None:
         self.bundle = bundle
         self.heat_method = heat_method
         bundle.model.eval()
+        self.scorer: torch.nn.Module = compile_scorer(bundle) if fast else _Scorer(bundle)
 
     def prepare(self, pixels: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
         return preprocess(pixels.astype(np.float32, copy=False), self.bundle.preprocess)
 
     @torch.no_grad()
     def _scores(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        model, b = self.bundle.model, self.bundle
-        features = model.stem((x - 0.5) / 0.5)
-        out = model.encode(features)
-        feats = torch.cat([features.mean(dim=(2, 3)), out.tokens.mean(dim=1)], dim=1)
-        probs = (out.logits / b.temperature).softmax(dim=-1)[:, 1]
-        return probs.double().numpy(), b.ood.distance(feats.double().numpy())
+        probs, feats = self.scorer(x)
+        return probs.double().numpy(), self.bundle.ood.distance(feats.double().numpy())
 
     def diagnose(self, images: Sequence[npt.NDArray[np.float32]], heatmap: bool = False,
                  ) -> list[Diagnosis]:

@@ -8,6 +8,7 @@ out rather than guessed.
 
 from __future__ import annotations
 
+import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,11 +56,10 @@ def _synthetic(seed: int = 0) -> list[Probe]:
 
 
 def _photographs() -> list[Probe]:
-    from sklearn.datasets import load_sample_images  # photographs bundled in the wheel
-
-    images = load_sample_images()
-    return [Probe(Path(name).name, "photograph", (img / 255.0).astype(np.float32))
-            for name, img in zip(images.filenames, images.images, strict=True)]
+    """The two JPEG photographs (a temple, a flower) that scikit-learn's wheel carries."""
+    folder = Path(str(importlib.resources.files("sklearn.datasets") / "images"))
+    return [Probe(p.name, "photograph", read_image(p).pixels)
+            for p in sorted(folder.glob("*.jpg"))]
 
 
 def out_of_scope_probes(data_dir: Path) -> list[Probe]:

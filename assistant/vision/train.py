@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 30
+    epochs: int = 25
     batch_size: int = 32
     lr: float = 1e-3
     stem_lr_scale: float = 0.3  # pretrained layers learn more slowly
@@ -48,8 +48,8 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     patience: int = 6
     seed: int = 0
-    freeze_blocks: int = 6  # of the CNN stem; 0 trains everything end to end
-    views: int = 8  # cached augmented views per training image (frozen stem only)
+    freeze_blocks: int = 4  # of the CNN stem; 0 trains everything end to end
+    views: int = 12  # cached augmented views per training image (frozen stem only)
     min_sensitivity: float = 0.98  # the operating threshold's floor on validation
     miss_cost: float = 3.0  # a missed tumour costs this many false alarms (caps the threshold)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

@@ -1,0 +1,88 @@
+"""Vision model speed on this CPU: eager fp32 (the baseline), TorchScript-frozen fp32 and
+dynamic int8, all in one process; with --accuracy, the test-fold accuracy of each.
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python scripts/bench_vision.py [--checkpoint PATH]
+
+Prints latency at batch 1, throughput at batch 32, and each one's ratio to eager fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from assistant.config import Settings
+from assistant.vision.checkpoint import VisionBundle, load_bundle
+from assistant.vision.commands import release_path
+from assistant.vision.infer import _Scorer, compile_scorer
+
+Runner = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _time(run: Runner, size: int, repeats: int) -> tuple[float, float]:
+    x1, x32 = torch.rand(1, 1, size, size), torch.rand(32, 1, size, size)
+    with torch.no_grad():
+        for _ in range(10):
+            run(x1)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            run(x1)
+        latency = (time.perf_counter() - start) / repeats * 1000
+        run(x32)
+        start = time.perf_counter()
+        for _ in range(max(3, repeats // 10)):
+            run(x32)
+        throughput = max(3, repeats // 10) * 32 / (time.perf_counter() - start)
+    return latency, throughput
+
+
+def _int8(bundle: VisionBundle) -> Runner:
+    scorer = _Scorer(bundle).eval()
+    return torch.ao.quantization.quantize_dynamic(scorer, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def _accuracy(run: Runner, bundle: VisionBundle, settings: Settings) -> float:
+    from assistant.vision.data import load_br35h
+
+    data = load_br35h(settings.data_dir, bundle.preprocess)
+    mask = data.folds == "test"
+    x = torch.from_numpy(data.images[mask]).unsqueeze(1)
+    with torch.no_grad():
+        p = torch.cat([run(x[i:i + 64])[0] for i in range(0, len(x), 64)]).numpy()
+    return float(((p >= bundle.threshold) == data.labels[mask]).mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--checkpoint", type=Path)
+    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--accuracy", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    settings = Settings()
+    bundle = load_bundle(args.checkpoint or release_path(settings))
+    size = bundle.model.config.image_size
+    runners: dict[str, Runner] = {"eager fp32": _Scorer(bundle).eval(),
+                                  "torchscript fp32": compile_scorer(bundle),
+                                  "dynamic int8 (Linear)": _int8(bundle)}
+    base: tuple[float, float] | None = None
+    print(f"{bundle.name} ({bundle.sha256[:12]}), {args.threads} threads, input {size} px")
+    for name, run in runners.items():
+        latency, throughput = _time(run, size, args.repeats)
+        base = base or (latency, throughput)
+        line = (f"{name:24s} batch 1: {latency:6.2f} ms ({base[0] / latency:4.2f}x)   "
+                f"batch 32: {throughput:6.1f} img/s ({throughput / base[1]:4.2f}x)")
+        if args.accuracy:
+            line += f"   test accuracy {_accuracy(run, bundle, settings):.4f}"
+        print(line, flush=True)
+    print(f"numpy {np.__version__}, torch {torch.__version__}")
+
+
+if __name__ == "__main__":
+    main()
