@@ -9,7 +9,6 @@ Prints latency at batch 1, throughput at batch 32, and each one's ratio to eager
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,26 +18,10 @@ import torch
 from assistant.config import Settings
 from assistant.vision.checkpoint import VisionBundle, load_bundle
 from assistant.vision.commands import release_path
+from assistant.vision.evaluate import timing
 from assistant.vision.infer import _Scorer, compile_scorer
 
 Runner = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-
-
-def _time(run: Runner, size: int, repeats: int) -> tuple[float, float]:
-    x1, x32 = torch.rand(1, 1, size, size), torch.rand(32, 1, size, size)
-    with torch.no_grad():
-        for _ in range(10):
-            run(x1)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            run(x1)
-        latency = (time.perf_counter() - start) / repeats * 1000
-        run(x32)
-        start = time.perf_counter()
-        for _ in range(max(3, repeats // 10)):
-            run(x32)
-        throughput = max(3, repeats // 10) * 32 / (time.perf_counter() - start)
-    return latency, throughput
 
 
 def _int8(bundle: VisionBundle) -> Runner:
@@ -74,7 +57,8 @@ def main() -> None:
     base: tuple[float, float] | None = None
     print(f"{bundle.name} ({bundle.sha256[:12]}), {args.threads} threads, input {size} px")
     for name, run in runners.items():
-        latency, throughput = _time(run, size, args.repeats)
+        figures = timing(run, size, args.repeats)
+        latency, throughput = figures["latency_ms_batch1"], figures["images_per_s_batch32"]
         base = base or (latency, throughput)
         line = (f"{name:24s} batch 1: {latency:6.2f} ms ({base[0] / latency:4.2f}x)   "
                 f"batch 32: {throughput:6.1f} img/s ({throughput / base[1]:4.2f}x)")

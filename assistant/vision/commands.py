@@ -96,7 +96,8 @@ def eval_vision(settings: Settings, checkpoint: Path, out_dir: Path, *, cv: bool
     model = VisionModel(bundle, heat_method)
     results["scope"] = evaluate.scope(model, dataset, settings.data_dir)
     results["heatmap"] = evaluate.heatmaps(bundle, dataset, heat_method)
-    results["timing_eager"] = evaluate.timing(bundle)
+    results["timing_eager"] = evaluate.timing(bundle.model.eval(),
+                                              bundle.model.config.image_size)
     if cv:
         train_cfg = TrainConfig(**{k: v for k, v in bundle.provenance["train_config"].items()
                                    if k != "augment"})

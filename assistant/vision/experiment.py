@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from assistant.data import Manifest, require
 from assistant.imaging.preprocess import PreprocessConfig
@@ -22,7 +23,8 @@ from assistant.vision.checkpoint import VisionBundle, as_batch, ood_features, pr
 from assistant.vision.data import LABELS, Dataset
 from assistant.vision.model import PatchTransformer, VisionConfig, load_lite0_imagenet
 from assistant.vision.ood import MahalanobisDetector
-from assistant.vision.train import TrainConfig, TrainResult, train
+from assistant.vision.splits import TEST_FOLD
+from assistant.vision.train import TrainConfig, TrainResult, feature_bank, frozen_part, train
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +42,14 @@ def build_model(cfg: VisionConfig, data_dir: Path) -> PatchTransformer:
 def fit_bundle(dataset: Dataset, model_cfg: VisionConfig, preprocess: PreprocessConfig,
                train_cfg: TrainConfig, data_dir: Path, val_fold: str,
                train_mask: npt.NDArray[np.bool_] | None = None, progress: bool = True,
-               ) -> tuple[VisionBundle, TrainResult]:
+               bank: torch.Tensor | None = None) -> tuple[VisionBundle, TrainResult]:
     """Train on ``train_mask`` (default: every fold but ``val_fold`` and test)."""
     default_train, val_mask, _ = dataset.fold_masks(val_fold)
     train_mask = default_train if train_mask is None else train_mask
     model = build_model(model_cfg, data_dir)
     result = train(model, dataset.images[train_mask], dataset.labels[train_mask],
-                   dataset.images[val_mask], dataset.labels[val_mask], train_cfg, progress)
+                   dataset.images[val_mask], dataset.labels[val_mask], train_cfg, progress,
+                   bank)
     detector = MahalanobisDetector.fit(
         ood_features(result.model, as_batch(dataset.images[train_mask])),
         dataset.labels[train_mask],
@@ -90,12 +93,23 @@ def cross_validate(dataset: Dataset, model_cfg: VisionConfig, preprocess: Prepro
                    train_cfg: TrainConfig, data_dir: Path, progress: bool = True,
                    ) -> list[FoldOutcome]:
     outcomes = []
+    # The frozen stem is the same ImageNet network in every fold: its outputs for all
+    # non-test images are computed once and each fold takes its training rows.
+    pool = dataset.folds != TEST_FOLD
+    row = np.cumsum(pool) - 1
+    frozen = frozen_part(build_model(model_cfg, data_dir), train_cfg)
+    shared = None
+    if frozen is not None:
+        gen = torch.Generator().manual_seed(train_cfg.seed)
+        shared = feature_bank(frozen, torch.from_numpy(dataset.images[pool]).unsqueeze(1),
+                              train_cfg.views, train_cfg, gen, progress)
     for k in range(N_FOLDS):
         eval_fold, val_fold = str(k), str((k + 1) % N_FOLDS)
         train_mask, _, _ = dataset.fold_masks(val_fold)
         train_mask &= dataset.folds != eval_fold
+        bank = shared[row[train_mask]] if shared is not None else None
         bundle, result = fit_bundle(dataset, model_cfg, preprocess, train_cfg, data_dir,
-                                    val_fold, train_mask, progress)
+                                    val_fold, train_mask, progress, bank)
         mask = dataset.folds == eval_fold
         p = predict_proba(bundle, dataset.images[mask])[:, 1]
         outcomes.append(FoldOutcome(eval_fold, dataset.labels[mask], dataset.groups[mask], p,

@@ -68,7 +68,7 @@ class TrainResult:
     history: list[dict[str, float]]
 
 
-def _frozen_part(model: PatchTransformer, cfg: TrainConfig) -> nn.Module | None:
+def frozen_part(model: PatchTransformer, cfg: TrainConfig) -> nn.Module | None:
     if not isinstance(model.stem, Lite0Stem) or cfg.freeze_blocks == 0:
         return None
     return model.stem.blocks[: cfg.freeze_blocks]
@@ -76,15 +76,15 @@ def _frozen_part(model: PatchTransformer, cfg: TrainConfig) -> nn.Module | None:
 
 def _trainable_forward(model: PatchTransformer, cfg: TrainConfig, x: Tensor) -> Tensor:
     """Logits from either cached frozen features or (augmented) images."""
-    if _frozen_part(model, cfg) is None:
+    if frozen_part(model, cfg) is None:
         return model(x).logits
     assert isinstance(model.stem, Lite0Stem)
     return model.encode(model.stem.blocks[cfg.freeze_blocks:](x)).logits
 
 
 @torch.no_grad()
-def _feature_bank(frozen: nn.Module, images: Tensor, views: int, cfg: TrainConfig,
-                  gen: torch.Generator, progress: bool) -> Tensor:
+def feature_bank(frozen: nn.Module, images: Tensor, views: int, cfg: TrainConfig,
+                 gen: torch.Generator, progress: bool) -> Tensor:
     """(N, views + 1, C, H, W) float16 frozen-stem outputs; view 0 is the clean image."""
     frozen.eval()
     out: list[Tensor] = []
@@ -141,7 +141,7 @@ def operating_threshold(y_val: npt.NDArray[np.int64], p_val: npt.NDArray[np.floa
 
 def _set_train_mode(model: PatchTransformer, cfg: TrainConfig) -> None:
     model.train()
-    frozen = _frozen_part(model, cfg)
+    frozen = frozen_part(model, cfg)
     if frozen is not None:
         frozen.eval()
         for p in frozen.parameters():
@@ -151,17 +151,23 @@ def _set_train_mode(model: PatchTransformer, cfg: TrainConfig) -> None:
 def train(model: PatchTransformer, x_train: npt.NDArray[np.float32],
           y_train: npt.NDArray[np.int64], x_val: npt.NDArray[np.float32],
           y_val: npt.NDArray[np.int64], cfg: TrainConfig, progress: bool = True,
-          ) -> TrainResult:
-    """Train, keep the epoch with the lowest validation loss, then calibrate on validation."""
+          bank: Tensor | None = None) -> TrainResult:
+    """Train, keep the epoch with the lowest validation loss, then calibrate on validation.
+
+    ``bank``: frozen-stem outputs of ``x_train`` already computed (``feature_bank``), e.g.
+    shared by the folds of a cross-validation; computed here when absent.
+    """
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     images = torch.from_numpy(x_train).unsqueeze(1)
     labels = torch.from_numpy(y_train)
     _set_train_mode(model, cfg)
-    frozen = _frozen_part(model, cfg)
-    bank = (_feature_bank(frozen, images, cfg.views, cfg, gen, progress)
-            if frozen is not None else None)
+    frozen = frozen_part(model, cfg)
+    if frozen is not None and bank is None:
+        bank = feature_bank(frozen, images, cfg.views, cfg, gen, progress)
+    elif frozen is None:
+        bank = None
     opt = _optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(images) / cfg.batch_size)
     total, warmup = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)

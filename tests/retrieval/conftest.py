@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from assistant.config import Settings
+from assistant.data.manifest import Manifest, SourceRecord, sha256_file
 from assistant.retrieval.corpus import Document, iter_corpus
+from assistant.retrieval.lexical import tokenize_terms
 
 MEDLINE_XML = """<?xml version="1.0" encoding="utf-8"?>
 <!DOCTYPE PubmedArticleSet PUBLIC "-//NLM//DTD PubMedArticle, 1st January 2019//EN" "x.dtd">
@@ -236,3 +242,60 @@ def icd_xml(tmp_path: Path) -> Path:
 def real_corpus() -> list[Document]:
     """Every document of the fetched data folder, parsed once per test session (~20 s)."""
     return list(iter_corpus(Settings().data_dir))
+
+
+# -- index and search fixtures: a tiny data folder and a deterministic stand-in embedder ----
+
+
+class HashingEmbedder:
+    """Stand-in for MiniLM in fast tests: signed hashed bag of stemmed terms, unit length.
+    Texts that share terms get similar vectors; no model, no torch."""
+
+    name = "test/hashing-embedder"
+    dim = 64
+
+    def __init__(self, fingerprint: str = "f" * 64) -> None:
+        self.fingerprint = fingerprint
+        self.calls = 0
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64,
+               progress: bool = False) -> np.ndarray:
+        self.calls += 1
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for term in tokenize_terms(text):
+                code = int.from_bytes(hashlib.sha256(term.encode()).digest()[:8], "little")
+                out[row, code % self.dim] += 1.0 if (code >> 32) & 1 else -1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms > 0, norms, 1.0)
+
+
+def make_data_dir(root: Path, files: dict[str, dict[str, Path]]) -> Path:
+    """A data folder holding ``files`` (source -> relative path -> file) and their manifest."""
+    manifest = Manifest()
+    for source, named in files.items():
+        record = SourceRecord(package="test", version="1", wheel_sha256="0", licence="test")
+        for rel, original in named.items():
+            target = root / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(original, target)
+            record.files[rel] = sha256_file(target)
+        manifest.sources[source] = record
+    manifest.save(root)
+    return root
+
+
+@pytest.fixture
+def tiny_settings(tmp_path: Path, medline_gz: Path, hpo_obo: Path, icd_xml: Path) -> Settings:
+    """Settings over a data folder of the three tiny test files and an empty index folder."""
+    data_dir = make_data_dir(tmp_path / "data", {
+        "medline": {"medline/a.xml.gz": medline_gz},
+        "hpo": {"hpo/hp.obo": hpo_obo},
+        "icd10cm": {"icd10cm/tabular.xml": icd_xml},
+    })
+    return Settings(data_dir=data_dir, index_dir=tmp_path / "indexes")
+
+
+@pytest.fixture
+def embedder() -> HashingEmbedder:
+    return HashingEmbedder()

@@ -1,0 +1,232 @@
+"""Building the literature index, and opening it only when it matches corpus and embedder.
+
+``build_index``: corpus -> passages -> embeddings -> FAISS + BM25 -> ``<index_dir>/literature``.
+
+Staleness: an index records ``corpus_sha256``, the digest of the passages it holds
+(``passages.corpus_sha256``), and ``corpus_inputs_sha256``, a digest of what those passages
+are made from: the data files' sha256s (from the verified data manifest), the passage
+settings and the source of the reader and splitter modules. When the inputs are unchanged,
+the passages are too, and the recorded digest is the expected one: opening costs a file
+verification, not a corpus parse. When the inputs changed, the corpus is parsed again
+(about half a minute) and its passages digested: an unchanged digest (say, only a comment
+changed) keeps the index and records the new inputs; a changed one makes it stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from assistant.config import Settings
+from assistant.data.manifest import require
+from assistant.retrieval import corpus as corpus_module
+from assistant.retrieval import passages as passages_module
+from assistant.retrieval.corpus import SOURCES, Source, iter_corpus
+from assistant.retrieval.embed import Embedder, TextEmbedder
+from assistant.retrieval.index import (
+    MANIFEST_FILE,
+    IndexKind,
+    IndexManifest,
+    IndexMissingError,
+    IndexUnusableError,
+    LoadedIndex,
+    PassageRecord,
+    StaleIndexError,
+    build_faiss,
+    index_params,
+    open_index,
+    save_index,
+)
+from assistant.retrieval.lexical import LexicalIndex
+from assistant.retrieval.passages import Passage, corpus_sha256, split_passages
+from assistant.retrieval.search import Searcher
+
+log = logging.getLogger(__name__)
+
+INDEX_NAME = "literature"
+EMBED_CHUNK = 2048  # passages per encode call: the progress bar's step
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """How the indexed passages are made from the corpus."""
+
+    sources: tuple[Source, ...] = SOURCES
+    limit: int | None = None  # the first ``limit`` passages only (small builds, tests)
+    max_words: int = 110  # 1.7% of passages exceed MiniLM's 256 word pieces (passages.py)
+    overlap_sentences: int = 1
+
+    @classmethod
+    def make(cls, sources: Sequence[str] | None = None, limit: int | None = None,
+             max_words: int = 110, overlap_sentences: int = 1) -> CorpusSpec:
+        chosen = set(sources or SOURCES)
+        if unknown := chosen - set(SOURCES):
+            raise ValueError(f"unknown sources {sorted(unknown)}; known: {list(SOURCES)}")
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        return cls(tuple(s for s in SOURCES if s in chosen), limit, max_words,
+                   overlap_sentences)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> CorpusSpec:
+        return cls.make(raw["sources"], raw["limit"], raw["max_words"],
+                        raw["overlap_sentences"])
+
+
+def index_path(settings: Settings) -> Path:
+    return settings.index_dir / INDEX_NAME
+
+
+def iter_passages(data_dir: Path, spec: CorpusSpec
+                  ) -> Iterator[tuple[Passage, corpus_module.Document]]:
+    """(passage, its document) in corpus order, at most ``spec.limit`` of them."""
+    pairs = ((passage, doc) for doc in iter_corpus(data_dir, spec.sources)
+             for passage in split_passages(doc, spec.max_words, spec.overlap_sentences))
+    return islice(pairs, spec.limit)
+
+
+def corpus_inputs_sha256(data_dir: Path, spec: CorpusSpec) -> str:
+    """Digest of the verified data files of ``spec.sources``, ``spec`` and the reader and
+    splitter source code: equal digests make equal passages."""
+    files = {str(path.relative_to(data_dir)): sha for source in spec.sources
+             for path, sha in sorted(require(data_dir, source).items())}
+    code = {module.__name__: hashlib.sha256(Path(str(module.__file__)).read_bytes()).hexdigest()
+            for module in (corpus_module, passages_module)}
+    payload = json.dumps({"files": files, "spec": asdict(spec), "code": code}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _record(passage: Passage, doc: corpus_module.Document) -> PassageRecord:
+    return PassageRecord(id=passage.id, doc_id=passage.doc_id, source=passage.source,
+                         title=passage.title, text=passage.text, year=passage.year,
+                         citation=doc.citation(), url=doc.url, position=passage.position)
+
+
+def _embed_all(embedder: TextEmbedder, texts: Sequence[str], progress: bool) -> np.ndarray:
+    chunks = []
+    with tqdm(total=len(texts), desc="embedding passages", unit="passage",
+              disable=not progress) as bar:
+        for start in range(0, len(texts), EMBED_CHUNK):
+            chunks.append(embedder.encode(texts[start:start + EMBED_CHUNK]))
+            bar.update(len(chunks[-1]))
+    return np.concatenate(chunks)  # (N, d)
+
+
+def build_index(settings: Settings, sources: Sequence[str] | None = None,
+                limit: int | None = None, kind: IndexKind = "flat", max_words: int = 110,
+                progress: bool = True, embedder: TextEmbedder | None = None,
+                params: dict[str, int] | None = None) -> IndexManifest:
+    """Embed the corpus (or ``sources``, or its first ``limit`` passages) and write the
+    FAISS index of ``kind``, BM25 and the manifest to ``<index_dir>/literature``."""
+    spec = CorpusSpec.make(sources, limit, max_words)
+    return _build(settings, spec, kind, params or {}, progress, embedder)
+
+
+def _build(settings: Settings, spec: CorpusSpec, kind: IndexKind, params: dict[str, int],
+           progress: bool, embedder: TextEmbedder | None) -> IndexManifest:
+    start = time.perf_counter()
+    embedder = embedder or Embedder(settings.data_dir)
+    inputs_sha = corpus_inputs_sha256(settings.data_dir, spec)
+    pairs = list(iter_passages(settings.data_dir, spec))
+    if not pairs:
+        raise ValueError(f"no passages in sources {spec.sources}: nothing to index")
+    passages = [p for p, _ in pairs]
+    log.info("indexing %d passages of %d documents (%s)", len(passages),
+             len({p.doc_id for p in passages}), ", ".join(spec.sources))
+    texts = [p.embed_text() for p in passages]
+    vectors = _embed_all(embedder, texts, progress)  # (N, d)
+    resolved = index_params(kind, len(passages), **params)
+    dense = build_faiss(vectors, kind, **resolved)
+    lexical = LexicalIndex.build(texts)
+    manifest = IndexManifest(
+        embedder=embedder.name, embedder_sha256=embedder.fingerprint, dim=int(vectors.shape[1]),
+        corpus_sha256=corpus_sha256(passages), corpus_inputs_sha256=inputs_sha,
+        passage_count=len(passages), document_count=len({p.doc_id for p in passages}),
+        source_counts=dict(Counter(p.source for p in passages)), index_kind=kind,
+        index_params=resolved, corpus=asdict(spec),
+        build_seconds=round(time.perf_counter() - start, 2),
+        created=datetime.now(UTC).isoformat(timespec="seconds"))
+    save_index(index_path(settings), dense, (_record(p, d) for p, d in pairs), manifest,
+               lexical)
+    log.info("built a %s index of %d passages in %.1f s", kind, len(passages),
+             manifest.build_seconds)
+    return manifest
+
+
+def expected_corpus_sha256(settings: Settings, spec: CorpusSpec,
+                           manifest: IndexManifest | None = None) -> str:
+    """The passage digest the corpus gives now under ``spec``: the manifest's own when its
+    inputs digest still matches (no parse), else computed from the corpus."""
+    inputs_sha = corpus_inputs_sha256(settings.data_dir, spec)
+    if manifest is not None and manifest.corpus_inputs_sha256 == inputs_sha:
+        return manifest.corpus_sha256
+    log.info("corpus inputs changed since the index was built: digesting the passages again")
+    digest = corpus_sha256(p for p, _ in iter_passages(settings.data_dir, spec))
+    if manifest is not None and manifest.corpus_sha256 == digest:
+        log.info("the passages are unchanged: recording the new inputs in the manifest")
+        refreshed = replace(manifest, corpus_inputs_sha256=inputs_sha)
+        refreshed.save(index_path(settings) / MANIFEST_FILE)
+    return digest
+
+
+def _recorded(settings: Settings) -> IndexManifest | None:
+    try:
+        return IndexManifest.load(index_path(settings) / MANIFEST_FILE)
+    except IndexUnusableError:
+        return None
+
+
+def _require_built(settings: Settings) -> None:
+    if not (index_path(settings) / MANIFEST_FILE).exists():
+        raise IndexMissingError(f"no literature index in {index_path(settings)}: run "
+                                "`assistant index build`")
+
+
+def ensure_index(settings: Settings, rebuild: bool = True,
+                 embedder: TextEmbedder | None = None, progress: bool = False) -> LoadedIndex:
+    """Open the literature index, checked against the corpus and the embedder.
+
+    A missing, stale or corrupt index is rebuilt (with the corpus settings, kind and
+    parameters it recorded, else the defaults) when ``rebuild``; otherwise its error is
+    raised. A stale index is never used.
+    """
+    if not rebuild:
+        _require_built(settings)  # before the embedder's files are verified
+    embedder = embedder or Embedder(settings.data_dir)
+    manifest = _recorded(settings)
+    spec = CorpusSpec.from_dict(manifest.corpus) if manifest else CorpusSpec()
+    try:
+        expected = expected_corpus_sha256(settings, spec, manifest)
+        return open_index(index_path(settings), expected, embedder.fingerprint)
+    except IndexUnusableError as exc:
+        if not rebuild:
+            raise
+        what = "missing" if isinstance(exc, IndexMissingError) else (
+            "stale" if isinstance(exc, StaleIndexError) else "corrupt")
+        log.warning("literature index %s (%s): rebuilding it", what, exc)
+    kind: IndexKind = manifest.index_kind if manifest else "flat"
+    params = manifest.index_params if manifest else {}
+    new = _build(settings, spec, kind, params, progress, embedder)
+    return open_index(index_path(settings), new.corpus_sha256, embedder.fingerprint)
+
+
+def open_searcher(settings: Settings, rebuild: bool = True,
+                  embedder: TextEmbedder | None = None) -> Searcher:
+    """A ``Searcher`` over the checked (or rebuilt) index: what the pipeline and the service
+    hold. The embedder loads its weights on the first dense query."""
+    if not rebuild:
+        _require_built(settings)
+    embedder = embedder or Embedder(settings.data_dir)
+    return Searcher(ensure_index(settings, rebuild=rebuild, embedder=embedder), embedder)

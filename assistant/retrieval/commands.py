@@ -1,0 +1,122 @@
+"""The ``assistant search`` and ``assistant index`` commands' work (cli.py holds the options)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import cast, get_args
+
+import typer
+
+from assistant.config import Settings
+from assistant.data.manifest import DataError
+from assistant.retrieval.build import (
+    CorpusSpec,
+    build_index,
+    expected_corpus_sha256,
+    index_path,
+    open_searcher,
+)
+from assistant.retrieval.embed import Embedder
+from assistant.retrieval.index import (
+    INDEX_KINDS,
+    MANIFEST_FILE,
+    IndexKind,
+    IndexManifest,
+    IndexMissingError,
+    IndexUnusableError,
+    stale_reasons,
+)
+from assistant.retrieval.search import MODES, Fusion, Hit, Mode
+
+log = logging.getLogger(__name__)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def format_hits(hits: Sequence[Hit]) -> str:
+    """Numbered hits: score and citation, then the snippet and the link, indented."""
+    if not hits:
+        return "no hits"
+    lines = []
+    for number, hit in enumerate(hits, start=1):
+        lines += [f"{number:2d}. [{hit.score:.4f}] {hit.citation}",
+                  f"    {hit.snippet}", f"    {hit.url}"]
+    return "\n".join(lines)
+
+
+def run_search(settings: Settings, query: str, k: int, as_json: bool, mode: str,
+               fusion: str, weight: float, sources: Sequence[str] | None,
+               year_range: tuple[int | None, int | None]) -> None:
+    if mode not in MODES:
+        raise typer.BadParameter(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if fusion not in get_args(Fusion):
+        raise typer.BadParameter(f"--fusion must be rrf or weighted, got {fusion!r}")
+    try:
+        searcher = open_searcher(settings, rebuild=False)
+        hits = searcher.search(query, k, cast(Mode, mode), sources, year_range,
+                               cast(Fusion, fusion), weight)
+    except IndexMissingError as exc:
+        raise _fail(f"no literature index in {index_path(settings)}: run "
+                    "`assistant index build` first") from exc
+    except (IndexUnusableError, DataError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    if as_json:
+        typer.echo(json.dumps([hit.to_dict() for hit in hits], indent=1, ensure_ascii=False))
+    else:
+        typer.echo(format_hits(hits))
+
+
+def run_index_build(settings: Settings, sources: Sequence[str] | None, limit: int | None,
+                    kind: str, max_words: int, progress: bool) -> None:
+    if kind not in INDEX_KINDS:
+        raise typer.BadParameter(f"--kind must be one of {', '.join(INDEX_KINDS)}, got {kind!r}")
+    try:
+        manifest = build_index(settings, sources, limit, cast(IndexKind, kind), max_words,
+                               progress=progress)
+    except (DataError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"index: {index_path(settings)}")
+    typer.echo(f"{manifest.passage_count} passages of {manifest.document_count} documents "
+               f"({_counts(manifest)}), {manifest.index_kind}, "
+               f"{manifest.build_seconds:.1f} s")
+
+
+def _counts(manifest: IndexManifest) -> str:
+    return ", ".join(f"{s} {n}" for s, n in sorted(manifest.source_counts.items()))
+
+
+def index_status(settings: Settings, manifest: IndexManifest) -> str:
+    """"up to date", or "stale: what differs"."""
+    spec = CorpusSpec.from_dict(manifest.corpus)
+    expected = expected_corpus_sha256(settings, spec, manifest)
+    reasons = stale_reasons(manifest, expected, Embedder(settings.data_dir).fingerprint)
+    return "stale: " + "; ".join(reasons) if reasons else "up to date"
+
+
+def run_index_info(settings: Settings) -> None:
+    path = index_path(settings)
+    try:
+        manifest = IndexManifest.load(path / MANIFEST_FILE)
+    except IndexMissingError as exc:
+        raise _fail(f"no literature index in {path}: run `assistant index build`") from exc
+    except IndexUnusableError as exc:
+        raise _fail(str(exc)) from exc
+    try:
+        status = index_status(settings, manifest)
+    except DataError as exc:
+        status = f"unknown ({exc})"
+    corpus = manifest.corpus
+    typer.echo(f"index:     {path}\nstatus:    {status}\n"
+               f"passages:  {manifest.passage_count} of {manifest.document_count} documents "
+               f"({_counts(manifest)})\n"
+               f"corpus:    sources {', '.join(corpus['sources'])}; limit {corpus['limit']}; "
+               f"max_words {corpus['max_words']}; sha256 {manifest.corpus_sha256}\n"
+               f"embedder:  {manifest.embedder} (sha256 {manifest.embedder_sha256}), "
+               f"dim {manifest.dim}\n"
+               f"kind:      {manifest.index_kind} {json.dumps(manifest.index_params)}\n"
+               f"built:     {manifest.created} in {manifest.build_seconds:.1f} s")

@@ -1,0 +1,110 @@
+"""The sentence embedder: all-MiniLM-L6-v2 from the fetched data folder, never downloaded.
+
+The files are verified against the data manifest (``require(data_dir, "minilm")``) when an
+``Embedder`` is made; the model itself loads on the first ``encode``. Its ``fingerprint`` is
+the manifest's sha256 of ``model.safetensors``: what an index records it was built with.
+The torch thread count is left as the caller set it (``torch.set_num_threads``,
+``OMP_NUM_THREADS``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from assistant.data.manifest import DataError, require
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+log = logging.getLogger(__name__)
+
+EMBEDDER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+EMBEDDER_DIM = 384
+MAX_SEQ_LENGTH = 256  # word pieces, [CLS] and [SEP] included: the model's training length
+_WEIGHTS = "model.safetensors"
+
+
+class TextEmbedder(Protocol):
+    """What an index needs from an embedder (tests pass a tiny deterministic one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64,
+               progress: bool = False) -> np.ndarray: ...
+
+
+def _offline() -> None:
+    """No hub look-ups, whatever the environment says: every file is local."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+class Embedder:
+    """all-MiniLM-L6-v2: texts -> L2-normalised float32 vectors of shape (N, 384)."""
+
+    name = EMBEDDER_NAME
+    dim = EMBEDDER_DIM
+
+    def __init__(self, data_dir: Path, max_seq_length: int = MAX_SEQ_LENGTH) -> None:
+        files = require(data_dir, "minilm")  # verified now; raises DataError if not fetched
+        weights = [(path, sha) for path, sha in files.items() if path.name == _WEIGHTS]
+        if len(weights) != 1:
+            raise DataError(f"the minilm data source has no single {_WEIGHTS}: "
+                            "run `assistant data fetch --only minilm`")
+        path, sha = weights[0]
+        self.folder = path.parent
+        self._fingerprint = sha
+        self.max_seq_length = max_seq_length
+        self._model: SentenceTransformer | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of ``model.safetensors``, as recorded in the data manifest."""
+        return self._fingerprint
+
+    @property
+    def model(self) -> SentenceTransformer:
+        """The SentenceTransformer, loaded on first use (about 3 s)."""
+        with self._lock:
+            if self._model is None:
+                self._model = self._load()
+            return self._model
+
+    def _load(self) -> SentenceTransformer:
+        _offline()
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar on every start
+        model = SentenceTransformer(str(self.folder), device="cpu")
+        model.max_seq_length = self.max_seq_length
+        got = model.get_sentence_embedding_dimension()
+        if got != self.dim:
+            raise DataError(f"{self.folder} embeds into {got} dimensions, expected {self.dim}")
+        log.info("loaded %s from %s", self.name, self.folder)
+        return model
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64,
+               progress: bool = False) -> np.ndarray:
+        """(N, 384) float32, each row of unit length; (0, 384) for no texts."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self.model.encode(list(texts), batch_size=batch_size,
+                                    show_progress_bar=progress, convert_to_numpy=True,
+                                    normalize_embeddings=True)
+        return np.ascontiguousarray(vectors, dtype=np.float32)  # (N, 384)

@@ -1,0 +1,400 @@
+"""The dense index on disk: FAISS vectors, the passages they stand for, BM25, a manifest.
+
+One index is a folder::
+
+    dense.faiss      FAISS index, row i = passage i (inner product on unit vectors = cosine)
+    passages.jsonl   one PassageRecord per line: all a hit needs, no XML re-read
+    bm25/            the lexical index (``lexical.LexicalIndex``)
+    manifest.json    what built it, from what (``IndexManifest``)
+
+``save_index`` writes a new folder beside the target and renames it into place, so readers
+see the old index or the new one, never half of one. ``open_index`` memory-maps the FAISS
+file read-only and refuses an index whose manifest names another corpus or embedder
+(``StaleIndexError``) or whose files disagree with each other (``CorruptIndexError``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mmap
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import faiss
+import numpy as np
+
+from assistant.retrieval.corpus import SOURCES, Source
+from assistant.retrieval.lexical import LexicalIndex
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+DENSE_FILE = "dense.faiss"
+PASSAGES_FILE = "passages.jsonl"
+BM25_DIR = "bm25"
+MANIFEST_FILE = "manifest.json"
+
+
+IndexKind = Literal["flat", "hnsw", "ivfpq"]
+INDEX_KINDS: tuple[IndexKind, ...] = ("flat", "hnsw", "ivfpq")
+# Defaults per kind; ``build_faiss(..., **params)`` overrides them.
+DEFAULT_PARAMS: dict[str, dict[str, int]] = {
+    "flat": {},
+    "hnsw": {"m": 32, "ef_construction": 80, "ef_search": 128},
+    "ivfpq": {"nlist": 0, "m": 48, "nbits": 8, "nprobe": 16, "train_size": 50_000},
+}  # ivfpq nlist 0: about 4 sqrt(N)
+
+
+class IndexUnusableError(RuntimeError):
+    """The index cannot answer queries: build it with ``assistant index build``."""
+
+
+class IndexMissingError(IndexUnusableError):
+    """No index has been built in this folder."""
+
+
+class StaleIndexError(IndexUnusableError):
+    """The index was built from another corpus or with another embedder."""
+
+
+class CorruptIndexError(IndexUnusableError):
+    """Files of the index are missing, unreadable or disagree with each other."""
+
+
+@dataclass(frozen=True)
+class PassageRecord:
+    """One indexed passage with its document's citation data: one line of passages.jsonl."""
+
+    id: str  # "PMID:123#0"
+    doc_id: str
+    source: Source
+    title: str
+    text: str
+    year: int | None
+    citation: str
+    url: str
+    position: int
+
+
+@dataclass
+class IndexManifest:
+    """What an index was built with and from; ``manifest.json``."""
+
+    embedder: str  # "sentence-transformers/all-MiniLM-L6-v2"
+    embedder_sha256: str  # of model.safetensors
+    dim: int
+    corpus_sha256: str  # passages.corpus_sha256 of the indexed passages
+    corpus_inputs_sha256: str  # data files, passage settings and cutting code (build.py)
+    passage_count: int
+    document_count: int
+    source_counts: dict[str, int]  # passages per source
+    index_kind: IndexKind
+    index_params: dict[str, Any]
+    corpus: dict[str, Any]  # how the passages were made: sources, limit, max_words, overlap
+    build_seconds: float
+    created: str  # ISO 8601, UTC
+    file_sizes: dict[str, int] = field(default_factory=dict)  # dense.faiss, passages.jsonl
+    format_version: int = FORMAT_VERSION
+
+    def save(self, path: Path) -> None:
+        _atomic_write(path, json.dumps(asdict(self), indent=1, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> IndexManifest:
+        if not path.exists():
+            raise IndexMissingError(f"no index manifest at {path}: run `assistant index build`")
+        try:
+            manifest = cls(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as exc:
+            raise CorruptIndexError(f"{path} is not a valid index manifest ({exc}): "
+                                    "run `assistant index build`") from exc
+        if manifest.format_version != FORMAT_VERSION:
+            raise StaleIndexError(f"{path} has index format {manifest.format_version}, this "
+                                  f"code reads {FORMAT_VERSION}: run `assistant index build`")
+        return manifest
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+# -- FAISS ---------------------------------------------------------------------------------
+
+
+def _check_vectors(vectors: np.ndarray) -> np.ndarray:
+    if vectors.ndim != 2 or vectors.shape[0] == 0:
+        raise ValueError(f"expected vectors of shape (N, d) with N >= 1, got {vectors.shape}")
+    return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def index_params(kind: IndexKind, n: int, **params: int) -> dict[str, int]:
+    """The defaults of ``kind`` overridden by ``params``, with ivfpq's nlist resolved."""
+    if kind not in DEFAULT_PARAMS:
+        raise ValueError(f"index kind must be one of {INDEX_KINDS}, got {kind!r}")
+    unknown = set(params) - set(DEFAULT_PARAMS[kind])
+    if unknown:
+        raise ValueError(f"unknown {kind} parameters {sorted(unknown)}; known: "
+                         f"{sorted(DEFAULT_PARAMS[kind])}")
+    resolved = {**DEFAULT_PARAMS[kind], **params}
+    if kind == "ivfpq" and not resolved["nlist"]:
+        resolved["nlist"] = max(1, min(int(4 * np.sqrt(n)), n // 39))
+    return resolved
+
+
+def _build_ivfpq(vectors: np.ndarray, p: dict[str, int]) -> faiss.Index:
+    n, d = vectors.shape
+    if d % p["m"]:
+        raise ValueError(f"ivfpq m={p['m']} must divide the dimension {d}")
+    if n < max(p["nlist"], 2 ** p["nbits"]):
+        raise ValueError(f"ivfpq needs at least max(nlist, 2**nbits) = "
+                         f"{max(p['nlist'], 2 ** p['nbits'])} vectors to train, got {n}: "
+                         "use kind 'flat' at this size")
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFPQ(quantizer, d, p["nlist"], p["m"], p["nbits"],
+                             faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(0)
+    sample = vectors if n <= p["train_size"] else vectors[
+        np.sort(rng.choice(n, p["train_size"], replace=False))]
+    index.train(sample)
+    index.nprobe = p["nprobe"]
+    return index
+
+
+def build_faiss(vectors: np.ndarray, kind: IndexKind = "flat", **params: int) -> faiss.Index:
+    """An inner-product FAISS index over ``vectors`` (N, d), row i getting id i.
+
+    flat: exact (``IndexFlatIP``), the default at this corpus size. hnsw:
+    ``IndexHNSWFlat(d, m, METRIC_INNER_PRODUCT)`` with ``ef_construction``, ``ef_search``.
+    ivfpq: ``IndexIVFPQ`` (``nlist`` lists, ``m`` sub-quantizers of ``nbits``, ``nprobe``)
+    trained on the vectors or a seeded sample of ``train_size``.
+    """
+    vectors = _check_vectors(vectors)  # (N, d)
+    n, d = vectors.shape
+    p = index_params(kind, n, **params)
+    if kind == "flat":
+        index: faiss.Index = faiss.IndexFlatIP(d)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, p["m"], faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = p["ef_construction"]
+        index.hnsw.efSearch = p["ef_search"]
+    else:
+        index = _build_ivfpq(vectors, p)
+    index.add(vectors)
+    return index
+
+
+def _search_parameters(index: faiss.Index, allowed: np.ndarray | None
+                       ) -> tuple[faiss.SearchParameters | None, np.ndarray | None]:
+    """Search parameters restricting results to ``allowed`` ((N,) bool), with the index's
+    own efSearch / nprobe kept; and the bitmap they point into (keep it alive)."""
+    if allowed is None:
+        return None, None
+    if allowed.shape != (index.ntotal,):
+        raise ValueError(f"allowed must be a ({index.ntotal},) bool mask, got {allowed.shape}")
+    bitmap = np.packbits(allowed.astype(bool), bitorder="little")
+    inner = faiss.downcast_index(index)
+    params: faiss.SearchParameters
+    if isinstance(inner, faiss.IndexHNSW):
+        hnsw = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+        hnsw.efSearch = inner.hnsw.efSearch
+        params = hnsw
+    elif isinstance(inner, faiss.IndexIVF):
+        params = faiss.SearchParametersIVF()
+        params.nprobe = inner.nprobe
+    else:
+        params = faiss.SearchParameters()
+    params.sel = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+    return params, bitmap
+
+
+def search_faiss(index: faiss.Index, queries: np.ndarray, k: int,
+                 allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` rows by inner product -> (scores (Q, k) float32, ids (Q, k) int64), best
+    first. Only rows where ``allowed`` is True are returned; missing slots (fewer than
+    ``k`` candidates) hold id -1 and score -inf."""
+    queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)  # (Q, d)
+    if queries.shape[1] != index.d:
+        raise ValueError(f"queries have dimension {queries.shape[1]}, the index {index.d}")
+    if k <= 0 or index.ntotal == 0:
+        empty = np.zeros((len(queries), 0))
+        return empty.astype(np.float32), empty.astype(np.int64)
+    params, bitmap = _search_parameters(index, allowed)
+    scores, ids = index.search(queries, k, params=params)
+    del bitmap
+    scores = np.where(ids < 0, -np.inf, scores).astype(np.float32)
+    return scores, ids.astype(np.int64)
+
+
+# -- on disk -------------------------------------------------------------------------------
+
+
+def save_index(directory: Path, dense: faiss.Index, passages: Iterable[PassageRecord],
+               manifest: IndexManifest, lexical: LexicalIndex) -> None:
+    """Write the index folder ``directory`` atomically: into a temporary folder beside it,
+    then renamed over it (an old index is moved aside first and deleted after)."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
+    try:
+        faiss.write_index(dense, str(tmp / DENSE_FILE))
+        with (tmp / PASSAGES_FILE).open("w", encoding="utf-8") as handle:
+            for record in passages:
+                handle.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
+        lexical.save(tmp / BM25_DIR)
+        manifest.file_sizes = {name: (tmp / name).stat().st_size
+                               for name in (DENSE_FILE, PASSAGES_FILE)}
+        manifest.save(tmp / MANIFEST_FILE)
+        old = None
+        if directory.exists():
+            old = directory.parent / f".{directory.name}.old-{os.getpid()}"
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)  # open mmaps of the old files stay valid
+    log.info("index written to %s (%d passages)", directory, manifest.passage_count)
+
+
+class PassageStore:
+    """passages.jsonl, memory-mapped: a line per passage read when asked for; the source
+    and year of every passage held as arrays for filtering."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with path.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        data = np.frombuffer(self._map, dtype=np.uint8) if self._map is not None else np.zeros(
+            0, dtype=np.uint8)
+        ends = np.flatnonzero(data == ord("\n"))
+        if len(data) and (not len(ends) or ends[-1] != len(data) - 1):
+            raise CorruptIndexError(f"{path} ends inside a line: it was truncated")
+        self._starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
+        self._ends = ends.astype(np.int64)
+        del data  # no exported buffer may outlive the map
+        self.source_codes = np.zeros(len(self._ends), dtype=np.uint8)  # index into SOURCES
+        self.years = np.zeros(len(self._ends), dtype=np.int32)  # 0: no year
+        for i in range(len(self._ends)):
+            record = self._record(i)
+            self.source_codes[i] = SOURCES.index(record.source)
+            self.years[i] = record.year or 0
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def _record(self, i: int) -> PassageRecord:
+        assert self._map is not None
+        line = self._map[self._starts[i]:self._ends[i]]
+        try:
+            return PassageRecord(**json.loads(line))
+        except (ValueError, TypeError) as exc:
+            raise CorruptIndexError(f"{self.path} line {i + 1} is not a passage ({exc})"
+                                    ) from exc
+
+    def __getitem__(self, i: int) -> PassageRecord:
+        if not 0 <= i < len(self):
+            raise IndexError(f"passage {i} of {len(self)}")
+        return self._record(i)
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+
+@dataclass
+class LoadedIndex:
+    """An opened index: read-only, the FAISS vectors memory-mapped."""
+
+    directory: Path
+    manifest: IndexManifest
+    dense: faiss.Index
+    passages: PassageStore
+    lexical: LexicalIndex
+
+    def __len__(self) -> int:
+        return len(self.passages)
+
+    def close(self) -> None:
+        self.passages.close()
+
+
+def stale_reasons(manifest: IndexManifest, expected_corpus_sha: str | None,
+                  expected_embedder_sha: str | None) -> list[str]:
+    """What differs between the manifest and the corpus and embedder at hand ([] if none)."""
+    reasons = []
+    if expected_corpus_sha is not None and manifest.corpus_sha256 != expected_corpus_sha:
+        reasons.append(f"corpus sha256 {manifest.corpus_sha256[:12]} in the index, "
+                       f"{expected_corpus_sha[:12]} now")
+    if expected_embedder_sha is not None and manifest.embedder_sha256 != expected_embedder_sha:
+        reasons.append(f"embedder sha256 {manifest.embedder_sha256[:12]} in the index, "
+                       f"{expected_embedder_sha[:12]} now")
+    return reasons
+
+
+def _check_files(directory: Path, manifest: IndexManifest) -> None:
+    for name in (DENSE_FILE, PASSAGES_FILE, BM25_DIR):
+        if not (directory / name).exists():
+            raise CorruptIndexError(f"{directory / name} is missing: run "
+                                    "`assistant index build`")
+    for name, size in manifest.file_sizes.items():
+        actual = (directory / name).stat().st_size
+        if actual != size:
+            raise CorruptIndexError(f"{directory / name} has {actual} bytes, the manifest "
+                                    f"says {size}: run `assistant index build`")
+
+
+def _mmap_flags(kind: IndexKind) -> int:
+    """Read-only memory-mapping flags. In faiss 1.15, ``IO_FLAG_MMAP`` maps only IVF
+    inverted lists (flat and HNSW vectors would be read into memory);
+    ``IO_FLAG_MMAP_IFC`` maps the vectors of flat-code indexes (flat, HNSW storage)."""
+    if kind == "ivfpq":
+        return faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
+    return faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
+
+
+def _read_parts(directory: Path, manifest: IndexManifest
+                ) -> tuple[faiss.Index, PassageStore, LexicalIndex]:
+    try:
+        dense = faiss.read_index(str(directory / DENSE_FILE), _mmap_flags(manifest.index_kind))
+        lexical = LexicalIndex.load(directory / BM25_DIR, mmap=True)
+    except (RuntimeError, OSError, ValueError, KeyError) as exc:
+        raise CorruptIndexError(f"cannot read the index in {directory} ({exc}): "
+                                "run `assistant index build`") from exc
+    passages = PassageStore(directory / PASSAGES_FILE)
+    counts = {"manifest": manifest.passage_count, DENSE_FILE: int(dense.ntotal),
+              PASSAGES_FILE: len(passages), BM25_DIR: len(lexical)}
+    if len(set(counts.values())) != 1 or dense.d != manifest.dim:
+        passages.close()
+        raise CorruptIndexError(f"the index in {directory} disagrees with itself (passage "
+                                f"counts {counts}, dimension {dense.d} vs {manifest.dim}): "
+                                "run `assistant index build`")
+    return dense, passages, lexical
+
+
+def open_index(directory: Path, expected_corpus_sha: str | None,
+               expected_embedder_sha: str | None) -> LoadedIndex:
+    """Open the index in ``directory`` read-only, the FAISS file memory-mapped.
+
+    An expected sha256 of None is not checked. Raises ``IndexMissingError``,
+    ``StaleIndexError`` (saying what differs) or ``CorruptIndexError``.
+    """
+    manifest = IndexManifest.load(directory / MANIFEST_FILE)
+    if reasons := stale_reasons(manifest, expected_corpus_sha, expected_embedder_sha):
+        raise StaleIndexError(f"the index in {directory} is stale: {'; '.join(reasons)}. "
+                              "Run `assistant index build`")
+    _check_files(directory, manifest)
+    dense, passages, lexical = _read_parts(directory, manifest)
+    return LoadedIndex(directory=directory, manifest=manifest, dense=dense, passages=passages,
+                       lexical=lexical)
+

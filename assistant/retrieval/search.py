@@ -1,0 +1,263 @@
+"""Search: dense, BM25 or both fused, filtered by source and year, with snippets.
+
+The ranking pieces are pure functions over arrays and dicts (``rrf``, ``weighted_fusion``,
+``filter_mask``, ``best_sentences``); ``Searcher`` wires them to an opened index and the
+embedder. A hit is one passage, at most one per document (its best passage), with the one
+or two sentences of it that best answer the query as the snippet.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from assistant.retrieval.corpus import SOURCES
+from assistant.retrieval.embed import TextEmbedder
+from assistant.retrieval.index import LoadedIndex, search_faiss
+from assistant.retrieval.lexical import search_bm25, tokenize_terms
+from assistant.retrieval.passages import split_sentences
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["dense", "bm25", "hybrid"]
+Fusion = Literal["rrf", "weighted"]
+MODES: tuple[Mode, ...] = ("dense", "bm25", "hybrid")
+RRF_K = 60
+CANDIDATES = 100  # passages each ranker hands to fusion, de-duplication and filtering
+
+
+# -- fusion --------------------------------------------------------------------------------
+
+
+def rrf(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion: score(id) = sum over rankings of 1 / (k + rank), rank from 1.
+
+    Returns (id, score) best first; ties keep the order of first appearance.
+    """
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda pair: -pair[1])
+
+
+def _min_max(scores: Mapping[int, float]) -> dict[int, float]:
+    """Scores mapped onto [0, 1]; all 1.0 when they are all equal."""
+    if not scores:
+        return {}
+    low, high = min(scores.values()), max(scores.values())
+    span = high - low
+    return {i: (s - low) / span if span > 0 else 1.0 for i, s in scores.items()}
+
+
+def weighted_fusion(dense: Mapping[int, float], lexical: Mapping[int, float],
+                    weight: float = 0.5) -> list[tuple[int, float]]:
+    """score = weight * dense' + (1 - weight) * lexical', each list min-max normalised
+    first, 0 where an id is absent from a list. ``weight`` 1.0 (0.0) is the dense
+    (lexical) ranking unchanged: a list of weight 0 adds no candidates.
+
+    Returns (id, score) best first; ties keep dense order, then lexical order.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must be in [0, 1], got {weight}")
+    d, lx = _min_max(dense), _min_max(lexical)
+    if weight in (0.0, 1.0):  # one list alone, ranked by its raw scores
+        raw, norm = (dense, d) if weight == 1.0 else (lexical, lx)
+        return [(i, norm[i]) for i, _ in sorted(raw.items(), key=lambda pair: -pair[1])]
+    candidates = list(d) + [i for i in lx if i not in d]
+    fused = {i: weight * d.get(i, 0.0) + (1 - weight) * lx.get(i, 0.0) for i in candidates}
+    return sorted(fused.items(), key=lambda pair: -pair[1])
+
+
+# -- filters -------------------------------------------------------------------------------
+
+
+def filter_mask(source_codes: np.ndarray, years: np.ndarray,
+                sources: Sequence[str] | None = None,
+                year_range: tuple[int | None, int | None] | None = None) -> np.ndarray | None:
+    """(N,) bool mask of passages passing the filters, or None when there are none.
+
+    ``source_codes`` index ``corpus.SOURCES``; ``years`` hold 0 where a document has no
+    year. A year bound leaves out undated documents (HPO terms, ICD-10-CM codes).
+    """
+    mask = None
+    if sources:
+        unknown = set(sources) - set(SOURCES)
+        if unknown:
+            raise ValueError(f"unknown sources {sorted(unknown)}; known: {list(SOURCES)}")
+        codes = [SOURCES.index(s) for s in sources]
+        mask = np.isin(source_codes, codes)
+    if year_range is not None and year_range != (None, None):
+        low, high = year_range
+        in_range = years > 0
+        if low is not None:
+            in_range &= years >= low
+        if high is not None:
+            in_range &= years <= high
+        mask = in_range if mask is None else mask & in_range
+    return mask
+
+
+# -- snippets ------------------------------------------------------------------------------
+
+
+def term_overlap_scores(query_terms: Sequence[str], sentences: Sequence[str]) -> np.ndarray:
+    """(S,) number of distinct query terms (stemmed, stop words out) in each sentence."""
+    wanted = set(query_terms)
+    return np.array([len(wanted & set(tokenize_terms(s))) for s in sentences],
+                    dtype=np.float32)
+
+
+def best_sentences(query: np.ndarray | Sequence[str], passage_text: str, n: int = 2,
+                   sentence_vecs: np.ndarray | None = None) -> list[str]:
+    """The ``n`` sentences of ``passage_text`` that best answer the query, in passage order.
+
+    ``query``: a (d,) unit query vector, scored against ``sentence_vecs`` ((S, d), one row
+    per ``split_sentences(passage_text)``) by inner product; or the query's terms
+    (``tokenize_terms``), scored by term overlap. Ties go to the earlier sentence.
+    """
+    sentences = split_sentences(passage_text)
+    if len(sentences) <= n:
+        return sentences
+    if isinstance(query, np.ndarray):
+        if sentence_vecs is None or len(sentence_vecs) != len(sentences):
+            raise ValueError(f"need one vector per sentence ({len(sentences)}), got "
+                             f"{None if sentence_vecs is None else len(sentence_vecs)}")
+        scores = sentence_vecs @ query  # (S,)
+    else:
+        scores = term_overlap_scores(query, sentences)
+    chosen = np.lexsort((np.arange(len(sentences)), -scores))[:n]
+    return [sentences[i] for i in sorted(chosen)]
+
+
+# -- hits ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: a passage, its citation and a snippet of it."""
+
+    id: str  # passage id, "PMID:123#0"
+    doc_id: str
+    source: str
+    title: str
+    snippet: str
+    score: float  # of the mode: cosine (dense), BM25, RRF or weighted fusion (hybrid)
+    citation: str
+    url: str
+    year: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def best_per_document(ranked: Sequence[tuple[int, float]], doc_ids: Sequence[str],
+                      k: int) -> list[tuple[int, float]]:
+    """The first ``k`` entries of ``ranked`` whose document was not seen before."""
+    seen: set[str] = set()
+    kept = []
+    for (item, score), doc in zip(ranked, doc_ids, strict=True):
+        if doc not in seen:
+            seen.add(doc)
+            kept.append((item, score))
+            if len(kept) == k:
+                break
+    return kept
+
+
+# -- the searcher --------------------------------------------------------------------------
+
+
+def _pairs(scores: np.ndarray, ids: np.ndarray) -> list[tuple[int, float]]:
+    keep = ids >= 0
+    return list(zip(ids[keep].tolist(), scores[keep].tolist(), strict=True))
+
+
+class Searcher:
+    """Answers queries from an opened index; the embedder is needed for dense and hybrid
+    search (BM25 alone works without it, with term-overlap snippets)."""
+
+    def __init__(self, index: LoadedIndex, embedder: TextEmbedder | None = None,
+                 candidates: int = CANDIDATES) -> None:
+        if embedder is not None and embedder.dim != index.manifest.dim:
+            raise ValueError(f"the embedder gives {embedder.dim} dimensions, the index holds "
+                             f"{index.manifest.dim}")
+        self.index = index
+        self.embedder = embedder
+        self.candidates = candidates
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        if self.embedder is None:
+            raise ValueError("dense and hybrid search need an embedder; use mode='bm25'")
+        return self.embedder.encode(texts)
+
+    def rank(self, query: str, depth: int, mode: Mode = "hybrid",
+             mask: np.ndarray | None = None, fusion: Fusion = "rrf", weight: float = 0.5,
+             query_vec: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """Passage rows and scores, best first, each ranker fetching ``depth`` candidates."""
+        dense: list[tuple[int, float]] = []
+        lexical: list[tuple[int, float]] = []
+        if mode != "bm25":
+            vec = self._embed([query])[0] if query_vec is None else query_vec
+            dense = _pairs(*[a[0] for a in search_faiss(self.index.dense, vec, depth, mask)])
+        if mode != "dense":
+            lexical = _pairs(*search_bm25(self.index.lexical, query, depth, mask))
+        if mode == "dense":
+            return dense
+        if mode == "bm25":
+            return lexical
+        if fusion == "rrf":
+            return rrf([[i for i, _ in dense], [i for i, _ in lexical]])
+        return weighted_fusion(dict(dense), dict(lexical), weight)
+
+    def search(self, query: str, k: int = 10, mode: Mode = "hybrid",
+               sources: Sequence[str] | None = None,
+               year_range: tuple[int | None, int | None] | None = None,
+               fusion: Fusion = "rrf", weight: float = 0.5) -> list[Hit]:
+        """The ``k`` best passages for ``query``, at most one per document.
+
+        ``sources``: keep only these ("medline", "hpo", "icd10cm"); ``year_range``:
+        (from, to), inclusive, either end None for open. Hybrid fuses dense and BM25 by
+        ``fusion``: reciprocal rank fusion (k=60) or ``weight`` * dense + (1 - weight) * BM25
+        on min-max normalised scores.
+        """
+        if not query.strip():
+            raise ValueError("the query is empty")
+        if k < 1 or mode not in MODES or fusion not in ("rrf", "weighted"):
+            raise ValueError(f"need k >= 1, mode in {MODES}, fusion rrf or weighted; got "
+                             f"{k}, {mode!r}, {fusion!r}")
+        store = self.index.passages
+        mask = filter_mask(store.source_codes, store.years, sources, year_range)
+        if mask is not None and not mask.any():
+            return []
+        query_vec = None if mode == "bm25" else self._embed([query])[0]  # (d,)
+        ranked = self.rank(query, max(self.candidates, 5 * k), mode, mask, fusion, weight,
+                           query_vec)
+        kept = best_per_document(ranked, [store[i].doc_id for i, _ in ranked], k)
+        records = [store[i] for i, _ in kept]
+        snippets = self._snippets(query, query_vec, [r.text for r in records])
+        return [Hit(id=r.id, doc_id=r.doc_id, source=r.source, title=r.title, snippet=snippet,
+                    score=float(score), citation=r.citation, url=r.url, year=r.year)
+                for r, (_, score), snippet in zip(records, kept, snippets, strict=True)]
+
+    def _snippets(self, query: str, query_vec: np.ndarray | None, texts: Sequence[str],
+                  n: int = 2) -> list[str]:
+        """Snippets by embedding similarity when the query was embedded (one batch for all
+        sentences of all hits), else by term overlap."""
+        if query_vec is None:
+            terms = tokenize_terms(query)
+            return [" ".join(best_sentences(terms, text, n)) for text in texts]
+        split = [split_sentences(text) for text in texts]
+        todo = [s for sentences in split if len(sentences) > n for s in sentences]
+        vecs = self._embed(todo) if todo else np.zeros((0, len(query_vec)), np.float32)
+        snippets, start = [], 0
+        for text, sentences in zip(texts, split, strict=True):
+            count = len(sentences) if len(sentences) > n else 0
+            chosen = best_sentences(query_vec, text, n, vecs[start:start + count])
+            snippets.append(" ".join(chosen))
+            start += count
+        return snippets

@@ -1,0 +1,96 @@
+"""The committed release weights: they load without training, carry their provenance,
+and give the same diagnosis whatever lossless file format the same pixels arrive in."""
+
+import hashlib
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+from assistant.config import Settings
+from assistant.imaging import read_image
+from assistant.imaging.preprocess import to_grey
+from assistant.vision.checkpoint import load_bundle
+from assistant.vision.commands import RELEASE_NAME, release_path
+from assistant.vision.infer import VisionModel
+from assistant.vision.splits import BR35H_SPLIT_PATH, manifest_sha256, read_split_manifest
+
+pytestmark = pytest.mark.data
+
+WEIGHTS = release_path(Settings())
+CARD = WEIGHTS.with_suffix(".md")
+
+
+@pytest.fixture(scope="module")
+def model() -> VisionModel:
+    return VisionModel(load_bundle(WEIGHTS))
+
+
+def test_release_is_small_documented_and_traceable(model: VisionModel) -> None:
+    assert WEIGHTS.stat().st_size < 50 * 1024 * 1024
+    sha = hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()
+    assert model.bundle.sha256 == sha
+    assert sha in CARD.read_text(), "the model card must name the weights it describes"
+    assert model.bundle.provenance["split_sha256"] == manifest_sha256(BR35H_SPLIT_PATH)
+    assert model.bundle.name.startswith(RELEASE_NAME)
+
+
+def _dicom(grey: np.ndarray) -> bytes:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "MR"
+    ds.Rows, ds.Columns = grey.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = (grey.astype(np.uint16) * 16).tobytes()  # 12-bit values
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _encodings(path: Path) -> dict[str, bytes]:
+    original = path.read_bytes()
+    # Some Br35H JPEGs carry colour noise: the model sees their luminance either way.
+    grey = np.round(to_grey(read_image(original).pixels) * 255).astype(np.uint8)
+    png8 = cv2.imencode(".png", grey)[1].tobytes()
+    png16 = cv2.imencode(".png", grey.astype(np.uint16) * 257)[1].tobytes()
+    rgb = cv2.imencode(".png", cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR))[1].tobytes()
+    return {"original": original, "png8": png8, "png16": png16, "png-rgb": rgb,
+            "dicom-12bit": _dicom(grey)}
+
+
+def test_diagnosis_does_not_change_with_the_file_format(model: VisionModel) -> None:
+    settings = Settings()
+    rows = [r for r in read_split_manifest(BR35H_SPLIT_PATH) if r.fold == "test"]
+    picked = rows[::37]  # a spread of test-fold images of both labels
+    assert {r.label for r in picked} == {0, 1}
+    for row in picked:
+        encoded = _encodings(settings.data_dir / row.path)
+        results = {name: model.diagnose([model.prepare(read_image(data).pixels)])[0]
+                   for name, data in encoded.items()}
+        reference = results["original"]
+        for name, diagnosis in results.items():
+            assert diagnosis.in_scope == reference.in_scope, (row.path, name)
+            assert diagnosis.label == reference.label, (row.path, name)
+            if reference.probability is not None:
+                assert diagnosis.probability == pytest.approx(reference.probability, abs=1e-3), (
+                    row.path, name)
+
+
+def test_out_of_scope_images_get_no_diagnosis(model: VisionModel) -> None:
+    settings = Settings()
+    xray = sorted((settings.data_dir / "kermany").glob("*.jpeg"))[0]
+    verdict = model.diagnose([model.prepare(read_image(xray).pixels)])[0]
+    assert not verdict.in_scope and verdict.label is None and verdict.probability is None
+    assert verdict.scope_reason
