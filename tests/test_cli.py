@@ -31,7 +31,7 @@ def test_venv_entry_point_exists() -> None:
 
 
 def test_commands_not_built_yet_fail_loudly() -> None:
-    result = _run("search", "glioma", "-k", "3")
+    result = _run("draft", "studies/", "--out", "reports.jsonl")
     assert result.returncode == 2
     assert "not built yet" in result.stderr
 

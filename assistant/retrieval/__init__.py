@@ -4,15 +4,20 @@ The public face: ``open_searcher(settings)`` -> ``Searcher.search(query, k, mode
 year_range)`` -> ``list[Hit]``; ``build_index`` / ``ensure_index`` for the index itself.
 """
 
-from assistant.retrieval.build import (
+import logging
+
+# faiss logs its CPU-feature probing at INFO, three lines per process: noise in the CLI.
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+
+from assistant.retrieval.build import (  # noqa: E402
     CorpusSpec,
     build_index,
     ensure_index,
     index_path,
     open_searcher,
 )
-from assistant.retrieval.embed import Embedder
-from assistant.retrieval.index import (
+from assistant.retrieval.embed import Embedder  # noqa: E402
+from assistant.retrieval.index import (  # noqa: E402
     CorruptIndexError,
     IndexManifest,
     IndexMissingError,
@@ -21,7 +26,7 @@ from assistant.retrieval.index import (
     StaleIndexError,
     open_index,
 )
-from assistant.retrieval.search import Hit, Searcher
+from assistant.retrieval.search import Hit, Searcher  # noqa: E402
 
 __all__ = [
     "CorpusSpec",

@@ -34,18 +34,16 @@ from assistant.data.manifest import require
 from assistant.retrieval import corpus as corpus_module
 from assistant.retrieval import passages as passages_module
 from assistant.retrieval.corpus import SOURCES, Source, iter_corpus
+from assistant.retrieval.dense import IndexKind, build_faiss, index_params
 from assistant.retrieval.embed import Embedder, TextEmbedder
 from assistant.retrieval.index import (
     MANIFEST_FILE,
-    IndexKind,
     IndexManifest,
     IndexMissingError,
     IndexUnusableError,
     LoadedIndex,
     PassageRecord,
     StaleIndexError,
-    build_faiss,
-    index_params,
     open_index,
     save_index,
 )
@@ -56,7 +54,7 @@ from assistant.retrieval.search import Searcher
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "literature"
-EMBED_CHUNK = 2048  # passages per encode call: the progress bar's step
+EMBED_CHUNK = 512  # passages per encode call: the progress bar's step (about 20 s)
 
 
 @dataclass(frozen=True)
@@ -139,7 +137,8 @@ def _build(settings: Settings, spec: CorpusSpec, kind: IndexKind, params: dict[s
     start = time.perf_counter()
     embedder = embedder or Embedder(settings.data_dir)
     inputs_sha = corpus_inputs_sha256(settings.data_dir, spec)
-    pairs = list(iter_passages(settings.data_dir, spec))
+    # Records keep a document's citation, not the document (its MeSH headings and so on).
+    pairs = [(p, _record(p, d)) for p, d in iter_passages(settings.data_dir, spec)]
     if not pairs:
         raise ValueError(f"no passages in sources {spec.sources}: nothing to index")
     passages = [p for p, _ in pairs]
@@ -155,11 +154,10 @@ def _build(settings: Settings, spec: CorpusSpec, kind: IndexKind, params: dict[s
         corpus_sha256=corpus_sha256(passages), corpus_inputs_sha256=inputs_sha,
         passage_count=len(passages), document_count=len({p.doc_id for p in passages}),
         source_counts=dict(Counter(p.source for p in passages)), index_kind=kind,
-        index_params=resolved, corpus=asdict(spec),
+        index_params=resolved, corpus={**asdict(spec), "sources": list(spec.sources)},
         build_seconds=round(time.perf_counter() - start, 2),
         created=datetime.now(UTC).isoformat(timespec="seconds"))
-    save_index(index_path(settings), dense, (_record(p, d) for p, d in pairs), manifest,
-               lexical)
+    save_index(index_path(settings), dense, (r for _, r in pairs), manifest, lexical)
     log.info("built a %s index of %d passages in %.1f s", kind, len(passages),
              manifest.build_seconds)
     return manifest
@@ -177,7 +175,10 @@ def expected_corpus_sha256(settings: Settings, spec: CorpusSpec,
     if manifest is not None and manifest.corpus_sha256 == digest:
         log.info("the passages are unchanged: recording the new inputs in the manifest")
         refreshed = replace(manifest, corpus_inputs_sha256=inputs_sha)
-        refreshed.save(index_path(settings) / MANIFEST_FILE)
+        try:
+            refreshed.save(index_path(settings) / MANIFEST_FILE)
+        except OSError as exc:  # a read-only index folder: digest again next time
+            log.warning("could not update %s: %s", index_path(settings) / MANIFEST_FILE, exc)
     return digest
 
 

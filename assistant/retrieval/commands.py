@@ -18,11 +18,10 @@ from assistant.retrieval.build import (
     index_path,
     open_searcher,
 )
+from assistant.retrieval.dense import INDEX_KINDS, IndexKind
 from assistant.retrieval.embed import Embedder
 from assistant.retrieval.index import (
-    INDEX_KINDS,
     MANIFEST_FILE,
-    IndexKind,
     IndexManifest,
     IndexMissingError,
     IndexUnusableError,

@@ -93,7 +93,7 @@ class Embedder:
         hf_logging.disable_progress_bar()  # no "Loading weights" bar on every start
         model = SentenceTransformer(str(self.folder), device="cpu")
         model.max_seq_length = self.max_seq_length
-        got = model.get_sentence_embedding_dimension()
+        got = model.get_embedding_dimension()
         if got != self.dim:
             raise DataError(f"{self.folder} embeds into {got} dimensions, expected {self.dim}")
         log.info("loaded %s from %s", self.name, self.folder)

@@ -24,12 +24,16 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import faiss
 import numpy as np
 
 from assistant.retrieval.corpus import SOURCES, Source
+from assistant.retrieval.dense import INDEX_KINDS as INDEX_KINDS  # re-exported from dense
+from assistant.retrieval.dense import IndexKind as IndexKind
+from assistant.retrieval.dense import build_faiss as build_faiss
+from assistant.retrieval.dense import search_faiss as search_faiss
 from assistant.retrieval.lexical import LexicalIndex
 
 log = logging.getLogger(__name__)
@@ -39,16 +43,6 @@ DENSE_FILE = "dense.faiss"
 PASSAGES_FILE = "passages.jsonl"
 BM25_DIR = "bm25"
 MANIFEST_FILE = "manifest.json"
-
-
-IndexKind = Literal["flat", "hnsw", "ivfpq"]
-INDEX_KINDS: tuple[IndexKind, ...] = ("flat", "hnsw", "ivfpq")
-# Defaults per kind; ``build_faiss(..., **params)`` overrides them.
-DEFAULT_PARAMS: dict[str, dict[str, int]] = {
-    "flat": {},
-    "hnsw": {"m": 32, "ef_construction": 80, "ef_search": 128},
-    "ivfpq": {"nlist": 0, "m": 48, "nbits": 8, "nprobe": 16, "train_size": 50_000},
-}  # ivfpq nlist 0: about 4 sqrt(N)
 
 
 class IndexUnusableError(RuntimeError):
@@ -124,114 +118,8 @@ def _atomic_write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private
     os.replace(tmp, path)
-
-
-# -- FAISS ---------------------------------------------------------------------------------
-
-
-def _check_vectors(vectors: np.ndarray) -> np.ndarray:
-    if vectors.ndim != 2 or vectors.shape[0] == 0:
-        raise ValueError(f"expected vectors of shape (N, d) with N >= 1, got {vectors.shape}")
-    return np.ascontiguousarray(vectors, dtype=np.float32)
-
-
-def index_params(kind: IndexKind, n: int, **params: int) -> dict[str, int]:
-    """The defaults of ``kind`` overridden by ``params``, with ivfpq's nlist resolved."""
-    if kind not in DEFAULT_PARAMS:
-        raise ValueError(f"index kind must be one of {INDEX_KINDS}, got {kind!r}")
-    unknown = set(params) - set(DEFAULT_PARAMS[kind])
-    if unknown:
-        raise ValueError(f"unknown {kind} parameters {sorted(unknown)}; known: "
-                         f"{sorted(DEFAULT_PARAMS[kind])}")
-    resolved = {**DEFAULT_PARAMS[kind], **params}
-    if kind == "ivfpq" and not resolved["nlist"]:
-        resolved["nlist"] = max(1, min(int(4 * np.sqrt(n)), n // 39))
-    return resolved
-
-
-def _build_ivfpq(vectors: np.ndarray, p: dict[str, int]) -> faiss.Index:
-    n, d = vectors.shape
-    if d % p["m"]:
-        raise ValueError(f"ivfpq m={p['m']} must divide the dimension {d}")
-    if n < max(p["nlist"], 2 ** p["nbits"]):
-        raise ValueError(f"ivfpq needs at least max(nlist, 2**nbits) = "
-                         f"{max(p['nlist'], 2 ** p['nbits'])} vectors to train, got {n}: "
-                         "use kind 'flat' at this size")
-    quantizer = faiss.IndexFlatIP(d)
-    index = faiss.IndexIVFPQ(quantizer, d, p["nlist"], p["m"], p["nbits"],
-                             faiss.METRIC_INNER_PRODUCT)
-    rng = np.random.default_rng(0)
-    sample = vectors if n <= p["train_size"] else vectors[
-        np.sort(rng.choice(n, p["train_size"], replace=False))]
-    index.train(sample)
-    index.nprobe = p["nprobe"]
-    return index
-
-
-def build_faiss(vectors: np.ndarray, kind: IndexKind = "flat", **params: int) -> faiss.Index:
-    """An inner-product FAISS index over ``vectors`` (N, d), row i getting id i.
-
-    flat: exact (``IndexFlatIP``), the default at this corpus size. hnsw:
-    ``IndexHNSWFlat(d, m, METRIC_INNER_PRODUCT)`` with ``ef_construction``, ``ef_search``.
-    ivfpq: ``IndexIVFPQ`` (``nlist`` lists, ``m`` sub-quantizers of ``nbits``, ``nprobe``)
-    trained on the vectors or a seeded sample of ``train_size``.
-    """
-    vectors = _check_vectors(vectors)  # (N, d)
-    n, d = vectors.shape
-    p = index_params(kind, n, **params)
-    if kind == "flat":
-        index: faiss.Index = faiss.IndexFlatIP(d)
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(d, p["m"], faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = p["ef_construction"]
-        index.hnsw.efSearch = p["ef_search"]
-    else:
-        index = _build_ivfpq(vectors, p)
-    index.add(vectors)
-    return index
-
-
-def _search_parameters(index: faiss.Index, allowed: np.ndarray | None
-                       ) -> tuple[faiss.SearchParameters | None, np.ndarray | None]:
-    """Search parameters restricting results to ``allowed`` ((N,) bool), with the index's
-    own efSearch / nprobe kept; and the bitmap they point into (keep it alive)."""
-    if allowed is None:
-        return None, None
-    if allowed.shape != (index.ntotal,):
-        raise ValueError(f"allowed must be a ({index.ntotal},) bool mask, got {allowed.shape}")
-    bitmap = np.packbits(allowed.astype(bool), bitorder="little")
-    inner = faiss.downcast_index(index)
-    params: faiss.SearchParameters
-    if isinstance(inner, faiss.IndexHNSW):
-        hnsw = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
-        hnsw.efSearch = inner.hnsw.efSearch
-        params = hnsw
-    elif isinstance(inner, faiss.IndexIVF):
-        params = faiss.SearchParametersIVF()
-        params.nprobe = inner.nprobe
-    else:
-        params = faiss.SearchParameters()
-    params.sel = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
-    return params, bitmap
-
-
-def search_faiss(index: faiss.Index, queries: np.ndarray, k: int,
-                 allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` rows by inner product -> (scores (Q, k) float32, ids (Q, k) int64), best
-    first. Only rows where ``allowed`` is True are returned; missing slots (fewer than
-    ``k`` candidates) hold id -1 and score -inf."""
-    queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)  # (Q, d)
-    if queries.shape[1] != index.d:
-        raise ValueError(f"queries have dimension {queries.shape[1]}, the index {index.d}")
-    if k <= 0 or index.ntotal == 0:
-        empty = np.zeros((len(queries), 0))
-        return empty.astype(np.float32), empty.astype(np.int64)
-    params, bitmap = _search_parameters(index, allowed)
-    scores, ids = index.search(queries, k, params=params)
-    del bitmap
-    scores = np.where(ids < 0, -np.inf, scores).astype(np.float32)
-    return scores, ids.astype(np.int64)
 
 
 # -- on disk -------------------------------------------------------------------------------
@@ -244,6 +132,7 @@ def save_index(directory: Path, dense: faiss.Index, passages: Iterable[PassageRe
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
     try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the service may run as another user
         faiss.write_index(dense, str(tmp / DENSE_FILE))
         with (tmp / PASSAGES_FILE).open("w", encoding="utf-8") as handle:
             for record in passages:

@@ -16,6 +16,7 @@ import numpy as np
 import Stemmer
 
 log = logging.getLogger(__name__)
+logging.getLogger("bm25s").setLevel(logging.INFO)  # it sets DEBUG, a line per index built
 
 STOPWORDS = "en"
 _TOKEN_PATTERN = r"(?u)\b\w\w+\b"  # bm25s' default: words of two or more characters

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from assistant.retrieval.lexical import tokenize_terms, top_k
 from assistant.retrieval.search import (
     best_per_document,
     best_sentences,
@@ -15,7 +16,6 @@ from assistant.retrieval.search import (
     term_overlap_scores,
     weighted_fusion,
 )
-from assistant.retrieval.lexical import tokenize_terms, top_k
 
 
 def test_rrf_hand_example() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from assistant.retrieval.dense import build_faiss, search_faiss
 from assistant.retrieval.index import (
     DENSE_FILE,
     MANIFEST_FILE,
@@ -18,10 +19,8 @@ from assistant.retrieval.index import (
     IndexMissingError,
     PassageRecord,
     StaleIndexError,
-    build_faiss,
     open_index,
     save_index,
-    search_faiss,
 )
 from assistant.retrieval.lexical import LexicalIndex
 

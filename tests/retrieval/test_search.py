@@ -1,0 +1,115 @@
+"""Searcher over a tiny index of the three test files, with a hashing stand-in embedder."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.config import Settings
+from assistant.retrieval.build import build_index, open_searcher
+from assistant.retrieval.passages import split_sentences
+from assistant.retrieval.search import Hit, Searcher
+from tests.retrieval.conftest import HashingEmbedder
+
+
+@pytest.fixture
+def searcher(tiny_settings: Settings, embedder: HashingEmbedder) -> Searcher:
+    build_index(tiny_settings, progress=False, embedder=embedder)
+    return open_searcher(tiny_settings, rebuild=False, embedder=embedder)
+
+
+@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
+def test_each_mode_finds_the_matching_document(searcher: Searcher, mode: str) -> None:
+    hits = searcher.search("cholera vibrio", k=3, mode=mode)  # type: ignore[arg-type]
+    assert hits and hits[0].doc_id in {"ICD10CM:A00.0", "ICD10CM:A00"}
+    assert len(hits) <= 3
+    assert len({h.doc_id for h in hits}) == len(hits)  # one hit per document
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_weighted_hybrid(searcher: Searcher) -> None:
+    dense = searcher.search("typhoid salmonella", k=5, mode="dense")
+    only_dense = searcher.search("typhoid salmonella", k=5, mode="hybrid", fusion="weighted",
+                                 weight=1.0)
+    assert [h.id for h in only_dense] == [h.id for h in dense]
+    bm25 = searcher.search("typhoid salmonella", k=5, mode="bm25")
+    only_bm25 = searcher.search("typhoid salmonella", k=5, mode="hybrid", fusion="weighted",
+                                weight=0.0)
+    assert [h.id for h in only_bm25] == [h.id for h in bm25]
+    assert bm25[0].doc_id == "ICD10CM:A01"
+
+
+def test_hits_carry_citations(searcher: Searcher) -> None:
+    hit = searcher.search("Dravet syndrome", k=1, mode="bm25")[0]
+    assert hit.doc_id == "PMID:100" and hit.source == "medline" and hit.year == 1998
+    assert hit.citation.startswith("Smith JA et al. Seizures in SCN1A mutation carriers.")
+    assert hit.url == "https://pubmed.ncbi.nlm.nih.gov/100/"
+    assert set(hit.to_dict()) == {"id", "doc_id", "source", "title", "snippet", "score",
+                                  "citation", "url", "year"}
+
+
+@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
+def test_filters_by_source_and_year(searcher: Searcher, mode: str) -> None:
+    query = "seizure epilepsy cholera"
+    hpo = searcher.search(query, k=10, mode=mode, sources=["hpo"])  # type: ignore[arg-type]
+    assert hpo and {h.source for h in hpo} == {"hpo"}
+    dated = searcher.search(query, k=10, mode=mode,  # type: ignore[arg-type]
+                            year_range=(1990, 2005))
+    assert dated and all(h.year is not None and 1990 <= h.year <= 2005 for h in dated)
+    assert searcher.search(query, k=10, mode=mode, sources=["hpo"],  # type: ignore[arg-type]
+                           year_range=(2000, None)) == []
+
+
+def test_filtered_search_still_fills_k(tiny_settings: Settings,
+                                       embedder: HashingEmbedder) -> None:
+    build_index(tiny_settings, progress=False, embedder=embedder)
+    narrow = open_searcher(tiny_settings, rebuild=False, embedder=embedder)
+    narrow.candidates = 1  # each ranker hands over 5 * k = 10 passages only
+    hits = narrow.search("cholera", k=2, mode="dense", sources=["medline"])
+    assert len(hits) == 2 and {h.source for h in hits} == {"medline"}
+
+
+def _check_snippets(hits: list[Hit], searcher: Searcher) -> None:
+    texts = {searcher.index.passages[i].id: searcher.index.passages[i].text
+             for i in range(len(searcher.index))}
+    for hit in hits:
+        sentences = split_sentences(texts[hit.id])
+        chosen = split_sentences(hit.snippet)
+        assert 1 <= len(chosen) <= 2
+        assert all(s in sentences for s in chosen)
+        assert chosen == sorted(chosen, key=sentences.index)  # passage order
+
+
+@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
+def test_snippets_are_at_most_two_sentences_of_the_passage(searcher: Searcher,
+                                                           mode: str) -> None:
+    hits = searcher.search("seizure rates in Dravet syndrome", k=10, mode=mode)  # type: ignore[arg-type]
+    _check_snippets(hits, searcher)
+    dravet = next(h for h in hits if h.doc_id == "PMID:100")  # three sentences, two shown
+    assert len(split_sentences(dravet.snippet)) == 2
+
+
+def test_bm25_works_without_an_embedder(searcher: Searcher) -> None:
+    lexical_only = Searcher(searcher.index, embedder=None)
+    assert lexical_only.search("salmonella", k=2, mode="bm25")[0].doc_id == "ICD10CM:A01"
+    with pytest.raises(ValueError, match="need an embedder"):
+        lexical_only.search("typhoid", mode="dense")
+
+
+def test_bad_requests(searcher: Searcher) -> None:
+    with pytest.raises(ValueError, match="empty"):
+        searcher.search("  ")
+    with pytest.raises(ValueError, match="mode"):
+        searcher.search("x", mode="fuzzy")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown sources"):
+        searcher.search("x", sources=["pubmed"])
+    assert searcher.search("zzzz qqqq", mode="bm25") == []  # no shared term, no hit
+
+
+def test_term_overlap_snippets_need_no_sentence_embeddings(searcher: Searcher,
+                                                           embedder: HashingEmbedder) -> None:
+    fast = Searcher(searcher.index, embedder, embed_snippets=False)
+    calls = embedder.calls
+    hits = fast.search("seizure rates in Dravet syndrome", k=10, mode="hybrid")
+    assert embedder.calls == calls + 1  # the query only
+    _check_snippets(hits, fast)
