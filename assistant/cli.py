@@ -160,7 +160,7 @@ def eval_vision(
                   ] = False,
     baselines: Annotated[bool, typer.Option(help="Also train and score the baselines.")
                          ] = False,
-    heat_method: Annotated[str, typer.Option(help="gradient or rollout.")] = "gradient",
+    heat_method: Annotated[str, typer.Option(help="rollout or gradient.")] = "rollout",
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 2000,
     out_dir: Annotated[Path | None, typer.Option(help="Where plots and results go.")] = None,
     card: Annotated[Path | None, typer.Option(help="Write the model card here.")] = None,

@@ -4,10 +4,11 @@ results, so no figure is typed by hand."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from assistant.vision.checkpoint import VisionBundle
-from assistant.vision.metrics import format_auc, format_percent
+from assistant.vision.metrics import format_auc, format_ece, format_percent
 
 
 def _interval(metric: Any, auc: bool = False) -> str:
@@ -19,7 +20,10 @@ def _interval(metric: Any, auc: bool = False) -> str:
 def _cv_line(cv: dict[str, Any], key: str, auc: bool = False) -> str:
     m = cv[key]
     fmt = format_auc if auc else format_percent
-    return f"| {key} | {fmt(m['mean'])} | {fmt(m['std'])} | {fmt(m['min'])} | {fmt(m['max'])} |"
+    # The spread is shown with an extra digit and never rounded down.
+    spread = f"{math.ceil(m['std'] * 1e5) / 1e5:.5f}" if auc else \
+        f"{math.ceil(m['std'] * 1e4) / 1e2:.2f}%"
+    return f"| {key} | {fmt(m['mean'])} | {spread} | {fmt(m['min'])} | {fmt(m['max'])} |"
 
 
 def render_card(bundle: VisionBundle, results: dict[str, Any]) -> str:
@@ -62,8 +66,8 @@ def render_card(bundle: VisionBundle, results: dict[str, Any]) -> str:
         f"| sensitivity | {_interval(test['sensitivity'])} |",
         f"| specificity | {_interval(test['specificity'])} |",
         f"| F1 | {_interval(test['f1'])} |",
-        f"| ECE before / after temperature scaling | {test['ece_uncalibrated']:.4f} / "
-        f"{test['ece']:.4f} |",
+        f"| ECE before / after temperature scaling | {format_ece(test['ece_uncalibrated'])} / "
+        f"{format_ece(test['ece'])} |",
     ]
     lines += _optional_sections(results)
     lines += [
@@ -108,13 +112,16 @@ def _optional_sections(results: dict[str, Any]) -> list[str]:
                   f"- in-domain test images falsely rejected: {scope['false_rejections']} of "
                   f"{scope['in_domain_test_images']}"]
     if heat:
-        lines += ["", f"## Heatmap ({heat['method']})",
-                  f"- share of heat on the head's foreground (tumour test images): mean "
-                  f"{heat['foreground_share_mean']:.3f}, median "
-                  f"{heat['foreground_share_median']:.3f}",
-                  f"- deletion test, mean p(tumour) over the masking curve: hottest first "
-                  f"{heat['deletion_auc_hottest_first']:.3f}, random order "
-                  f"{heat['deletion_auc_random_order']:.3f}; hottest-first lower on "
-                  f"{heat['images_where_hottest_first_drops_faster']} of "
-                  f"{heat['tumour_test_images']} images"]
+        lines += ["", f"## Heatmap (shipped: {heat['method']})"]
+        lines += [_heat_line(h) for h in (heat, results.get("heatmap_compared")) if h]
     return lines
+
+
+def _heat_line(heat: dict[str, Any]) -> str:
+    return (f"- {heat['method']}: share of heat on the head's foreground (tumour test images) "
+            f"mean {heat['foreground_share_mean']:.3f}, median "
+            f"{heat['foreground_share_median']:.3f}; deletion test, mean p(tumour) over the "
+            f"masking curve: hottest patches first {heat['deletion_auc_hottest_first']:.3f}, "
+            f"random order {heat['deletion_auc_random_order']:.3f}; hottest-first lower on "
+            f"{heat['images_where_hottest_first_drops_faster']} of "
+            f"{heat['tumour_test_images']} images")

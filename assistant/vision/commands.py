@@ -96,6 +96,8 @@ def eval_vision(settings: Settings, checkpoint: Path, out_dir: Path, *, cv: bool
     model = VisionModel(bundle, heat_method)
     results["scope"] = evaluate.scope(model, dataset, settings.data_dir)
     results["heatmap"] = evaluate.heatmaps(bundle, dataset, heat_method)
+    other: Method = "gradient" if heat_method == "rollout" else "rollout"
+    results["heatmap_compared"] = evaluate.heatmaps(bundle, dataset, other)
     results["timing_eager"] = evaluate.timing(bundle.model.eval(),
                                               bundle.model.config.image_size)
     if cv:
@@ -104,7 +106,7 @@ def eval_vision(settings: Settings, checkpoint: Path, out_dir: Path, *, cv: bool
         outcomes = cross_validate(dataset, bundle.model.config, bundle.preprocess, train_cfg,
                                   settings.data_dir, progress)
         results["cross_validation"] = evaluate.cv_summary(outcomes)
-    for key in ("scope", "heatmap", "timing_eager", "cross_validation"):
+    for key in ("scope", "heatmap", "heatmap_compared", "timing_eager", "cross_validation"):
         if key in results:
             print(f"\n{key}:\n{json.dumps(results[key], indent=1, default=float)}")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,7 @@ def compile_scorer(bundle: VisionBundle) -> torch.nn.Module:
 class VisionModel:
     """A loaded bundle, ready to diagnose batches of images."""
 
-    def __init__(self, bundle: VisionBundle, heat_method: Method = "gradient",
+    def __init__(self, bundle: VisionBundle, heat_method: Method = "rollout",
                  fast: bool = False) -> None:
         self.bundle = bundle
         self.heat_method = heat_method
