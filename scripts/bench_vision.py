@@ -44,10 +44,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--checkpoint", type=Path)
     parser.add_argument("--repeats", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1],
+                        help="torch thread counts to measure, the first is the baseline's")
     parser.add_argument("--accuracy", action="store_true")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     settings = Settings()
     bundle = load_bundle(args.checkpoint or release_path(settings))
     size = bundle.model.config.image_size
@@ -55,16 +55,20 @@ def main() -> None:
                                   "torchscript fp32": compile_scorer(bundle),
                                   "dynamic int8 (Linear)": _int8(bundle)}
     base: tuple[float, float] | None = None
-    print(f"{bundle.name} ({bundle.sha256[:12]}), {args.threads} threads, input {size} px")
-    for name, run in runners.items():
-        figures = timing(run, size, args.repeats)
-        latency, throughput = figures["latency_ms_batch1"], figures["images_per_s_batch32"]
-        base = base or (latency, throughput)
-        line = (f"{name:24s} batch 1: {latency:6.2f} ms ({base[0] / latency:4.2f}x)   "
-                f"batch 32: {throughput:6.1f} img/s ({throughput / base[1]:4.2f}x)")
-        if args.accuracy:
-            line += f"   test accuracy {_accuracy(run, bundle, settings):.4f}"
-        print(line, flush=True)
+    print(f"{bundle.name} ({bundle.sha256[:12]}), input {size} px; ratios against the first "
+          "line (eager fp32)")
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for name, run in runners.items():
+            figures = timing(run, size, args.repeats)
+            latency, throughput = figures["latency_ms_batch1"], figures["images_per_s_batch32"]
+            base = base or (latency, throughput)
+            line = (f"{name:22s} {threads} thread(s)  batch 1: {latency:6.2f} ms "
+                    f"({base[0] / latency:4.2f}x)   batch 32: {throughput:6.1f} img/s "
+                    f"({throughput / base[1]:4.2f}x)")
+            if args.accuracy:
+                line += f"   test accuracy {_accuracy(run, bundle, settings):.4f}"
+            print(line, flush=True)
     print(f"numpy {np.__version__}, torch {torch.__version__}")
 
 

@@ -200,6 +200,7 @@ class Attention(nn.Module):
     def __init__(self, config: VisionConfig) -> None:
         super().__init__()
         self.heads = config.heads
+        self.scale = (config.width // config.heads) ** -0.5
         self.qkv = nn.Linear(config.width, 3 * config.width)
         self.proj = nn.Linear(config.width, config.width)
         self.drop = nn.Dropout(config.dropout)
@@ -209,7 +210,7 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2)
                    for t in (q, k, v))  # (B, nh, T, hs)
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+        att = (q @ k.transpose(-2, -1)) * self.scale
         att = att.softmax(dim=-1)  # (B, nh, T, T)
         y = (self.drop(att) @ v).transpose(1, 2).reshape(B, T, C)
         return self.drop(self.proj(y)), (att if keep else None)
