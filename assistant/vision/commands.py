@@ -106,6 +106,12 @@ def eval_vision(settings: Settings, checkpoint: Path, out_dir: Path, *, cv: bool
         outcomes = cross_validate(dataset, bundle.model.config, bundle.preprocess, train_cfg,
                                   settings.data_dir, progress)
         results["cross_validation"] = evaluate.cv_summary(outcomes)
+        # Per-image CV predictions, so threshold policies can be studied without retraining.
+        (out_dir / "cv_predictions.json").parent.mkdir(parents=True, exist_ok=True)
+        (out_dir / "cv_predictions.json").write_text(json.dumps(
+            [{"fold": o.fold, "threshold": o.threshold, "labels": o.labels.tolist(),
+              "groups": o.groups.tolist(), "p_tumour": o.p_tumour.tolist()}
+             for o in outcomes]))
     for key in ("scope", "heatmap", "heatmap_compared", "timing_eager", "cross_validation"):
         if key in results:
             print(f"\n{key}:\n{json.dumps(results[key], indent=1, default=float)}")
