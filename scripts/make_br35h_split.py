@@ -3,7 +3,7 @@
 Hashes every verified Br35H image (DCT perceptual hash), joins near-copies within
 ``--max-distance`` into groups (single linkage), holds out a stratified test fold and
 deals the rest into 5 cross-validation folds, whole groups at a time. Writes
-``assistant/vision/br35h_split.csv`` (or ``--out``); see ``assistant/vision/br35h_split.md``.
+``assistant/vision/split_br35h.csv`` (or ``--out``); see ``assistant/vision/split_br35h.md``.
 
     ASSISTANT_DATA_DIR=... OMP_WAIT_POLICY=PASSIVE PYTHONPATH=. \
         python scripts/make_br35h_split.py --max-distance 6 --seed 0

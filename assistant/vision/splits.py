@@ -31,8 +31,8 @@ TEST_FOLD = "test"
 MANIFEST_COLUMNS = ("sha256", "path", "label", "group", "fold")
 BR35H_SOURCE = "br35h"
 BR35H_LABELS = {"yes": 1, "no": 0}  # folder name -> label (1 = tumour)
-BR35H_MAX_DISTANCE = 6  # phash threshold chosen from the contact sheets: see br35h_split.md
-BR35H_SPLIT_PATH = Path(__file__).with_name("br35h_split.csv")
+BR35H_MAX_DISTANCE = 6  # phash threshold chosen from the contact sheets: see split_br35h.md
+BR35H_SPLIT_PATH = Path(__file__).with_name("split_br35h.csv")
 
 
 @dataclass(frozen=True)

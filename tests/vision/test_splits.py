@@ -156,7 +156,7 @@ def test_build_br35h_split_keeps_copies_together(
 def test_committed_br35h_split_is_reproducible(tmp_path: Path) -> None:
     """Rebuilding from the fetched data gives the committed manifest, byte for byte."""
     rows = build_br35h_split(Settings().data_dir, max_distance=BR35H_MAX_DISTANCE, seed=0)
-    rebuilt = tmp_path / "br35h_split.csv"
+    rebuilt = tmp_path / "split_br35h.csv"
     write_split_manifest(rebuilt, rows)
     assert len(rows) == 3000
     assert manifest_sha256(rebuilt) == manifest_sha256(BR35H_SPLIT_PATH)

@@ -10,7 +10,7 @@ The sheets hold copies of the images: never commit them (the Br35H licence does 
 redistribution). Also prints, per threshold t, the groups single linkage makes.
 
     ASSISTANT_DATA_DIR=... OMP_WAIT_POLICY=PASSIVE PYTHONPATH=. \
-        python scripts/br35h_contact_sheets.py
+        python scripts/contact_sheets_br35h.py
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from assistant.vision.dedup import (
 )
 from assistant.vision.splits import br35h_images, hash_files, load_grey
 
-log = logging.getLogger("br35h_contact_sheets")
+log = logging.getLogger("contact_sheets_br35h")
 
 CELL = 160  # pixels per image side
 BAND = 34  # caption band above each pair
