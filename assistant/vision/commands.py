@@ -79,7 +79,7 @@ def eval_vision(settings: Settings, checkpoint: Path, out_dir: Path, *, cv: bool
     results: dict[str, Any] = {"checkpoint": str(checkpoint), "sha256": bundle.sha256,
                                "name": bundle.name,
                                "command": "assistant " + " ".join(sys.argv[1:])}
-    test, y, p = evaluate.test_split(bundle, dataset, n_boot)
+    test, y, p, p_raw = evaluate.test_split(bundle, dataset, n_boot)
     results["test"] = test
     print(format_report(test, f"{bundle.name} on the held-out test fold "  # type: ignore[arg-type]
                         f"(threshold {bundle.threshold:.4f})", labels=(LABELS[1], LABELS[0])))
@@ -88,9 +88,6 @@ def eval_vision(settings: Settings, checkpoint: Path, out_dir: Path, *, cv: bool
         results["baselines"], baseline_probs, text = _baseline_section(dataset, y, n_boot,
                                                                        progress)
         print("\n" + text)
-    raw = VisionBundle(bundle.model, bundle.preprocess, bundle.labels, 1.0, bundle.threshold,
-                       bundle.ood, bundle.provenance)
-    p_raw = evaluate.predict_proba(raw, dataset.images[dataset.folds == "test"])[:, 1]
     results["plots"] = [str(p) for p in evaluate.write_plots(out_dir, y, p, p_raw,
                                                              baseline_probs)]
     model = VisionModel(bundle, heat_method)

@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 
 
 def test_split(bundle: VisionBundle, dataset: Dataset, n_boot: int = 2000,
-               ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Metrics on the test fold; returns (result, labels, calibrated p(tumour))."""
+               ) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]:
+    """Metrics on the test fold; returns (result, labels, calibrated p(tumour),
+    uncalibrated p(tumour))."""
     mask = dataset.folds == "test"
     y, groups = dataset.labels[mask], dataset.groups[mask]
     p = predict_proba(bundle, dataset.images[mask])[:, 1]
@@ -48,7 +49,7 @@ def test_split(bundle: VisionBundle, dataset: Dataset, n_boot: int = 2000,
     p_raw = predict_proba(raw, dataset.images[mask])[:, 1]
     result = evaluate_binary(y, p, bundle.threshold, groups=groups, n_boot=n_boot,
                              p_uncalibrated=p_raw)
-    return dict(result), y, p
+    return dict(result), y, p, p_raw
 
 
 def write_plots(out_dir: Path, y: np.ndarray, p: np.ndarray, p_raw: np.ndarray,

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from assistant.data import DataError
-from assistant.data.manifest import Manifest, SourceRecord, sha256_file
 from assistant.retrieval.corpus import (
     Document,
     MeshHeading,
@@ -20,6 +18,7 @@ from assistant.retrieval.corpus import (
     major_topic_counts,
 )
 from assistant.retrieval.passages import split_passages
+from tests.retrieval.conftest import make_data_dir
 
 # -- MEDLINE -------------------------------------------------------------------------------
 
@@ -115,23 +114,9 @@ def test_icd10cm_nested_codes_parents_first_with_their_own_notes(icd_xml: Path) 
 # -- all sources through the manifest ------------------------------------------------------
 
 
-def _data_dir(root: Path, files: dict[str, dict[str, Path]]) -> Path:
-    manifest = Manifest()
-    for source, named in files.items():
-        record = SourceRecord(package="test", version="1", wheel_sha256="0", licence="test")
-        for rel, original in named.items():
-            target = root / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(original, target)
-            record.files[rel] = sha256_file(target)
-        manifest.sources[source] = record
-    manifest.save(root)
-    return root
-
-
 def test_iter_corpus_reads_verified_files_of_every_source(
         tmp_path: Path, medline_gz: Path, hpo_obo: Path, icd_xml: Path) -> None:
-    data_dir = _data_dir(tmp_path / "data", {
+    data_dir = make_data_dir(tmp_path / "data", {
         "medline": {"medline/a.xml.gz": medline_gz, "medline/b.xml.gz": medline_gz},
         "hpo": {"hpo/hp.obo": hpo_obo},
         "icd10cm": {"icd10cm/tabular.xml": icd_xml},
@@ -146,7 +131,7 @@ def test_iter_corpus_reads_verified_files_of_every_source(
 
 
 def test_iter_corpus_refuses_missing_or_changed_files(tmp_path: Path, hpo_obo: Path) -> None:
-    data_dir = _data_dir(tmp_path / "data", {"hpo": {"hpo/hp.obo": hpo_obo}})
+    data_dir = make_data_dir(tmp_path / "data", {"hpo": {"hpo/hp.obo": hpo_obo}})
     with pytest.raises(DataError, match="medline"):
         next(iter_corpus(data_dir))
     (data_dir / "hpo/hp.obo").write_text("[Term]\nid: HP:1\n")
