@@ -50,37 +50,52 @@ from assistant.retrieval.index import (
 from assistant.retrieval.lexical import LexicalIndex
 from assistant.retrieval.passages import Passage, corpus_sha256, split_passages
 from assistant.retrieval.search import Searcher
+from assistant.retrieval.seed import read_seed, seed_path
 
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "literature"
 EMBED_CHUNK = 512  # passages per encode call: the progress bar's step (about 20 s)
+CACHE_CHUNK = 8192  # passages per cached vector file: at most this much work is lost
 
 
 @dataclass(frozen=True)
 class CorpusSpec:
-    """How the indexed passages are made from the corpus."""
+    """How the indexed passages are made from the corpus.
+
+    ``titles``: the embedder and BM25 read "Title. passage" (the default) or the passage
+    alone (the known-item benchmark's abstract-only index). ``abstracts_only``: leave out
+    documents without an abstract or definition (title-only citations, ICD-10-CM codes).
+    """
 
     sources: tuple[Source, ...] = SOURCES
     limit: int | None = None  # the first ``limit`` passages only (small builds, tests)
     max_words: int = 110  # 1.7% of passages exceed MiniLM's 256 word pieces (passages.py)
     overlap_sentences: int = 1
+    titles: bool = True
+    abstracts_only: bool = False
 
     @classmethod
     def make(cls, sources: Sequence[str] | None = None, limit: int | None = None,
-             max_words: int = 110, overlap_sentences: int = 1) -> CorpusSpec:
+             max_words: int = 110, overlap_sentences: int = 1, titles: bool = True,
+             abstracts_only: bool = False) -> CorpusSpec:
         chosen = set(sources or SOURCES)
         if unknown := chosen - set(SOURCES):
             raise ValueError(f"unknown sources {sorted(unknown)}; known: {list(SOURCES)}")
         if limit is not None and limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         return cls(tuple(s for s in SOURCES if s in chosen), limit, max_words,
-                   overlap_sentences)
+                   overlap_sentences, titles, abstracts_only)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> CorpusSpec:
         return cls.make(raw["sources"], raw["limit"], raw["max_words"],
-                        raw["overlap_sentences"])
+                        raw["overlap_sentences"], raw.get("titles", True),
+                        raw.get("abstracts_only", False))
+
+    def text(self, passage: Passage) -> str:
+        """What the embedder and BM25 read for ``passage``."""
+        return passage.embed_text() if self.titles else passage.text
 
 
 def index_path(settings: Settings) -> Path:
@@ -90,7 +105,9 @@ def index_path(settings: Settings) -> Path:
 def iter_passages(data_dir: Path, spec: CorpusSpec
                   ) -> Iterator[tuple[Passage, corpus_module.Document]]:
     """(passage, its document) in corpus order, at most ``spec.limit`` of them."""
-    pairs = ((passage, doc) for doc in iter_corpus(data_dir, spec.sources)
+    docs = (d for d in iter_corpus(data_dir, spec.sources)
+            if d.has_abstract or not spec.abstracts_only)
+    pairs = ((passage, doc) for doc in docs
              for passage in split_passages(doc, spec.max_words, spec.overlap_sentences))
     return islice(pairs, spec.limit)
 
@@ -112,23 +129,71 @@ def _record(passage: Passage, doc: corpus_module.Document) -> PassageRecord:
                          citation=doc.citation(), url=doc.url, position=passage.position)
 
 
-def _embed_all(embedder: TextEmbedder, texts: Sequence[str], progress: bool) -> np.ndarray:
-    chunks = []
+def texts_sha256(corpus_digest: str, titles: bool) -> str:
+    """Digest of the texts embedded for passages of ``corpus_digest``: the passages
+    themselves, read with or without their titles."""
+    if titles:
+        return corpus_digest
+    return hashlib.sha256(f"no titles\n{corpus_digest}".encode()).hexdigest()
+
+
+def embedding_cache_dir(settings: Settings, embedder: TextEmbedder, corpus_digest: str) -> Path:
+    """Where the vectors of one corpus digest under one embedder are cached while (and
+    after) they are computed: ``<data_dir>/cache/embeddings/<key>``."""
+    key = hashlib.sha256(f"{embedder.name}\n{embedder.fingerprint}\n"
+                         f"{getattr(embedder, 'max_seq_length', '')}\n{corpus_digest}"
+                         .encode()).hexdigest()[:24]
+    return settings.data_dir / "cache" / "embeddings" / key
+
+
+def _embed_all(embedder: TextEmbedder, texts: Sequence[str], progress: bool,
+               cache: Path | None = None) -> np.ndarray:
+    """(N, d) vectors of ``texts``. With ``cache``, every ``CACHE_CHUNK`` passages are saved
+    there as they are done, so an interrupted build resumes where it stopped."""
+    parts: list[np.ndarray] = []
     with tqdm(total=len(texts), desc="embedding passages", unit="passage",
               disable=not progress) as bar:
-        for start in range(0, len(texts), EMBED_CHUNK):
-            chunks.append(embedder.encode(texts[start:start + EMBED_CHUNK]))
-            bar.update(len(chunks[-1]))
-    return np.concatenate(chunks)  # (N, d)
+        for first in range(0, len(texts), CACHE_CHUNK):
+            batch = texts[first:first + CACHE_CHUNK]
+            path = cache / f"{first // CACHE_CHUNK:05d}.npy" if cache else None
+            if path is not None and path.exists():
+                done = np.load(path)
+                if done.shape == (len(batch), embedder.dim):
+                    parts.append(done)
+                    bar.update(len(batch))
+                    continue
+                log.warning("ignoring cached vectors %s of shape %s", path, done.shape)
+            chunks = []
+            for start in range(0, len(batch), EMBED_CHUNK):
+                chunks.append(embedder.encode(batch[start:start + EMBED_CHUNK]))
+                bar.update(len(chunks[-1]))
+            parts.append(np.concatenate(chunks))
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp.npy")
+                np.save(tmp, parts[-1])
+                tmp.replace(path)
+    return np.concatenate(parts)  # (N, d)
+
+
+def document_titles(passages: Sequence[Passage]) -> list[str]:
+    """The title of each distinct document, in the order the passages first name it
+    (the rows of the title BM25 index; ``PassageStore.doc_rows`` maps passages to them)."""
+    titles: dict[str, str] = {}
+    for passage in passages:
+        titles.setdefault(passage.doc_id, passage.title)
+    return list(titles.values())
 
 
 def build_index(settings: Settings, sources: Sequence[str] | None = None,
                 limit: int | None = None, kind: IndexKind = "flat", max_words: int = 110,
                 progress: bool = True, embedder: TextEmbedder | None = None,
-                params: dict[str, int] | None = None) -> IndexManifest:
+                params: dict[str, int] | None = None, titles: bool = True,
+                abstracts_only: bool = False) -> IndexManifest:
     """Embed the corpus (or ``sources``, or its first ``limit`` passages) and write the
     FAISS index of ``kind``, BM25 and the manifest to ``<index_dir>/literature``."""
-    spec = CorpusSpec.make(sources, limit, max_words)
+    spec = CorpusSpec.make(sources, limit, max_words, titles=titles,
+                           abstracts_only=abstracts_only)
     return _build(settings, spec, kind, params or {}, progress, embedder)
 
 
@@ -144,20 +209,28 @@ def _build(settings: Settings, spec: CorpusSpec, kind: IndexKind, params: dict[s
     passages = [p for p, _ in pairs]
     log.info("indexing %d passages of %d documents (%s)", len(passages),
              len({p.doc_id for p in passages}), ", ".join(spec.sources))
-    texts = [p.embed_text() for p in passages]
-    vectors = _embed_all(embedder, texts, progress)  # (N, d)
+    texts = [spec.text(p) for p in passages]
+    digest = corpus_sha256(passages)
+    texts_digest = texts_sha256(digest, spec.titles)
+    vectors = read_seed(seed_path(settings.index_dir, INDEX_NAME), embedder.fingerprint,
+                        texts_digest, len(texts))  # (N, d) or None
+    vectors_source = "seed" if vectors is not None else "embedded"
+    if vectors is None:
+        cache = embedding_cache_dir(settings, embedder, texts_digest)
+        vectors = _embed_all(embedder, texts, progress, cache)  # (N, d)
     resolved = index_params(kind, len(passages), **params)
     dense = build_faiss(vectors, kind, **resolved)
     lexical = LexicalIndex.build(texts)
+    titles = LexicalIndex.build(document_titles(passages)) if spec.titles else None
     manifest = IndexManifest(
         embedder=embedder.name, embedder_sha256=embedder.fingerprint, dim=int(vectors.shape[1]),
-        corpus_sha256=corpus_sha256(passages), corpus_inputs_sha256=inputs_sha,
+        corpus_sha256=digest, corpus_inputs_sha256=inputs_sha,
         passage_count=len(passages), document_count=len({p.doc_id for p in passages}),
         source_counts=dict(Counter(p.source for p in passages)), index_kind=kind,
         index_params=resolved, corpus={**asdict(spec), "sources": list(spec.sources)},
-        build_seconds=round(time.perf_counter() - start, 2),
+        build_seconds=round(time.perf_counter() - start, 2), vectors_source=vectors_source,
         created=datetime.now(UTC).isoformat(timespec="seconds"))
-    save_index(index_path(settings), dense, (r for _, r in pairs), manifest, lexical)
+    save_index(index_path(settings), dense, (r for _, r in pairs), manifest, lexical, titles)
     log.info("built a %s index of %d passages in %.1f s", kind, len(passages),
              manifest.build_seconds)
     return manifest

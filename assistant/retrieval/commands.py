@@ -7,16 +7,20 @@ import logging
 from collections.abc import Sequence
 from typing import cast, get_args
 
+import numpy as np
 import typer
 
 from assistant.config import Settings
 from assistant.data.manifest import DataError
 from assistant.retrieval.build import (
+    INDEX_NAME,
     CorpusSpec,
     build_index,
+    ensure_index,
     expected_corpus_sha256,
     index_path,
     open_searcher,
+    texts_sha256,
 )
 from assistant.retrieval.dense import INDEX_KINDS, IndexKind
 from assistant.retrieval.embed import Embedder
@@ -28,6 +32,7 @@ from assistant.retrieval.index import (
     stale_reasons,
 )
 from assistant.retrieval.search import MODES, Fusion, Hit, Mode
+from assistant.retrieval.seed import SeedInfo, read_seed, seed_path, write_seed
 
 log = logging.getLogger(__name__)
 
@@ -118,4 +123,34 @@ def run_index_info(settings: Settings) -> None:
                f"embedder:  {manifest.embedder} (sha256 {manifest.embedder_sha256}), "
                f"dim {manifest.dim}\n"
                f"kind:      {manifest.index_kind} {json.dumps(manifest.index_params)}\n"
-               f"built:     {manifest.created} in {manifest.build_seconds:.1f} s")
+               f"built:     {manifest.created} in {manifest.build_seconds:.1f} s, vectors "
+               f"{manifest.vectors_source}")
+
+
+def run_index_pack(settings: Settings, bits: int) -> None:
+    """Write the up-to-date index's vectors as the committed seed (``seed.py``), and say
+    what the quantisation costs: cosine of each decoded vector to the original."""
+    try:
+        index = ensure_index(settings, rebuild=False)
+    except (IndexUnusableError, DataError) as exc:
+        raise _fail(str(exc)) from exc
+    manifest = index.manifest
+    if manifest.index_kind == "ivfpq":
+        raise _fail("an ivfpq index keeps only compressed vectors: build a flat or hnsw "
+                    "index first")
+    vectors = index.dense.reconstruct_n(0, manifest.passage_count)  # (N, d)
+    titles = CorpusSpec.from_dict(manifest.corpus).titles
+    info = SeedInfo(manifest.embedder, manifest.embedder_sha256,
+                    texts_sha256(manifest.corpus_sha256, titles), manifest.passage_count,
+                    manifest.dim, bits)
+    target = seed_path(settings.index_dir, INDEX_NAME)
+    try:
+        size = write_seed(target, vectors, info)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    decoded = read_seed(target, info.embedder_sha256, info.texts_sha256, info.count)
+    assert decoded is not None  # just written for exactly these embeddings
+    cosines = np.einsum("ij,ij->i", vectors, decoded)  # (N,)
+    typer.echo(f"seed:      {target} ({size / 2**20:.1f} MiB, {bits} bits x {manifest.dim})\n"
+               f"cosine to the original vectors: mean {cosines.mean():.5f}, "
+               f"min {cosines.min():.5f}")

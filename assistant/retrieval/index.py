@@ -5,6 +5,8 @@ One index is a folder::
     dense.faiss      FAISS index, row i = passage i (inner product on unit vectors = cosine)
     passages.jsonl   one PassageRecord per line: all a hit needs, no XML re-read
     bm25/            the lexical index (``lexical.LexicalIndex``)
+    titles_bm25/     BM25 over the documents' titles, row j = the j-th distinct document
+                     in passage order (absent for an index built without titles)
     manifest.json    what built it, from what (``IndexManifest``)
 
 ``save_index`` writes a new folder beside the target and renames it into place, so readers
@@ -42,6 +44,7 @@ FORMAT_VERSION = 1
 DENSE_FILE = "dense.faiss"
 PASSAGES_FILE = "passages.jsonl"
 BM25_DIR = "bm25"
+TITLES_DIR = "titles_bm25"
 MANIFEST_FILE = "manifest.json"
 
 
@@ -94,6 +97,7 @@ class IndexManifest:
     build_seconds: float
     created: str  # ISO 8601, UTC
     file_sizes: dict[str, int] = field(default_factory=dict)  # dense.faiss, passages.jsonl
+    vectors_source: str = "embedded"  # or "seed": dequantised from the committed seed
     format_version: int = FORMAT_VERSION
 
     def save(self, path: Path) -> None:
@@ -126,7 +130,8 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def save_index(directory: Path, dense: faiss.Index, passages: Iterable[PassageRecord],
-               manifest: IndexManifest, lexical: LexicalIndex) -> None:
+               manifest: IndexManifest, lexical: LexicalIndex,
+               titles: LexicalIndex | None = None) -> None:
     """Write the index folder ``directory`` atomically: into a temporary folder beside it,
     then renamed over it (an old index is moved aside first and deleted after)."""
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -138,6 +143,8 @@ def save_index(directory: Path, dense: faiss.Index, passages: Iterable[PassageRe
             for record in passages:
                 handle.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
         lexical.save(tmp / BM25_DIR)
+        if titles is not None:
+            titles.save(tmp / TITLES_DIR)
         manifest.file_sizes = {name: (tmp / name).stat().st_size
                                for name in (DENSE_FILE, PASSAGES_FILE)}
         manifest.save(tmp / MANIFEST_FILE)
@@ -155,8 +162,8 @@ def save_index(directory: Path, dense: faiss.Index, passages: Iterable[PassageRe
 
 
 class PassageStore:
-    """passages.jsonl, memory-mapped: a line per passage read when asked for; the source
-    and year of every passage held as arrays for filtering."""
+    """passages.jsonl, memory-mapped: a line per passage read when asked for; the source,
+    year and document id of every passage held in memory for filtering and grouping."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -173,10 +180,18 @@ class PassageStore:
         del data  # no exported buffer may outlive the map
         self.source_codes = np.zeros(len(self._ends), dtype=np.uint8)  # index into SOURCES
         self.years = np.zeros(len(self._ends), dtype=np.int32)  # 0: no year
+        self._doc_ids: list[str] = []
+        rows: dict[str, int] = {}
         for i in range(len(self._ends)):
             record = self._record(i)
             self.source_codes[i] = SOURCES.index(record.source)
             self.years[i] = record.year or 0
+            self._doc_ids.append(record.doc_id)
+            rows.setdefault(record.doc_id, len(rows))
+        # (N,) the row of each passage's document among the distinct documents in order
+        self.doc_rows = np.fromiter((rows[d] for d in self._doc_ids), dtype=np.int64,
+                                    count=len(self._doc_ids))
+        self.document_count = len(rows)
 
     def __len__(self) -> int:
         return len(self._ends)
@@ -195,6 +210,10 @@ class PassageStore:
             raise IndexError(f"passage {i} of {len(self)}")
         return self._record(i)
 
+    def doc_id(self, i: int) -> str:
+        """The document id of passage ``i``, without reading its line."""
+        return self._doc_ids[i]
+
     def close(self) -> None:
         if self._map is not None:
             self._map.close()
@@ -210,6 +229,7 @@ class LoadedIndex:
     dense: faiss.Index
     passages: PassageStore
     lexical: LexicalIndex
+    titles: LexicalIndex | None = None  # BM25 over document titles, a row per document
 
     def __len__(self) -> int:
         return len(self.passages)
@@ -253,22 +273,27 @@ def _mmap_flags(kind: IndexKind) -> int:
 
 
 def _read_parts(directory: Path, manifest: IndexManifest
-                ) -> tuple[faiss.Index, PassageStore, LexicalIndex]:
+                ) -> tuple[faiss.Index, PassageStore, LexicalIndex, LexicalIndex | None]:
     try:
         dense = faiss.read_index(str(directory / DENSE_FILE), _mmap_flags(manifest.index_kind))
         lexical = LexicalIndex.load(directory / BM25_DIR, mmap=True)
+        titles = (LexicalIndex.load(directory / TITLES_DIR, mmap=True)
+                  if (directory / TITLES_DIR).exists() else None)
     except (RuntimeError, OSError, ValueError, KeyError) as exc:
         raise CorruptIndexError(f"cannot read the index in {directory} ({exc}): "
                                 "run `assistant index build`") from exc
     passages = PassageStore(directory / PASSAGES_FILE)
     counts = {"manifest": manifest.passage_count, DENSE_FILE: int(dense.ntotal),
               PASSAGES_FILE: len(passages), BM25_DIR: len(lexical)}
-    if len(set(counts.values())) != 1 or dense.d != manifest.dim:
+    titles_ok = titles is None or len(titles) == passages.document_count
+    if len(set(counts.values())) != 1 or dense.d != manifest.dim or not titles_ok:
         passages.close()
         raise CorruptIndexError(f"the index in {directory} disagrees with itself (passage "
-                                f"counts {counts}, dimension {dense.d} vs {manifest.dim}): "
+                                f"counts {counts}, dimension {dense.d} vs {manifest.dim}, "
+                                f"titles {len(titles) if titles else None} for "
+                                f"{passages.document_count} documents): "
                                 "run `assistant index build`")
-    return dense, passages, lexical
+    return dense, passages, lexical, titles
 
 
 def open_index(directory: Path, expected_corpus_sha: str | None,
@@ -283,7 +308,7 @@ def open_index(directory: Path, expected_corpus_sha: str | None,
         raise StaleIndexError(f"the index in {directory} is stale: {'; '.join(reasons)}. "
                               "Run `assistant index build`")
     _check_files(directory, manifest)
-    dense, passages, lexical = _read_parts(directory, manifest)
+    dense, passages, lexical, titles = _read_parts(directory, manifest)
     return LoadedIndex(directory=directory, manifest=manifest, dense=dense, passages=passages,
-                       lexical=lexical)
+                       lexical=lexical, titles=titles)
 

@@ -89,10 +89,3 @@ class LexicalIndex:
         if not terms:
             return np.zeros(len(self), dtype=np.float32)
         return np.asarray(self.retriever.get_scores(terms), dtype=np.float32)
-
-
-def search_bm25(index: LexicalIndex, query: str, k: int,
-                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` best passages for ``query`` -> (scores, ids), best first; passages that
-    share no term with the query are left out, so fewer than ``k`` may come back."""
-    return top_k(index.scores(query), k, allowed)

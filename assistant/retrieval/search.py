@@ -19,7 +19,7 @@ from assistant.retrieval.corpus import SOURCES
 from assistant.retrieval.dense import search_faiss
 from assistant.retrieval.embed import TextEmbedder
 from assistant.retrieval.index import LoadedIndex
-from assistant.retrieval.lexical import search_bm25, tokenize_terms
+from assistant.retrieval.lexical import tokenize_terms, top_k
 from assistant.retrieval.passages import split_sentences
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,10 @@ Fusion = Literal["rrf", "weighted"]
 MODES: tuple[Mode, ...] = ("dense", "bm25", "hybrid")
 RRF_K = 60
 CANDIDATES = 100  # passages each ranker hands to fusion, de-duplication and filtering
+# BM25 of a passage's document title added to the passage's BM25, times this: a citation
+# whose title names the query is about it. Chosen on the tuning MeSH descriptors of the
+# relevance benchmark (benchmark.py), never on the reported ones.
+TITLE_WEIGHT = 1.5
 
 
 # -- fusion --------------------------------------------------------------------------------
@@ -184,7 +188,8 @@ class Searcher:
     when the query was embedded and ``embed_snippets``, else by term overlap."""
 
     def __init__(self, index: LoadedIndex, embedder: TextEmbedder | None = None,
-                 candidates: int = CANDIDATES, embed_snippets: bool = True) -> None:
+                 candidates: int = CANDIDATES, embed_snippets: bool = True,
+                 title_weight: float = TITLE_WEIGHT) -> None:
         if embedder is not None and embedder.dim != index.manifest.dim:
             raise ValueError(f"the embedder gives {embedder.dim} dimensions, the index holds "
                              f"{index.manifest.dim}")
@@ -194,15 +199,30 @@ class Searcher:
         # Embedding every sentence of the hits is most of a dense query's time on a CPU
         # (about 0.8 s for 10 abstracts on one thread); term overlap takes about 1 ms.
         self.embed_snippets = embed_snippets
+        if title_weight < 0:
+            raise ValueError(f"title_weight must be >= 0, got {title_weight}")
+        self.title_weight = title_weight
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
         if self.embedder is None:
             raise ValueError("dense and hybrid search need an embedder; use mode='bm25'")
         return self.embedder.encode(texts)
 
+    def lexical_scores(self, query: str, title_weight: float | None = None) -> np.ndarray:
+        """(N,) BM25 of every passage, plus ``title_weight`` (default: the searcher's) x
+        the BM25 of its document's title where the index has titles."""
+        scores = self.index.lexical.scores(query)
+        titles = self.index.titles
+        weight = self.title_weight if title_weight is None else title_weight
+        if titles is not None and weight > 0:
+            scores = scores + weight * titles.scores(query)[
+                self.index.passages.doc_rows]
+        return scores
+
     def rank(self, query: str, depth: int, mode: Mode = "hybrid",
              mask: np.ndarray | None = None, fusion: Fusion = "rrf", weight: float = 0.5,
-             query_vec: np.ndarray | None = None) -> list[tuple[int, float]]:
+             query_vec: np.ndarray | None = None, title_weight: float | None = None
+             ) -> list[tuple[int, float]]:
         """Passage rows and scores, best first, each ranker fetching ``depth`` candidates."""
         dense: list[tuple[int, float]] = []
         lexical: list[tuple[int, float]] = []
@@ -210,7 +230,7 @@ class Searcher:
             vec = self._embed([query])[0] if query_vec is None else query_vec
             dense = _pairs(*[a[0] for a in search_faiss(self.index.dense, vec, depth, mask)])
         if mode != "dense":
-            lexical = _pairs(*search_bm25(self.index.lexical, query, depth, mask))
+            lexical = _pairs(*top_k(self.lexical_scores(query, title_weight), depth, mask))
         if mode == "dense":
             return dense
         if mode == "bm25":

@@ -37,7 +37,7 @@ def test_build_writes_index_and_manifest(tiny_settings: Settings,
     manifest = build_index(tiny_settings, progress=False, embedder=embedder)
     folder = index_path(tiny_settings)
     assert sorted(p.name for p in folder.iterdir()) == [
-        "bm25", DENSE_FILE, "manifest.json", PASSAGES_FILE]
+        "bm25", DENSE_FILE, "manifest.json", PASSAGES_FILE, "titles_bm25"]
     assert manifest.source_counts == {"medline": 4, "hpo": 3, "icd10cm": 5}
     assert (manifest.passage_count, manifest.document_count) == (12, 12)
     assert (manifest.embedder, manifest.embedder_sha256, manifest.dim) == (

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from assistant.config import Settings
 from assistant.retrieval.build import build_index, open_searcher
+from assistant.retrieval.lexical import tokenize_terms
 from assistant.retrieval.passages import split_sentences
 from assistant.retrieval.search import Hit, Searcher
 from tests.retrieval.conftest import HashingEmbedder
@@ -113,3 +115,35 @@ def test_term_overlap_snippets_need_no_sentence_embeddings(searcher: Searcher,
     hits = fast.search("seizure rates in Dravet syndrome", k=10, mode="hybrid")
     assert embedder.calls == calls + 1  # the query only
     _check_snippets(hits, fast)
+
+
+def test_title_channel_adds_the_document_title_bm25(tiny_settings: Settings,
+                                                    embedder: HashingEmbedder) -> None:
+    build_index(tiny_settings, progress=False, embedder=embedder)
+    index = open_searcher(tiny_settings, rebuild=False, embedder=embedder).index
+    assert index.titles is not None and len(index.titles) == index.passages.document_count
+    plain = Searcher(index, embedder, title_weight=0.0)
+    boosted = Searcher(index, embedder, title_weight=2.0)
+    query = "seizures carriers"
+    base = plain.lexical_scores(query)
+    assert np.array_equal(base, index.lexical.scores(query))
+    title_scores = index.titles.scores(query)
+    assert title_scores.max() > 0  # a test title names both terms
+    expected = base + 2.0 * title_scores[index.passages.doc_rows]
+    assert np.allclose(boosted.lexical_scores(query), expected)
+    assert np.allclose(plain.lexical_scores(query, title_weight=2.0), expected)
+    terms = set(tokenize_terms(query))
+    for i in range(len(index)):  # boosted exactly where the passage's title names a term
+        named = bool(terms & set(tokenize_terms(index.passages[i].title)))
+        assert (title_scores[index.passages.doc_rows[i]] > 0) == named
+    with pytest.raises(ValueError, match="title_weight"):
+        Searcher(index, embedder, title_weight=-1.0)
+
+
+def test_index_without_titles_has_no_title_channel(tiny_settings: Settings,
+                                                   embedder: HashingEmbedder) -> None:
+    build_index(tiny_settings, progress=False, embedder=embedder, titles=False)
+    searcher = open_searcher(tiny_settings, rebuild=False, embedder=embedder)
+    assert searcher.index.titles is None
+    assert np.array_equal(searcher.lexical_scores("seizures"),
+                          searcher.index.lexical.scores("seizures"))
