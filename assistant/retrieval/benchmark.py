@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +33,13 @@ from assistant.retrieval.evaluate import (
     mesh_major_queries,
 )
 from assistant.retrieval.index import IndexUnusableError
-from assistant.retrieval.search import Searcher
+from assistant.retrieval.search import Ranking, Searcher
 
 log = logging.getLogger(__name__)
 
-WEIGHTS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # dense share in weighted fusion, tuned
-TITLE_WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)  # title BM25 added to passage BM25, tuned
+WEIGHTS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # dense share in weighted fusion
+TITLE_WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)  # title BM25 added to passage BM25
+FEEDBACK = ((5, 0.5), (5, 1.0), (10, 0.5), (10, 1.0), (20, 1.0), (10, 2.0))  # (m, weight)
 
 
 @dataclass(frozen=True)
@@ -53,20 +54,30 @@ class BenchmarkConfig:
 
 @dataclass(frozen=True)
 class Tuned:
-    title_weight: float
-    weight: float  # dense share in weighted fusion
-    scores: dict[str, dict[float, float]]  # tuning nDCG@10 per setting tried
+    ranking: Ranking  # the best on the tuning descriptors: what ships (search.Ranking)
+    weight: float  # the best weighted-fusion share, reported beside RRF
+    scores: dict[str, dict[str, float]]  # tuning nDCG@10 of every setting tried
 
 
 def base_methods(tuned: Tuned) -> list[Method]:
-    """Plain stemmed BM25, BM25 with the title channel, dense, and both fusions."""
-    tw = tuned.title_weight
-    return [Method("bm25", "bm25", title_weight=0.0),
-            Method(f"bm25 + title x{tw:g}", "bm25", title_weight=tw),
-            Method("dense", "dense"),
-            Method("hybrid rrf", "hybrid", "rrf", title_weight=tw),
-            Method(f"hybrid weighted {tuned.weight:g}", "hybrid", "weighted", tuned.weight,
-                   title_weight=tw)]
+    """Plain stemmed BM25, BM25 with the title channel, dense, both fusions, and the tuned
+    ranking (with feedback, if tuning chose it)."""
+    tw = tuned.ranking.title_weight
+    methods = [Method("bm25", Ranking("bm25", title_weight=0.0)),
+               Method(f"bm25 + title x{tw:g}", Ranking("bm25", title_weight=tw)),
+               Method("dense", Ranking("dense")),
+               Method("hybrid rrf", Ranking("hybrid", "rrf", title_weight=tw)),
+               Method(f"hybrid weighted {tuned.weight:g}",
+                      Ranking("hybrid", "weighted", tuned.weight, title_weight=tw))]
+    if tuned.ranking.feedback:
+        methods.append(Method(f"tuned: {describe(tuned.ranking)}", tuned.ranking))
+    return methods
+
+
+def describe(r: Ranking) -> str:
+    fusion = "rrf" if r.fusion == "rrf" else f"weighted {r.weight:g}"
+    feedback = f", feedback {r.feedback} x{r.feedback_weight:g}" if r.feedback else ""
+    return f"{r.mode} {fusion}, title x{r.title_weight:g}{feedback}"
 
 
 def abstract_mask(searcher: Searcher, with_abstract: set[str]) -> np.ndarray:
@@ -77,26 +88,32 @@ def abstract_mask(searcher: Searcher, with_abstract: set[str]) -> np.ndarray:
 
 
 def _best(searcher: Searcher, tune: Sequence[Query], mask: np.ndarray, vectors: np.ndarray,
-          methods: dict[float, Method]) -> tuple[float, dict[float, float]]:
-    """The setting whose method has the best tuning nDCG@10 (ties: the smaller setting)."""
-    results = evaluate_methods(searcher, tune, list(methods.values()), mask, vectors,
-                               label="tuning")
-    scores = {value: results[m.name].mean("ndcg@10") for value, m in methods.items()}
-    return max(scores, key=lambda v: (scores[v], -v)), scores
+          rankings: Sequence[Ranking]) -> tuple[Ranking, dict[str, float]]:
+    """The ranking with the best tuning nDCG@10 (ties: the first listed)."""
+    methods = [Method(describe(r), r) for r in rankings]
+    results = evaluate_methods(searcher, tune, methods, mask, vectors, label="tuning")
+    scores = {m.name: results[m.name].mean("ndcg@10") for m in methods}
+    best = max(range(len(methods)), key=lambda i: (scores[methods[i].name], -i))
+    return methods[best].ranking, scores
 
 
 def tune(searcher: Searcher, queries: Sequence[Query], mask: np.ndarray,
          vectors: np.ndarray) -> Tuned:
-    """The title weight (on BM25 alone), then the fusion weight, on the tuning queries."""
-    title_weight, title_scores = _best(searcher, queries, mask, vectors, {
-        tw: Method(f"title {tw}", "bm25", title_weight=tw) for tw in TITLE_WEIGHTS})
-    weight, weight_scores = _best(searcher, queries, mask, vectors, {
-        w: Method(f"w {w}", "hybrid", "weighted", w, title_weight=title_weight)
-        for w in WEIGHTS})
-    log.info("tuning nDCG@10: title weights %s, fusion weights %s; chosen %g and %g",
-             title_scores, weight_scores, title_weight, weight)
-    return Tuned(title_weight, weight, {"title_weight": title_scores,
-                                        "fusion_weight": weight_scores})
+    """On the tuning queries, in turn: the title weight (BM25 alone), the fusion (RRF or a
+    weighted share), then dense feedback on the best fusion."""
+    bm25, title_scores = _best(searcher, queries, mask, vectors,
+                               [Ranking("bm25", title_weight=tw) for tw in TITLE_WEIGHTS])
+    tw = bm25.title_weight
+    fusions = [Ranking("hybrid", "rrf", title_weight=tw)] + [
+        Ranking("hybrid", "weighted", w, title_weight=tw) for w in WEIGHTS]
+    fused, fusion_scores = _best(searcher, queries, mask, vectors, fusions)
+    weighted = max(fusions[1:], key=lambda r: fusion_scores[describe(r)]).weight
+    shipped, feedback_scores = _best(searcher, queries, mask, vectors, [fused] + [
+        fused.but(feedback=m, feedback_weight=b) for m, b in FEEDBACK])
+    log.info("tuning nDCG@10: %s; chosen: %s", {**title_scores, **fusion_scores,
+                                                **feedback_scores}, describe(shipped))
+    return Tuned(shipped, weighted, {"title": title_scores, "fusion": fusion_scores,
+                                     "feedback": feedback_scores})
 
 
 def known_item_searcher(settings: Settings, embedder: TextEmbedder) -> Searcher:
@@ -143,9 +160,7 @@ def run_benchmark(settings: Settings, config: BenchmarkConfig, out: Path | None 
                               "index": searcher.index.manifest.corpus_sha256}
     tune_vecs = embedder.encode([q.text for q in sets.tune])
     tuned = tune(searcher, sets.tune, mask, tune_vecs)
-    report["tuning"] = {"title_weight": tuned.title_weight, "fusion_weight": tuned.weight,
-                        "ndcg@10": {k: {str(v): s for v, s in d.items()}
-                                    for k, d in tuned.scores.items()}}
+    report["tuning"] = {"chosen": asdict(tuned.ranking), "ndcg@10": tuned.scores}
     test = evaluate_methods(searcher, sets.test, base_methods(tuned), mask, progress=True,
                             label="MeSH")
     report["mesh"] = {name: r.summary() for name, r in test.items()}

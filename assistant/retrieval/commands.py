@@ -54,16 +54,16 @@ def format_hits(hits: Sequence[Hit]) -> str:
 
 
 def run_search(settings: Settings, query: str, k: int, as_json: bool, mode: str,
-               fusion: str, weight: float, sources: Sequence[str] | None,
+               fusion: str | None, weight: float | None, sources: Sequence[str] | None,
                year_range: tuple[int | None, int | None]) -> None:
     if mode not in MODES:
         raise typer.BadParameter(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if fusion not in get_args(Fusion):
+    if fusion is not None and fusion not in get_args(Fusion):
         raise typer.BadParameter(f"--fusion must be rrf or weighted, got {fusion!r}")
     try:
         searcher = open_searcher(settings, rebuild=False)
         hits = searcher.search(query, k, cast(Mode, mode), sources, year_range,
-                               cast(Fusion, fusion), weight)
+                               cast(Fusion | None, fusion), weight)
     except IndexMissingError as exc:
         raise _fail(f"no literature index in {index_path(settings)}: run "
                     "`assistant index build` first") from exc

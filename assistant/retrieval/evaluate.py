@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from assistant.retrieval.corpus import Document
-from assistant.retrieval.search import Searcher, best_per_document
+from assistant.retrieval.search import Ranking, Searcher, best_per_document
 
 log = logging.getLogger(__name__)
 
@@ -144,13 +144,10 @@ Ranker = Callable[[Query, np.ndarray], list[str]]  # (query, its vector) -> docu
 
 @dataclass(frozen=True)
 class Method:
-    """One way of ranking: the ``Searcher.rank`` arguments it uses."""
+    """A named way of ranking."""
 
     name: str
-    mode: str
-    fusion: str = "rrf"
-    weight: float = 0.5
-    title_weight: float | None = None  # None: the searcher's own
+    ranking: Ranking
 
 
 def document_ranker(searcher: Searcher, method: Method, mask: np.ndarray | None,
@@ -160,11 +157,9 @@ def document_ranker(searcher: Searcher, method: Method, mask: np.ndarray | None,
     store = searcher.index.passages
 
     def rank(query: Query, vector: np.ndarray) -> list[str]:
-        ranked = searcher.rank(query.text, 3 * depth, method.mode,  # type: ignore[arg-type]
-                               mask, method.fusion,  # type: ignore[arg-type]
-                               method.weight, vector, method.title_weight)
-        docs = [store.doc_id(i) for i, _ in ranked]
-        kept = best_per_document(ranked, docs, depth)
+        ranked = searcher.rank(query.text, 3 * depth, method.ranking, mask,
+                               vector if vector.size else None)
+        kept = best_per_document(ranked, [store.doc_id(i) for i, _ in ranked], depth)
         return [store.doc_id(i) for i, _ in kept]
 
     return rank

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -29,10 +29,40 @@ Fusion = Literal["rrf", "weighted"]
 MODES: tuple[Mode, ...] = ("dense", "bm25", "hybrid")
 RRF_K = 60
 CANDIDATES = 100  # passages each ranker hands to fusion, de-duplication and filtering
-# BM25 of a passage's document title added to the passage's BM25, times this: a citation
-# whose title names the query is about it. Chosen on the tuning MeSH descriptors of the
-# relevance benchmark (benchmark.py), never on the reported ones.
-TITLE_WEIGHT = 1.5
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """How passages are ranked. The defaults are the settings chosen on the tuning MeSH
+    descriptors of the relevance benchmark (benchmark.py), never on the reported ones.
+
+    ``title_weight``: the BM25 of a passage's document title, times this, is added to the
+    passage's BM25 (a citation whose title names the query is about it). ``feedback``:
+    pseudo-relevance feedback, the unit vectors of the first ranking's top ``feedback``
+    passages averaged and added, times ``feedback_weight``, to the query vector for a
+    second dense search (Rocchio), then fused again; 0 for none.
+    """
+
+    mode: Mode = "hybrid"
+    fusion: Fusion = "rrf"
+    weight: float = 0.5  # dense share in weighted fusion
+    title_weight: float = 1.5
+    feedback: int = 0
+    feedback_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES or self.fusion not in ("rrf", "weighted"):
+            raise ValueError(f"need mode in {MODES} and fusion rrf or weighted; got "
+                             f"{self.mode!r}, {self.fusion!r}")
+        if not 0.0 <= self.weight <= 1.0:
+            raise ValueError(f"weight must be in [0, 1], got {self.weight}")
+        if self.title_weight < 0 or self.feedback < 0 or self.feedback_weight < 0:
+            raise ValueError("title_weight, feedback and feedback_weight must be >= 0; got "
+                             f"{self.title_weight}, {self.feedback}, {self.feedback_weight}")
+
+    def but(self, **changes: Any) -> Ranking:
+        """This ranking with the given fields changed (None values are ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 # -- fusion --------------------------------------------------------------------------------
@@ -189,7 +219,7 @@ class Searcher:
 
     def __init__(self, index: LoadedIndex, embedder: TextEmbedder | None = None,
                  candidates: int = CANDIDATES, embed_snippets: bool = True,
-                 title_weight: float = TITLE_WEIGHT) -> None:
+                 ranking: Ranking | None = None) -> None:
         if embedder is not None and embedder.dim != index.manifest.dim:
             raise ValueError(f"the embedder gives {embedder.dim} dimensions, the index holds "
                              f"{index.manifest.dim}")
@@ -199,9 +229,7 @@ class Searcher:
         # Embedding every sentence of the hits is most of a dense query's time on a CPU
         # (about 0.8 s for 10 abstracts on one thread); term overlap takes about 1 ms.
         self.embed_snippets = embed_snippets
-        if title_weight < 0:
-            raise ValueError(f"title_weight must be >= 0, got {title_weight}")
-        self.title_weight = title_weight
+        self.ranking = ranking or Ranking()
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
         if self.embedder is None:
@@ -209,60 +237,83 @@ class Searcher:
         return self.embedder.encode(texts)
 
     def lexical_scores(self, query: str, title_weight: float | None = None) -> np.ndarray:
-        """(N,) BM25 of every passage, plus ``title_weight`` (default: the searcher's) x
+        """(N,) BM25 of every passage, plus ``title_weight`` (default: the ranking's) x
         the BM25 of its document's title where the index has titles."""
         scores = self.index.lexical.scores(query)
         titles = self.index.titles
-        weight = self.title_weight if title_weight is None else title_weight
+        weight = self.ranking.title_weight if title_weight is None else title_weight
         if titles is not None and weight > 0:
-            scores = scores + weight * titles.scores(query)[
-                self.index.passages.doc_rows]
+            scores = scores + weight * titles.scores(query)[self.index.passages.doc_rows]
         return scores
 
-    def rank(self, query: str, depth: int, mode: Mode = "hybrid",
-             mask: np.ndarray | None = None, fusion: Fusion = "rrf", weight: float = 0.5,
-             query_vec: np.ndarray | None = None, title_weight: float | None = None
+    def _dense(self, vec: np.ndarray, depth: int, mask: np.ndarray | None
+               ) -> list[tuple[int, float]]:
+        return _pairs(*[a[0] for a in search_faiss(self.index.dense, vec, depth, mask)])
+
+    def _feedback_vector(self, vec: np.ndarray, top: Sequence[int], weight: float
+                         ) -> np.ndarray:
+        """Rocchio: the query vector plus ``weight`` x the mean of the ``top`` passages'
+        vectors, renormalised."""
+        fed = np.stack([self.index.dense.reconstruct(int(i)) for i in top])  # (m, d)
+        moved = vec + weight * fed.mean(axis=0)
+        return (moved / max(float(np.linalg.norm(moved)), 1e-12)).astype(np.float32)
+
+    def rank(self, query: str, depth: int, ranking: Ranking | None = None,
+             mask: np.ndarray | None = None, query_vec: np.ndarray | None = None
              ) -> list[tuple[int, float]]:
         """Passage rows and scores, best first, each ranker fetching ``depth`` candidates."""
+        r = ranking or self.ranking
         dense: list[tuple[int, float]] = []
         lexical: list[tuple[int, float]] = []
-        if mode != "bm25":
+        vec = None
+        if r.mode != "bm25":
             vec = self._embed([query])[0] if query_vec is None else query_vec
-            dense = _pairs(*[a[0] for a in search_faiss(self.index.dense, vec, depth, mask)])
-        if mode != "dense":
-            lexical = _pairs(*top_k(self.lexical_scores(query, title_weight), depth, mask))
-        if mode == "dense":
-            return dense
-        if mode == "bm25":
-            return lexical
-        if fusion == "rrf":
-            return rrf([[i for i, _ in dense], [i for i, _ in lexical]])
-        return weighted_fusion(dict(dense), dict(lexical), weight)
+            dense = self._dense(vec, depth, mask)
+        if r.mode != "dense":
+            lexical = _pairs(*top_k(self.lexical_scores(query, r.title_weight), depth, mask))
+        ranked = self._fuse(r, dense, lexical)
+        if vec is not None and r.feedback and r.feedback_weight > 0 and ranked:
+            top = [i for i, _ in ranked[:r.feedback]]
+            dense = self._dense(self._feedback_vector(vec, top, r.feedback_weight), depth,
+                                mask)
+            ranked = self._fuse(r, dense, lexical)
+        return ranked
 
-    def search(self, query: str, k: int = 10, mode: Mode = "hybrid",
+    @staticmethod
+    def _fuse(r: Ranking, dense: list[tuple[int, float]], lexical: list[tuple[int, float]]
+              ) -> list[tuple[int, float]]:
+        if r.mode == "dense":
+            return dense
+        if r.mode == "bm25":
+            return lexical
+        if r.fusion == "rrf":
+            return rrf([[i for i, _ in dense], [i for i, _ in lexical]])
+        return weighted_fusion(dict(dense), dict(lexical), r.weight)
+
+    def search(self, query: str, k: int = 10, mode: Mode | None = None,
                sources: Sequence[str] | None = None,
                year_range: tuple[int | None, int | None] | None = None,
-               fusion: Fusion = "rrf", weight: float = 0.5) -> list[Hit]:
+               fusion: Fusion | None = None, weight: float | None = None) -> list[Hit]:
         """The ``k`` best passages for ``query``, at most one per document.
 
         ``sources``: keep only these ("medline", "hpo", "icd10cm"); ``year_range``:
-        (from, to), inclusive, either end None for open. Hybrid fuses dense and BM25 by
-        ``fusion``: reciprocal rank fusion (k=60) or ``weight`` * dense + (1 - weight) * BM25
-        on min-max normalised scores.
+        (from, to), inclusive, either end None for open. ``mode``, ``fusion`` and ``weight``
+        override the searcher's ranking: hybrid fuses dense and BM25 by reciprocal rank
+        fusion (k=60) or ``weight`` * dense + (1 - weight) * BM25 on min-max normalised
+        scores.
         """
         if not query.strip():
             raise ValueError("the query is empty")
-        if k < 1 or mode not in MODES or fusion not in ("rrf", "weighted"):
-            raise ValueError(f"need k >= 1, mode in {MODES}, fusion rrf or weighted; got "
-                             f"{k}, {mode!r}, {fusion!r}")
+        if k < 1:
+            raise ValueError(f"need k >= 1, got {k}")
+        ranking = self.ranking.but(mode=mode, fusion=fusion, weight=weight)
         store = self.index.passages
         mask = filter_mask(store.source_codes, store.years, sources, year_range)
         if mask is not None and not mask.any():
             return []
-        query_vec = None if mode == "bm25" else self._embed([query])[0]  # (d,)
-        ranked = self.rank(query, max(self.candidates, 5 * k), mode, mask, fusion, weight,
-                           query_vec)
-        kept = best_per_document(ranked, [store[i].doc_id for i, _ in ranked], k)
+        query_vec = None if ranking.mode == "bm25" else self._embed([query])[0]  # (d,)
+        ranked = self.rank(query, max(self.candidates, 5 * k), ranking, mask, query_vec)
+        kept = best_per_document(ranked, [store.doc_id(i) for i, _ in ranked], k)
         records = [store[i] for i, _ in kept]
         snippets = self._snippets(query, query_vec if self.embed_snippets else None,
                                   [r.text for r in records])

@@ -24,6 +24,7 @@ from assistant.retrieval.evaluate import (
     recall_at,
     reciprocal_rank,
 )
+from assistant.retrieval.search import Ranking
 from tests.retrieval.conftest import HashingEmbedder
 
 
@@ -86,8 +87,10 @@ def test_document_ranker_ranks_distinct_documents(tiny_settings: Settings,
     searcher = open_searcher(tiny_settings, rebuild=False, embedder=embedder)
     query = Query("A00", "cholera vibrio", frozenset({"ICD10CM:A00"}))
     vector = embedder.encode([query.text])[0]
-    for method in (Method("bm25", "bm25"), Method("dense", "dense"),
-                   Method("rrf", "hybrid"), Method("w", "hybrid", "weighted", 0.3)):
+    for method in (Method("bm25", Ranking("bm25")), Method("dense", Ranking("dense")),
+                   Method("rrf", Ranking("hybrid")),
+                   Method("w", Ranking("hybrid", "weighted", 0.3)),
+                   Method("fb", Ranking("hybrid", feedback=2, feedback_weight=1.0))):
         ranked = document_ranker(searcher, method, None, depth=5)(query, vector)
         assert 0 < len(ranked) <= 5 and len(set(ranked)) == len(ranked)
         assert ranked[0] in {"ICD10CM:A00", "ICD10CM:A00.0"}

@@ -9,7 +9,7 @@ from assistant.config import Settings
 from assistant.retrieval.build import build_index, open_searcher
 from assistant.retrieval.lexical import tokenize_terms
 from assistant.retrieval.passages import split_sentences
-from assistant.retrieval.search import Hit, Searcher
+from assistant.retrieval.search import Hit, Ranking, Searcher
 from tests.retrieval.conftest import HashingEmbedder
 
 
@@ -122,8 +122,8 @@ def test_title_channel_adds_the_document_title_bm25(tiny_settings: Settings,
     build_index(tiny_settings, progress=False, embedder=embedder)
     index = open_searcher(tiny_settings, rebuild=False, embedder=embedder).index
     assert index.titles is not None and len(index.titles) == index.passages.document_count
-    plain = Searcher(index, embedder, title_weight=0.0)
-    boosted = Searcher(index, embedder, title_weight=2.0)
+    plain = Searcher(index, embedder, ranking=Ranking(title_weight=0.0))
+    boosted = Searcher(index, embedder, ranking=Ranking(title_weight=2.0))
     query = "seizures carriers"
     base = plain.lexical_scores(query)
     assert np.array_equal(base, index.lexical.scores(query))
@@ -136,8 +136,6 @@ def test_title_channel_adds_the_document_title_bm25(tiny_settings: Settings,
     for i in range(len(index)):  # boosted exactly where the passage's title names a term
         named = bool(terms & set(tokenize_terms(index.passages[i].title)))
         assert (title_scores[index.passages.doc_rows[i]] > 0) == named
-    with pytest.raises(ValueError, match="title_weight"):
-        Searcher(index, embedder, title_weight=-1.0)
 
 
 def test_index_without_titles_has_no_title_channel(tiny_settings: Settings,
@@ -147,3 +145,30 @@ def test_index_without_titles_has_no_title_channel(tiny_settings: Settings,
     assert searcher.index.titles is None
     assert np.array_equal(searcher.lexical_scores("seizures"),
                           searcher.index.lexical.scores("seizures"))
+
+
+def test_feedback_moves_the_query_towards_the_top_passages(searcher: Searcher) -> None:
+    vec = searcher._embed(["cholera"])[0]
+    first = searcher.rank("cholera", 5, Ranking("dense"), query_vec=vec)
+    top = [i for i, _ in first[:2]]
+    moved = searcher._feedback_vector(vec, top, 1.0)
+    fed = np.stack([searcher.index.dense.reconstruct(i) for i in top]).mean(axis=0)
+    expected = (vec + fed) / np.linalg.norm(vec + fed)
+    assert np.allclose(moved, expected, atol=1e-6)
+    with_feedback = searcher.rank("cholera", 5, Ranking("dense", feedback=2,
+                                                        feedback_weight=1.0), query_vec=vec)
+    plain_again = searcher.rank("cholera", 5, Ranking("dense", feedback=2,
+                                                      feedback_weight=0.0), query_vec=vec)
+    assert plain_again == first  # weight 0: no second search
+    scores = dict(searcher._dense(moved, 5, None))
+    assert with_feedback == sorted(scores.items(), key=lambda p: -p[1])
+
+
+def test_ranking_validates_and_overrides() -> None:
+    base = Ranking()
+    assert base.but(mode="bm25", weight=None).mode == "bm25"
+    assert base.but(weight=None) == base
+    for bad in ({"mode": "fuzzy"}, {"fusion": "max"}, {"weight": 1.5},
+                {"title_weight": -1.0}, {"feedback": -1}):
+        with pytest.raises(ValueError):
+            Ranking(**bad)  # type: ignore[arg-type]
