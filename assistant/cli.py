@@ -175,6 +175,64 @@ def eval_vision(
         heat_method=heat_method, n_boot=n_boot, card=card)  # type: ignore[arg-type]
 
 
+@eval_app.command("retrieval")
+def eval_retrieval(
+    n_test: Annotated[int, typer.Option(min=1, help="MeSH descriptors reported.")] = 300,
+    n_tune: Annotated[int, typer.Option(min=1, help="MeSH descriptors tuned on.")] = 300,
+    min_major: Annotated[int, typer.Option(
+        min=1, help="Major-topic citations a descriptor needs to be a query.")] = 5,
+    n_known: Annotated[int, typer.Option(min=1, help="Known-item queries.")] = 1000,
+    known_item: Annotated[bool, typer.Option(help="Run the known-item set too.")] = True,
+    seed: Annotated[int, typer.Option(help="Query sampling seed.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Write the figures here (JSON).")] = None,
+) -> None:
+    """Relevance: nDCG@10, Recall@100, MRR of BM25, dense and hybrid on MeSH major-topic
+    and known-item queries (judgments from NLM's indexers)."""
+    from assistant.retrieval.benchmark import BenchmarkConfig, run_benchmark
+
+    settings = get_settings()
+    config = BenchmarkConfig(min_major, n_test, n_tune, n_known, seed, known_item)
+    report = run_benchmark(settings, config, out or settings.data_dir / "reports"
+                           / "retrieval" / "results.json")
+    typer.echo("\n".join(report["table"]))
+
+
+@app.command()
+def analyze(
+    path: Annotated[Path, typer.Argument(help="PNG, JPEG or DICOM file.")],
+    indication: Annotated[str | None, typer.Option(help="Clinical indication, free text.")
+                          ] = None,
+    age: Annotated[int | None, typer.Option(help="Age in years, 0-130.")] = None,
+    sex: Annotated[str | None, typer.Option(help="female, male, other or unknown.")] = None,
+    no_citations: Annotated[bool, typer.Option(
+        "--no-citations", help="Do not open the literature index.")] = False,
+    heatmap: Annotated[Path | None, typer.Option(
+        help="Write the heatmap overlay PNG here instead of into the JSON.")] = None,
+) -> None:
+    """Diagnosis, heatmap, drafted report and citations for an image, as the JSON of
+    /v1/analyze (the overlay PNG base64-encoded in it, unless --heatmap writes it to a
+    file). Without a built literature index the citations are empty and the JSON says why."""
+    from assistant.imaging import ImageInputError
+    from assistant.pipeline import Pipeline
+    from assistant.report import Context
+
+    try:
+        context = Context.make(indication, age, sex)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    pipeline = Pipeline.from_settings(get_settings(), citations=not no_citations)
+    try:
+        analysis = pipeline.analyze(path, context)
+    except (ImageInputError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    out = analysis.to_dict()
+    if heatmap is not None and out["heatmap"] is not None and analysis.heatmap_png:
+        heatmap.write_bytes(analysis.heatmap_png)
+        out["heatmap"] = {**out["heatmap"], "png_base64": None, "path": str(heatmap)}
+    typer.echo(json.dumps(out, indent=1))
+
+
 index_app = typer.Typer(help="Build and describe the literature index.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
 
@@ -186,9 +244,10 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of hits.")
                        ] = False,
     mode: Annotated[str, typer.Option(help="dense, bm25 or hybrid.")] = "hybrid",
-    fusion: Annotated[str, typer.Option(help="Hybrid fusion: rrf or weighted.")] = "rrf",
-    weight: Annotated[float, typer.Option(min=0.0, max=1.0,
-                                          help="Weighted fusion: weight of dense.")] = 0.5,
+    fusion: Annotated[str | None, typer.Option(
+        help="Hybrid fusion: rrf or weighted (default: the tuned ranking's).")] = None,
+    weight: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="Weighted fusion: weight of dense.")] = None,
     source: Annotated[list[str] | None, typer.Option(
         help="Only this source (medline, hpo, icd10cm); repeat for several.")] = None,
     year_from: Annotated[int | None, typer.Option(
@@ -230,7 +289,6 @@ def index_info() -> None:
 # Commands whose capability is built by a later issue. They say so and fail, rather
 # than pretend: nothing here returns a made-up result.
 _PENDING = {
-    "analyze": "diagnosis, report and citations for an image (vision, report and service work)",
     "draft": "batch report drafting (batch work)",
 }
 
@@ -245,3 +303,14 @@ def _pending(name: str, what: str) -> None:
 
 for _name, _what in _PENDING.items():
     _pending(_name, _what)
+
+
+@index_app.command("pack")
+def index_pack(
+    bits: Annotated[int, typer.Option(help="Bits per dimension: 4, 6 or 8.")] = 8,
+) -> None:
+    """Write the built index's vectors, quantised, as the seed a fresh machine builds from
+    (``indexes/literature.seed``; commit it)."""
+    from assistant.retrieval.commands import run_index_pack
+
+    run_index_pack(get_settings(), bits)

@@ -1,0 +1,277 @@
+"""Image (+ clinical context) -> diagnosis, heatmap, drafted report and citations.
+
+No web imports: the service, ``assistant analyze`` and batch drafting call the same
+``Pipeline``. It is made once (the vision model loads then; the literature searcher is
+optional) and ``analyze`` / ``analyze_many`` are safe to call from several threads.
+
+Literature retrieval may be unavailable (no index built, or its files missing): the
+analysis then carries no citations and ``citations_note`` says why; a diagnosis never
+waits on, or fails because of, retrieval. Citations are searched with a fixed query per
+diagnosis (``CITATION_QUERIES``): nothing from the image or the context is invented into
+a query, and an out-of-scope image gets none.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from assistant import __version__
+from assistant.config import Limits, Settings
+from assistant.data.manifest import DataError
+from assistant.imaging import DecodedImage, read_image
+from assistant.imaging.preprocess import to_grey
+from assistant.report import (
+    DRAFT_NOTICE,
+    DRAFTER,
+    DRAFTER_VERSION,
+    Context,
+    Evidence,
+    HeatLocation,
+    ImageQuality,
+    ModelInfo,
+    Report,
+    draft_report,
+    frame_geometry,
+    heat_location,
+    heat_on_frame,
+    image_quality,
+)
+from assistant.report.evidence import FrameGeometry
+from assistant.retrieval.index import IndexUnusableError
+from assistant.retrieval.search import Hit, Searcher
+from assistant.vision.checkpoint import VisionBundle, load_bundle
+from assistant.vision.commands import release_path
+from assistant.vision.infer import Diagnosis, VisionModel
+
+log = logging.getLogger(__name__)
+
+CITATION_QUERIES = {"tumour": "brain tumor MRI", "no tumour": "normal brain MRI"}
+CITATIONS_K = 5
+OVERLAY_MAX_SIDE = 512  # pixels of the heatmap overlay's longer side, at most
+OVERLAY_ALPHA = 0.45
+# What the checkpoint's recorded data source is, in words (``provenance["data_source"]``).
+TRAINING_DATA = {"br35h": "Br35H brain MRI slices"}
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    role: str  # "vision", "report", "retrieval-embedder", "retrieval-index"
+    name: str
+    version: str | None
+    sha256: str | None  # of the weights (or, for the index, of its passages)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"role": self.role, "name": self.name, "version": self.version,
+                "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class Citations:
+    hits: tuple[Hit, ...] = ()
+    query: str | None = None
+    note: str | None = None  # why there are none, when there are none
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [{"id": h.id, "source": h.source, "title": h.title, "snippet": h.snippet,
+                 "citation": h.citation, "url": h.url, "year": h.year} for h in self.hits]
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One image's result; ``to_dict`` is the JSON of ``/v1/analyze`` and
+    ``assistant analyze``."""
+
+    study_id: str
+    image_sha256: str
+    diagnosis: Diagnosis
+    positive_label: str
+    report: Report
+    heatmap_png: bytes | None  # the heat over the image, PNG; None when out of scope
+    heat_method: str
+    location: HeatLocation | None
+    meta: dict[str, Any]
+    quality: ImageQuality
+    context: Context
+    citations: Citations
+    models: tuple[ModelRecord, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.diagnosis
+        heatmap = None
+        if self.heatmap_png is not None:
+            heatmap = {"method": self.heat_method, "format": "png",
+                       "location": self.location.to_dict() if self.location else None,
+                       "png_base64": base64.b64encode(self.heatmap_png).decode("ascii")}
+        return {
+            "study_id": self.study_id, "image_sha256": self.image_sha256,
+            "draft": True, "notice": DRAFT_NOTICE,
+            "in_scope": d.in_scope, "scope_reason": d.scope_reason,
+            "diagnosis": {"label": d.label, "probability": d.probability,
+                          "threshold": d.threshold, "positive_label": self.positive_label,
+                          "ood_distance": d.ood_distance},
+            "heatmap": heatmap,
+            "report": self.report.to_dict(),
+            "citations": self.citations.to_list(),
+            "citations_query": self.citations.query,
+            "citations_note": self.citations.note,
+            "image": {**self.meta, "quality": self.quality.to_dict()},
+            "context": self.context.to_dict(),
+            "models": [m.to_dict() for m in self.models],
+        }
+
+
+def open_retrieval(settings: Settings) -> tuple[Searcher | None, str | None]:
+    """The literature searcher over the built index, or None and why it is unavailable.
+    Never builds the index (that takes hours here): ``assistant index build`` does."""
+    from assistant.retrieval.build import open_searcher
+
+    try:
+        return open_searcher(settings, rebuild=False), None
+    except (IndexUnusableError, DataError) as exc:
+        log.warning("citations unavailable: %s", exc)
+        return None, f"literature retrieval unavailable: {exc}"
+
+
+def overlay_png(pixels: npt.NDArray[np.floating[Any]], geometry: FrameGeometry,
+                heat: npt.NDArray[np.float32]) -> bytes:
+    """The heat grid laid over the reader's frame (grey), longer side at most
+    OVERLAY_MAX_SIDE, as PNG bytes."""
+    grey = (np.clip(to_grey(pixels.astype(np.float32, copy=False)), 0, 1) * 255).astype(np.uint8)
+    colour = cv2.applyColorMap((heat_on_frame(heat, geometry) * 255).astype(np.uint8),
+                               cv2.COLORMAP_JET)  # (H, W, 3) BGR
+    blended = cv2.addWeighted(cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR), 1 - OVERLAY_ALPHA,
+                              colour, OVERLAY_ALPHA, 0)
+    scale = OVERLAY_MAX_SIDE / max(blended.shape[:2])
+    if scale < 1:
+        size = (max(1, round(blended.shape[1] * scale)), max(1, round(blended.shape[0] * scale)))
+        blended = cv2.resize(blended, size, interpolation=cv2.INTER_AREA)
+    ok, encoded = cv2.imencode(".png", blended)
+    if not ok:
+        raise RuntimeError("OpenCV could not encode the heatmap overlay as PNG")
+    return encoded.tobytes()
+
+
+def model_info(bundle: VisionBundle, heat_method: str) -> ModelInfo:
+    """What a report may say about the model, from its checkpoint."""
+    source = str(bundle.provenance.get("data_source", "data not recorded"))  # "br35h (x==1)"
+    key, _, package = source.partition(" ")
+    return ModelInfo(name=bundle.name, sha256=bundle.sha256, labels=tuple(bundle.labels),
+                     input_size=bundle.model.config.image_size, grid=bundle.model.config.grid,
+                     heat_method=heat_method, training_data=TRAINING_DATA.get(key, source),
+                     training_source=package.strip("()") or "source not recorded")
+
+
+class Pipeline:
+    """Loaded once; turns image bytes (+ context) into ``Analysis`` objects."""
+
+    def __init__(self, vision: VisionModel, searcher: Searcher | None = None,
+                 retrieval_note: str | None = None, limits: Limits | None = None,
+                 vision_version: str | None = None, k: int = CITATIONS_K) -> None:
+        self.vision = vision
+        self.searcher = searcher
+        self.retrieval_note = retrieval_note or (
+            None if searcher else "literature retrieval was not configured")
+        self.limits = limits or Limits()
+        self.k = k
+        self.info = model_info(vision.bundle, vision.heat_method)
+        self.models = self._models(vision_version)
+        self._hits: dict[str, tuple[Hit, ...]] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, citations: bool = True) -> Pipeline:
+        """The release (or ``settings.vision_checkpoint``) vision model and, when
+        ``citations``, the literature index if it is built."""
+        path = settings.vision_checkpoint or release_path(settings)
+        release = path == release_path(settings)
+        version = f"release of assistant {__version__}" if release else None
+        searcher, note = (open_retrieval(settings) if citations
+                          else (None, "citations were not requested"))
+        return cls(VisionModel(load_bundle(path)), searcher, note, settings.limits, version)
+
+    def _models(self, vision_version: str | None) -> tuple[ModelRecord, ...]:
+        models = [ModelRecord("vision", self.info.name, vision_version, self.info.sha256),
+                  ModelRecord("report", DRAFTER, DRAFTER_VERSION, None)]
+        if self.searcher is not None:
+            embedder, manifest = self.searcher.embedder, self.searcher.index.manifest
+            if embedder is not None:
+                models.append(ModelRecord("retrieval-embedder", embedder.name, None,
+                                          embedder.fingerprint))
+            models.append(ModelRecord("retrieval-index", f"literature ({manifest.index_kind})",
+                                      manifest.created, manifest.corpus_sha256))
+        return tuple(models)
+
+    def analyze(self, image: bytes | Path, context: Context | None = None,
+                study_id: str | None = None) -> Analysis:
+        """One image (PNG, JPEG or DICOM bytes, or a path) -> its analysis. Bad images
+        raise ``ImageInputError``s (the service maps them to 413 / 415 / 422)."""
+        return self.analyze_many([image], [context], [study_id] if study_id else None)[0]
+
+    def analyze_many(self, images: Sequence[bytes | Path],
+                     contexts: Sequence[Context | None] | None = None,
+                     study_ids: Sequence[str] | None = None) -> list[Analysis]:
+        """Several images in one model batch; the first bad image raises."""
+        contexts = list(contexts) if contexts is not None else [None] * len(images)
+        ids = list(study_ids) if study_ids is not None else [uuid.uuid4().hex for _ in images]
+        if not len(images) == len(contexts) == len(ids):
+            raise ValueError(f"{len(images)} images, {len(contexts)} contexts and "
+                             f"{len(ids)} study ids: give one of each per image")
+        start = time.perf_counter()
+        decoded = [self._read(image) for image in images]
+        inputs = [self.vision.prepare(img.pixels) for img, _ in decoded]
+        diagnoses = self.vision.diagnose(inputs, heatmap=True)
+        out = [self._compose(img, sha, d, ctx or Context(), sid)
+               for (img, sha), d, ctx, sid in zip(decoded, diagnoses, contexts, ids, strict=True)]
+        log.info("analysed %d image(s) in %.2f s", len(out), time.perf_counter() - start)
+        return out
+
+    def _read(self, image: bytes | Path) -> tuple[DecodedImage, str]:
+        decoded = read_image(image, self.limits)  # checks the size before reading a path
+        data = image.read_bytes() if isinstance(image, Path) else image
+        return decoded, hashlib.sha256(data).hexdigest()
+
+    def _compose(self, image: DecodedImage, sha: str, diagnosis: Diagnosis, context: Context,
+                 study_id: str) -> Analysis:
+        geometry = frame_geometry(image.pixels, self.vision.bundle.preprocess)
+        quality = image_quality(image.pixels, geometry)
+        location, png = None, None
+        if diagnosis.heat is not None:
+            location = heat_location(diagnosis.heat, geometry.head_on_input())
+            png = overlay_png(image.pixels, geometry, diagnosis.heat)
+        report = draft_report(Evidence(diagnosis, self.info, quality, location, image.meta,
+                                       context))
+        log.info("study %s: in scope %s, label %s, p %s", study_id, diagnosis.in_scope,
+                 diagnosis.label, None if diagnosis.probability is None
+                 else f"{diagnosis.probability:.3f}")
+        return Analysis(study_id, sha, diagnosis, self.info.positive, report, png,
+                        self.info.heat_method, location, image.meta.to_dict(), quality,
+                        context, self.citations(diagnosis), self.models)
+
+    def citations(self, diagnosis: Diagnosis) -> Citations:
+        """Literature for the diagnosis: a fixed query per label, searched once and kept."""
+        if not diagnosis.in_scope or diagnosis.label is None:
+            return Citations(note="no diagnosis was given, so no literature was searched")
+        query = CITATION_QUERIES.get(diagnosis.label)
+        if query is None:
+            return Citations(note=f"no literature query is defined for {diagnosis.label!r}")
+        if self.searcher is None:
+            return Citations(query=query, note=self.retrieval_note)
+        if query not in self._hits:
+            try:
+                self._hits[query] = tuple(self.searcher.search(query, k=self.k))
+            except (IndexUnusableError, DataError, OSError) as exc:
+                log.warning("literature search failed: %s", exc)
+                return Citations(query=query, note=f"literature search failed: {exc}")
+        hits = self._hits[query]
+        return Citations(hits, query, None if hits else "the search found nothing")

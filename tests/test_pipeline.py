@@ -1,0 +1,194 @@
+"""The pipeline: image (+ context) -> diagnosis, heatmap, report, citations; the same JSON
+from ``Pipeline.analyze`` and ``assistant analyze``. Real released weights, real Br35H
+images, and a real (tiny) literature index with a deterministic stand-in embedder."""
+
+import base64
+import gzip
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from assistant.config import Settings
+from assistant.imaging import UnsupportedFormatError, read_image
+from assistant.pipeline import Pipeline
+from assistant.report import Context
+from assistant.retrieval import Searcher, build_index, ensure_index
+from assistant.vision.checkpoint import load_bundle
+from assistant.vision.commands import release_path
+from assistant.vision.infer import VisionModel
+from assistant.vision.splits import BR35H_SPLIT_PATH, TEST_FOLD, read_split_manifest
+from tests.retrieval.conftest import HPO_OBO, ICD_XML, MEDLINE_XML, HashingEmbedder, make_data_dir
+
+pytestmark = pytest.mark.data
+
+KEYS = {"study_id", "image_sha256", "draft", "notice", "in_scope", "scope_reason",
+        "diagnosis", "heatmap", "report", "citations", "citations_query", "citations_note",
+        "image", "context", "models"}
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Pipeline:
+    return Pipeline.from_settings(Settings(), citations=False)
+
+
+@pytest.fixture(scope="module")
+def images() -> dict[str, Path]:
+    """A tumour and a no-tumour test-fold image."""
+    data_dir = Settings().data_dir
+    rows = [r for r in read_split_manifest(BR35H_SPLIT_PATH) if r.fold == TEST_FOLD]
+    return {"tumour": data_dir / next(r.path for r in rows if r.label == 1),
+            "no tumour": data_dir / next(r.path for r in rows if r.label == 0)}
+
+
+def test_analysis_json(pipeline: Pipeline, images: dict[str, Path]) -> None:
+    data = images["tumour"].read_bytes()
+    context = Context.make("headache", 61, "male")
+    analysis = pipeline.analyze(data, context)
+    out = json.loads(json.dumps(analysis.to_dict()))  # plain JSON
+    assert set(out) == KEYS and out["draft"] is True and "clinician" in out["notice"]
+    assert out["image_sha256"] == hashlib.sha256(data).hexdigest()
+    assert out["diagnosis"]["label"] == "tumour" and out["in_scope"] is True
+    assert out["diagnosis"]["probability"] >= out["diagnosis"]["threshold"] == 0.25
+    assert out["context"] == {"indication": "headache", "age": 61, "sex": "male"}
+    assert "age 61 years and sex male" in out["report"]["technique"]
+    assert out["report"]["drafter"]["model"] == "vision-br35h-hybrid"
+    assert out["report"]["text"].startswith(out["notice"])
+    assert out["citations"] == [] and out["citations_note"] == "citations were not requested"
+    vision = next(m for m in out["models"] if m["role"] == "vision")
+    assert vision["sha256"] == hashlib.sha256(release_path(Settings()).read_bytes()).hexdigest()
+    assert {m["role"] for m in out["models"]} == {"vision", "report"}
+    # The heatmap is a PNG over the original frame.
+    png = cv2.imdecode(np.frombuffer(base64.b64decode(out["heatmap"]["png_base64"]), np.uint8),
+                       cv2.IMREAD_COLOR)
+    assert png is not None and png.shape[:2] == (out["image"]["height"], out["image"]["width"])
+    assert out["heatmap"]["location"]["side"] in ("image left", "image right",
+                                                  "across the midline")
+    assert pipeline.analyze(data).study_id != analysis.study_id
+
+
+def test_the_diagnosis_is_the_vision_models(pipeline: Pipeline, images: dict[str, Path],
+                                            ) -> None:
+    vision = VisionModel(load_bundle(release_path(Settings())))
+    for path in images.values():
+        direct = vision.diagnose([vision.prepare(read_image(path).pixels)])[0]
+        via = pipeline.analyze(path).diagnosis
+        assert (via.label, via.in_scope) == (direct.label, direct.in_scope)
+        assert via.probability == pytest.approx(direct.probability, abs=1e-6)
+
+
+def test_analyze_many_matches_one_at_a_time(pipeline: Pipeline, images: dict[str, Path],
+                                            ) -> None:
+    paths = list(images.values())
+    batch = pipeline.analyze_many(paths, study_ids=["a", "b"])
+    assert [a.study_id for a in batch] == ["a", "b"]
+    for path, analysis in zip(paths, batch, strict=True):
+        single = pipeline.analyze(path)
+        assert single.diagnosis.label == analysis.diagnosis.label
+        assert single.report.findings == analysis.report.findings
+    with pytest.raises(ValueError, match="one of each"):
+        pipeline.analyze_many(paths, [None])
+
+
+def test_bad_bytes_raise_a_typed_error(pipeline: Pipeline) -> None:
+    with pytest.raises(UnsupportedFormatError):
+        pipeline.analyze(b"%PDF-1.4 not an image")
+
+
+def test_without_an_index_citations_are_empty_and_say_why(tmp_path: Path,
+                                                          images: dict[str, Path]) -> None:
+    settings = Settings(index_dir=tmp_path / "no-index")
+    pipeline = Pipeline.from_settings(settings)
+    out = pipeline.analyze(images["tumour"]).to_dict()
+    assert out["citations"] == [] and out["citations_query"] == "brain tumor MRI"
+    assert "assistant index build" in out["citations_note"]
+
+
+def _tiny_index_settings(root: Path) -> Settings:
+    files = {}
+    for name, text in (("a.xml", MEDLINE_XML), ("hp.obo", HPO_OBO), ("t.xml", ICD_XML)):
+        (root / name).write_bytes(gzip.compress(text.encode()) if name == "a.xml"
+                                  else text.encode())
+        files[name] = root / name
+    data_dir = make_data_dir(root / "data", {
+        "medline": {"medline/a.xml.gz": files["a.xml"]},
+        "hpo": {"hpo/hp.obo": files["hp.obo"]},
+        "icd10cm": {"icd10cm/tabular.xml": files["t.xml"]}})
+    return Settings(data_dir=data_dir, index_dir=root / "indexes")
+
+
+def test_citations_come_from_the_index_once_per_query(tmp_path: Path,
+                                                      images: dict[str, Path]) -> None:
+    settings = _tiny_index_settings(tmp_path)
+    embedder = HashingEmbedder()
+    build_index(settings, embedder=embedder, progress=False)
+    searcher = Searcher(ensure_index(settings, rebuild=False, embedder=embedder), embedder)
+    pipeline = Pipeline(VisionModel(load_bundle(release_path(Settings()))), searcher)
+    out = pipeline.analyze(images["tumour"]).to_dict()
+    assert out["citations"] and out["citations_note"] is None
+    for hit in out["citations"]:
+        assert {"id", "source", "title", "snippet", "citation"} <= set(hit)
+        assert hit["citation"] and hit["source"] in ("medline", "hpo", "icd10cm")
+    assert {"retrieval-embedder", "retrieval-index"} <= {m["role"] for m in out["models"]}
+    calls = embedder.calls
+    again = pipeline.analyze(images["tumour"]).to_dict()
+    assert again["citations"] == out["citations"] and embedder.calls == calls  # cached
+    assert pipeline.analyze(images["no tumour"]).to_dict()["citations_query"] == (
+        "normal brain MRI")
+
+
+def _cli(*args: str, index_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ASSISTANT_INDEX_DIR": str(index_dir), "ASSISTANT_LOG_LEVEL": "WARNING"}
+    return subprocess.run([sys.executable, "-m", "assistant", "analyze", *args], env=env,
+                          capture_output=True, text=True, timeout=180, check=False)
+
+
+def test_cli_prints_the_analysis_json(tmp_path: Path, images: dict[str, Path],
+                                      pipeline: Pipeline) -> None:
+    result = _cli(str(images["tumour"]), "--indication", "headache", "--age", "61", "--sex",
+                  "Male", index_dir=tmp_path / "none")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    expected = pipeline.analyze(images["tumour"], Context.make("headache", 61, "male")).to_dict()
+    assert set(out) == KEYS
+    for key in ("diagnosis", "context", "image", "in_scope"):
+        assert out[key] == expected[key], key
+    assert out["report"]["text"] == expected["report"]["text"]
+    assert out["heatmap"]["png_base64"] == expected["heatmap"]["png_base64"]
+    assert out["citations"] == [] and "assistant index build" in out["citations_note"]
+
+
+def test_cli_writes_the_heatmap_to_a_file(tmp_path: Path, images: dict[str, Path]) -> None:
+    target = tmp_path / "heat.png"
+    result = _cli(str(images["no tumour"]), "--no-citations", "--heatmap", str(target),
+                  index_dir=tmp_path / "none")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["heatmap"]["png_base64"] is None and out["heatmap"]["path"] == str(target)
+    written = cv2.imread(str(target))
+    assert written is not None
+    assert written.shape[:2] == (out["image"]["height"], out["image"]["width"])
+    assert out["citations_note"] == "citations were not requested"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--age", "131"), "between 0 and 130"),
+    (("--sex", "x"), "female, male, other, unknown"),
+])
+def test_cli_refuses_bad_context(tmp_path: Path, images: dict[str, Path],
+                                 args: tuple[str, ...], message: str) -> None:
+    result = _cli(str(images["tumour"]), "--no-citations", *args, index_dir=tmp_path)
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_cli_reports_a_bad_file(tmp_path: Path) -> None:
+    bad = tmp_path / "scan.png"
+    bad.write_text("not an image")
+    result = _cli(str(bad), "--no-citations", index_dir=tmp_path)
+    assert result.returncode == 1 and "error:" in result.stderr
