@@ -305,6 +305,19 @@ for _name, _what in _PENDING.items():
     _pending(_name, _what)
 
 
+@index_app.command("ensure")
+def index_ensure(
+    embed: Annotated[bool, typer.Option(
+        help="Embed the corpus when no committed seed holds its vectors (1-2 h on 2 cores)."
+    )] = False,
+) -> None:
+    """Make the index ready: nothing if it is up to date, else build it from the committed
+    seed (minutes), or by embedding with --embed. Set-up runs this."""
+    from assistant.retrieval.commands import run_index_ensure
+
+    run_index_ensure(get_settings(), embed)
+
+
 @index_app.command("pack")
 def index_pack(
     bits: Annotated[int, typer.Option(help="Bits per dimension: 4, 6 or 8.")] = 8,

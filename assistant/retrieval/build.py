@@ -197,8 +197,13 @@ def build_index(settings: Settings, sources: Sequence[str] | None = None,
     return _build(settings, spec, kind, params or {}, progress, embedder)
 
 
+class EmbeddingNeededError(IndexUnusableError):
+    """No index, and no seed holding its vectors: building it means embedding the corpus."""
+
+
 def _build(settings: Settings, spec: CorpusSpec, kind: IndexKind, params: dict[str, int],
-           progress: bool, embedder: TextEmbedder | None) -> IndexManifest:
+           progress: bool, embedder: TextEmbedder | None, embed: bool = True
+           ) -> IndexManifest:
     start = time.perf_counter()
     embedder = embedder or Embedder(settings.data_dir)
     inputs_sha = corpus_inputs_sha256(settings.data_dir, spec)
@@ -215,6 +220,11 @@ def _build(settings: Settings, spec: CorpusSpec, kind: IndexKind, params: dict[s
     vectors = read_seed(seed_path(settings.index_dir, INDEX_NAME), embedder.fingerprint,
                         texts_digest, len(texts))  # (N, d) or None
     vectors_source = "seed" if vectors is not None else "embedded"
+    if vectors is None and not embed:
+        raise EmbeddingNeededError(
+            f"no seed in {seed_path(settings.index_dir, INDEX_NAME)} holds the vectors of "
+            f"these {len(texts)} passages: `assistant index build` embeds them (about "
+            f"{len(texts) / 30 / 60:.0f} min at 30 passages/s)")
     if vectors is None:
         cache = embedding_cache_dir(settings, embedder, texts_digest)
         vectors = _embed_all(embedder, texts, progress, cache)  # (N, d)
@@ -269,12 +279,14 @@ def _require_built(settings: Settings) -> None:
 
 
 def ensure_index(settings: Settings, rebuild: bool = True,
-                 embedder: TextEmbedder | None = None, progress: bool = False) -> LoadedIndex:
+                 embedder: TextEmbedder | None = None, progress: bool = False,
+                 embed: bool = True) -> LoadedIndex:
     """Open the literature index, checked against the corpus and the embedder.
 
     A missing, stale or corrupt index is rebuilt (with the corpus settings, kind and
     parameters it recorded, else the defaults) when ``rebuild``; otherwise its error is
-    raised. A stale index is never used.
+    raised. A stale index is never used. ``embed`` False: rebuild only from the committed
+    seed, raising ``EmbeddingNeededError`` when it does not hold the vectors.
     """
     if not rebuild:
         _require_built(settings)  # before the embedder's files are verified
@@ -292,7 +304,7 @@ def ensure_index(settings: Settings, rebuild: bool = True,
         log.warning("literature index %s (%s): rebuilding it", what, exc)
     kind: IndexKind = manifest.index_kind if manifest else "flat"
     params = manifest.index_params if manifest else {}
-    new = _build(settings, spec, kind, params, progress, embedder)
+    new = _build(settings, spec, kind, params, progress, embedder, embed)
     return open_index(index_path(settings), new.corpus_sha256, embedder.fingerprint)
 
 

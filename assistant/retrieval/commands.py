@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from typing import cast, get_args
 
@@ -15,6 +16,7 @@ from assistant.data.manifest import DataError
 from assistant.retrieval.build import (
     INDEX_NAME,
     CorpusSpec,
+    EmbeddingNeededError,
     build_index,
     ensure_index,
     expected_corpus_sha256,
@@ -154,3 +156,21 @@ def run_index_pack(settings: Settings, bits: int) -> None:
     typer.echo(f"seed:      {target} ({size / 2**20:.1f} MiB, {bits} bits x {manifest.dim})\n"
                f"cosine to the original vectors: mean {cosines.mean():.5f}, "
                f"min {cosines.min():.5f}")
+
+
+def run_index_ensure(settings: Settings, embed: bool) -> None:
+    """Open the index, building it when missing or stale: from the committed seed when it
+    holds the vectors, else by embedding (only when ``embed``; otherwise a warning and a
+    zero exit, so set-up goes on and the service reports retrieval unavailable)."""
+    start = time.perf_counter()
+    try:
+        index = ensure_index(settings, rebuild=True, progress=True, embed=embed)
+    except EmbeddingNeededError as exc:
+        typer.echo(f"warning: literature index not built: {exc}", err=True)
+        return
+    except (IndexUnusableError, DataError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    manifest = index.manifest
+    typer.echo(f"index ready: {manifest.passage_count} passages ({_counts(manifest)}), "
+               f"{manifest.index_kind}, vectors {manifest.vectors_source}; "
+               f"{time.perf_counter() - start:.1f} s")

@@ -12,7 +12,9 @@ import pytest
 from assistant.config import Settings
 from assistant.retrieval.build import (
     INDEX_NAME,
+    EmbeddingNeededError,
     build_index,
+    ensure_index,
     index_path,
     open_searcher,
     texts_sha256,
@@ -75,3 +77,18 @@ def test_build_uses_a_matching_seed_instead_of_embedding(tiny_settings: Settings
     assert manifest.vectors_source == "embedded" and other.calls > 0
     fewer = build_index(tiny_settings, progress=False, embedder=HashingEmbedder(), limit=5)
     assert fewer.vectors_source == "embedded"  # other passages: the seed is not theirs
+
+
+def test_ensure_without_embedding_builds_only_from_the_seed(tiny_settings: Settings) -> None:
+    embedder = HashingEmbedder()
+    with pytest.raises(EmbeddingNeededError, match="no seed"):
+        ensure_index(tiny_settings, embedder=embedder, embed=False)
+    assert embedder.calls == 0 and not index_path(tiny_settings).exists()
+    build_index(tiny_settings, progress=False, embedder=embedder)
+    _seed_from(tiny_settings, embedder)
+    shutil.rmtree(index_path(tiny_settings))
+    fresh = HashingEmbedder()
+    index = ensure_index(tiny_settings, embedder=fresh, embed=False)
+    assert index.manifest.vectors_source == "seed" and fresh.calls == 0
+    again = ensure_index(tiny_settings, embedder=fresh, embed=False)  # up to date: kept
+    assert again.manifest.created == index.manifest.created
