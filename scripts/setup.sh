@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # All set-up, idempotent: the .venv, the pinned packages, the project itself, the
-# offline data and the literature index. Safe to run again: it reinstalls only when the pins change and fetches
-# only what is missing or changed.
+# offline data and the literature index. Safe to run again: it reinstalls only when the
+# pins change, fetches only what is missing or changed, and keeps an up-to-date index.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
