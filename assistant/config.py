@@ -22,11 +22,35 @@ class Limits(BaseModel):
         40_000_000, gt=0, description="rows x columns of one decoded frame (checked from headers)"
     )
     max_frames: int = Field(2_000, gt=0, description="frames in a multi-frame DICOM")
+    requests_per_minute: int = Field(
+        600, ge=0, description="sustained /v1/ requests per client address (429 beyond); 0: off"
+    )
+    rate_burst: int = Field(
+        60, gt=0, description="requests a client may send at once before the rate applies"
+    )
+    max_queued_analyses: int = Field(
+        64, gt=0, description="analyses waiting for the model at once (503 beyond)"
+    )
 
 
 class ServiceConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    require_index: bool = Field(
+        True, description="not ready (503 on /readyz) until the literature index is loaded"
+    )
+    batch_max_size: int = Field(16, gt=0, description="images in one model batch at most")
+    batch_wait_ms: float = Field(
+        5.0, ge=0, le=1000, description="how long the first image of a batch waits for others"
+    )
+
+
+class ChatConfig(BaseModel):
+    """The chat API (``POST /v1/chat/completions``) and its conversation store."""
+
+    db_path: Path | None = Field(
+        None, description="SQLite conversation store; None: <data_dir>/chat.sqlite3")
+    citations: int = Field(3, ge=1, le=10, description="passages a knowledge answer cites, at most")
 
 
 class Settings(BaseSettings):
@@ -45,6 +69,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     limits: Limits = Limits()
     service: ServiceConfig = ServiceConfig()
+    chat: ChatConfig = ChatConfig()
 
     @model_validator(mode="after")
     def _paths_absolute(self) -> Settings:
@@ -52,6 +77,8 @@ class Settings(BaseSettings):
         self.data_dir = self.data_dir.expanduser().resolve()
         self.index_dir = self.index_dir.expanduser().resolve()
         self.weights_dir = self.weights_dir.expanduser().resolve()
+        db = self.chat.db_path or self.data_dir / "chat.sqlite3"
+        self.chat = self.chat.model_copy(update={"db_path": db.expanduser().resolve()})
         return self
 
 

@@ -1,34 +1,39 @@
-"""The FastAPI application: built by ``create_app``, served by uvicorn (``assistant serve``)."""
+"""The FastAPI application: built by ``create_app``, served by uvicorn (``assistant serve``).
+
+The lifespan starts loading the models and the index in the background (``Services``):
+``/healthz`` answers at once, ``/readyz`` is 503 until every required component is "ok".
+Middleware, outermost first: metrics (counts everything, refusals too), the per-client
+rate limit (429), the body size limit (413).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Annotated
+from contextlib import asynccontextmanager, suppress
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response, UploadFile
+from fastapi import APIRouter, FastAPI, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from assistant import __version__
 from assistant.config import Settings, get_settings
 from assistant.imaging import read_image
+from assistant.service import analyze, chat, search
 from assistant.service.body_limit import BodyLimitMiddleware
+from assistant.service.deps import SettingsDep, settings_dep
 from assistant.service.errors import install_error_handlers
+from assistant.service.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
+from assistant.service.rate_limit import RateLimitMiddleware
 from assistant.service.schemas import Health, ImageInfo, Readiness
+from assistant.service.state import Services
+
+__all__ = ["SettingsDep", "create_app", "settings_dep"]
 
 log = logging.getLogger(__name__)
 
 # Room for the multipart envelope around a file of the maximum allowed size.
 _MULTIPART_SLACK = 64 * 1024
-
-
-def settings_dep(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-SettingsDep = Annotated[Settings, Depends(settings_dep)]
 
 router = APIRouter()
 
@@ -41,10 +46,21 @@ async def healthz() -> Health:
 @router.get("/readyz", response_model=Readiness)
 async def readyz(request: Request, response: Response) -> Readiness:
     components: dict[str, str] = request.app.state.components
-    ready = bool(request.app.state.ready) and all(v == "ok" for v in components.values())
+    optional: set[str] = request.app.state.optional_components
+    ready = bool(request.app.state.ready) and all(
+        state == "ok" for name, state in components.items() if name not in optional)
+    loading = any(state == "loading" for state in components.values())
     response.status_code = 200 if ready else 503
-    return Readiness(status="ready" if ready else "starting", version=__version__,
-                     components=components)
+    return Readiness(status="ready" if ready else ("starting" if loading else "not ready"),
+                     version=__version__, components=dict(components),
+                     optional=sorted(optional))
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics (text exposition format)."""
+    registry: Metrics = request.app.state.metrics
+    return Response(registry.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.post("/v1/images/inspect", response_model=ImageInfo)
@@ -61,23 +77,43 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Models and indexes load here, once, as the later components arrive.
-        app.state.components = {}
+        # Models and the index load once, in the background; /readyz says when.
+        services: Services = app.state.services
+        loading = asyncio.create_task(services.start(), name="load-components")
+        chat.open_chat(app, settings)
         app.state.ready = True
-        log.info("assistant %s ready (%s)", __version__, settings.environment)
+        log.info("assistant %s started (%s); loading components", __version__,
+                 settings.environment)
         yield
         app.state.ready = False
+        loading.cancel()
+        with suppress(asyncio.CancelledError):
+            await loading
+        await services.stop()
+        chat.close_chat(app)
 
     app = FastAPI(
         title="Medical imaging assistant",
         version=__version__,
         lifespan=lifespan,
     )
+    metrics_registry = Metrics()
+    services = Services(settings, metrics_registry)
     app.add_middleware(BodyLimitMiddleware,
                        max_bytes=settings.limits.max_upload_bytes + _MULTIPART_SLACK)
+    if settings.limits.requests_per_minute > 0:
+        app.add_middleware(RateLimitMiddleware, per_minute=settings.limits.requests_per_minute,
+                           burst=settings.limits.rate_burst)
+    app.add_middleware(MetricsMiddleware, metrics=metrics_registry)
     app.state.settings = settings
+    app.state.metrics = metrics_registry
+    app.state.services = services
     app.state.ready = False
-    app.state.components = {}
+    app.state.components = services.components  # other components may add their state
+    app.state.optional_components = services.optional
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(analyze.router)
+    app.include_router(search.router)
+    app.include_router(chat.router)
     return app

@@ -7,25 +7,14 @@ the same JSON 413 as every other error.
 
 from __future__ import annotations
 
-import json
-
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from assistant.service.errors import error_body
+from assistant.service.errors import send_error
 
 
 def _too_large(limit: int) -> StarletteHTTPException:
     return StarletteHTTPException(413, f"request body exceeds the limit of {limit} bytes")
-
-
-async def _send_413(send: Send, exc: StarletteHTTPException) -> None:
-    body = json.dumps(error_body("too_large", str(exc.detail))).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
 
 
 class BodyLimitMiddleware:
@@ -40,7 +29,7 @@ class BodyLimitMiddleware:
         headers = dict(scope.get("headers", ()))
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _send_413(send, _too_large(self.max_bytes))
+            await send_error(send, _too_large(self.max_bytes))
             return
         received = 0
         started = False
@@ -65,4 +54,4 @@ class BodyLimitMiddleware:
         except StarletteHTTPException as exc:
             if exc.status_code != 413 or started:
                 raise
-            await _send_413(send, exc)
+            await send_error(send, exc)

@@ -6,12 +6,15 @@ what was wrong with the request.
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Iterable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 from assistant.imaging.errors import (
     ImageInputError,
@@ -22,6 +25,46 @@ from assistant.imaging.errors import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """A request the service cannot serve, for a reason the message states."""
+
+
+class InvalidContextError(ServiceError):
+    """The clinical context (indication, age, sex, or the JSON ``context``) is invalid."""
+
+
+class InvalidQueryError(ServiceError):
+    """A search query or one of its parameters is invalid."""
+
+
+class NotReadyError(ServiceError):
+    """A component the request needs has not loaded (yet)."""
+
+
+class RetrievalUnavailableError(NotReadyError):
+    """The literature index is missing, stale or corrupt."""
+
+
+class BusyError(ServiceError):
+    """Too many analyses are waiting for the model."""
+
+
+class RateLimitedError(ServiceError):
+    """The client sent more requests than its rate allows."""
+
+
+# Most specific first.
+_SERVICE_ERRORS: tuple[tuple[type[ServiceError], int, str], ...] = (
+    (InvalidContextError, 422, "invalid_context"),
+    (InvalidQueryError, 422, "invalid_query"),
+    (RetrievalUnavailableError, 503, "retrieval_unavailable"),
+    (NotReadyError, 503, "not_ready"),
+    (BusyError, 503, "busy"),
+    (RateLimitedError, 429, "rate_limited"),
+)
+RETRY_AFTER_S = 1  # told to clients on 503 busy / not ready
 
 # Most specific first: NoPixelDataError is an UnreadableImageError.
 _IMAGE_ERRORS: tuple[tuple[type[ImageInputError], int, str], ...] = (
@@ -43,6 +86,31 @@ def error_body(kind: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"type": kind, "message": message}}
 
 
+def service_error_status(exc: ServiceError) -> tuple[int, str]:
+    for cls, status, kind in _SERVICE_ERRORS:
+        if isinstance(exc, cls):
+            return status, kind
+    return 500, "service_error"
+
+
+async def send_error(send: Send, exc: ServiceError | StarletteHTTPException,
+                     headers: Iterable[tuple[str, str]] = ()) -> None:
+    """The JSON error response of ``exc`` sent straight through ASGI ``send``: for
+    middleware that refuses a request before the app sees it (413, 429)."""
+    if isinstance(exc, ServiceError):
+        (status, kind), message = service_error_status(exc), str(exc)
+    else:
+        status, message = exc.status_code, str(exc.detail)
+        kind = _HTTP_TYPES.get(status, "http_error")
+    body = json.dumps(error_body(kind, message)).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close"),
+                            *((k.encode(), v.encode()) for k, v in headers)]})
+    await send({"type": "http.response.body", "body": body})
+
+
 def image_error_status(exc: ImageInputError) -> tuple[int, str]:
     for cls, status, kind in _IMAGE_ERRORS:
         if isinstance(exc, cls):
@@ -55,6 +123,21 @@ async def _image_error(_: Request, exc: Exception) -> JSONResponse:
     status, kind = image_error_status(exc)
     log.info("rejected image: %s (%d)", kind, status)
     return JSONResponse(error_body(kind, str(exc)), status_code=status)
+
+
+async def _service_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    status, kind = service_error_status(exc)
+    log.info("refused request: %s (%d): %s", kind, status, exc)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return JSONResponse(error_body(kind, str(exc)), status_code=status, headers=headers)
+
+
+async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
+    # Only a bug gets here: bad input raises one of the typed errors above.
+    log.error("internal error", exc_info=exc)
+    return JSONResponse(error_body("internal_error", "the service failed; the error is logged"),
+                        status_code=500)
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
@@ -76,5 +159,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ImageInputError, _image_error)
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(Exception, _internal_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

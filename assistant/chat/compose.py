@@ -1,0 +1,189 @@
+"""Answers composed from facts only: the study's analysis or retrieved passages.
+
+Pure functions. A question is about the study or a knowledge question (``classify``). A
+study answer quotes the sentences of the analysis's grounded report that the question asks
+about, chosen by the report's own source tags (diagnosis, probability and threshold,
+heatmap location, scope, technique, limitations, image quality), plus the model's numbers
+when asked for them. A knowledge answer quotes the snippets of the retrieved passages that
+hold the question's terms, numbered [1], [2], with their citations listed. Where neither
+supports an answer the reply says so (``REFUSAL``). Every reply starts with ``NOTICE``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from assistant.chat.support import american, covers, focus_terms
+from assistant.retrieval.search import Hit
+
+AnswerKind = Literal["study", "knowledge", "refusal"]
+Topic = Literal["study", "knowledge"]
+
+NOTICE = ("Draft for a clinician to verify: software quoted this from the study's analysis "
+          "or the cited literature; it is not a diagnosis.")
+REFUSAL = "I cannot answer that from the analysis or the literature."
+
+# Words that point at the study in hand.
+_DEICTIC = re.compile(
+    r"\b(this|these|it|its|attached|uploaded|the (image|scan|study|slice|mri|picture|film|"
+    r"patient|result|results|report|finding|findings|diagnosis|impression|probability|"
+    r"heat ?map|model|prediction))\b")
+# Asking what is generally known (treatment, prognosis...), not what this study shows.
+_KNOWLEDGE = re.compile(r"\b(treat|therap|prognos|surviv|caus|risk|symptom|sign of|epidemiol|"
+                        r"incidence|prevalen|manag|guideline|drug|surger|outcome|literature|"
+                        r"studies|evidence|typical|usually|generally|in general|genetic)")
+_DEFINITION = re.compile(r"^\s*(what\s+(is|are)\s+(an?\s+)?(?!the\b)|define\b|explain\b|"
+                         r"describe\b|tell me about\b|what does\b)")
+
+# What a study question asks about, in the order answers list it.
+_INTENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("diagnosis", re.compile(r"diagnos|tumou?r|finding|impression|result|show|normal|lesion|"
+                             r"mass|cancer|positive|negative|what did|what does")),
+    ("probability", re.compile(r"probab|likel|confiden|certain|sure|chance|percent|%|score|"
+                               r"threshold|cut-?off")),
+    ("location", re.compile(r"where|locat|side|left|right|heat ?map|region|area|which part|"
+                            r"position|look")),
+    ("scope", re.compile(r"scope|why (no|not)|refus|not assess|unlike|out of")),
+    ("technique", re.compile(r"techni|how (was|did|is|were)|which model|what model|method|"
+                             r"train")),
+    ("limitations", re.compile(r"limit|caveat|reliab|trust|accura")),
+    ("quality", re.compile(r"quality|contrast|noise|blur|framing")),
+    ("report", re.compile(r"report|summar|full|everything|overview")),
+)
+
+
+def _tags(sentence: Mapping[str, Any]) -> list[str]:
+    return [str(t) for t in sentence.get("sources", ())]
+
+
+def _scoped(s: Mapping[str, Any]) -> bool:
+    return any(t.startswith("scope.") for t in _tags(s))
+
+
+_SELECT: dict[str, Callable[[Mapping[str, Any]], bool]] = {
+    "diagnosis": lambda s: s["section"] in ("findings", "impression") and (
+        ("diagnosis.label" in _tags(s) and "heat.location" not in _tags(s)) or _scoped(s)),
+    "probability": lambda s: bool({"diagnosis.probability", "diagnosis.threshold"}
+                                  & set(_tags(s))),
+    "location": lambda s: bool({"heat.location", "heat.method"} & set(_tags(s))),
+    "scope": _scoped,
+    "technique": lambda s: s["section"] == "technique",
+    "limitations": lambda s: s["section"] == "limitations",
+    "quality": lambda s: "image.quality" in _tags(s),
+    "report": lambda s: s["section"] in ("findings", "impression"),
+}
+
+
+@dataclass(frozen=True)
+class Citation:
+    number: int
+    id: str  # passage id, "PMID:123#0"
+    doc_id: str
+    title: str
+    quote: str  # what the answer quotes from the passage
+    citation: str
+    url: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"number": self.number, "id": self.id, "doc_id": self.doc_id,
+                "title": self.title, "quote": self.quote, "citation": self.citation,
+                "url": self.url}
+
+
+@dataclass(frozen=True)
+class Composed:
+    kind: AnswerKind
+    body: str  # the answer without the notice and the conversation reference
+    citations: tuple[Citation, ...] = ()
+    study_id: str | None = None
+
+
+def classify(question: str, has_study: bool, image_now: bool = False) -> Topic:
+    """``study`` when an image comes with the question, or the question points at the
+    study (or, with a study in the conversation, asks about one of its results and is
+    neither a definition nor about what is generally known); otherwise ``knowledge``."""
+    text = american(question).lower()
+    if image_now or _DEICTIC.search(text):
+        return "study"
+    if not has_study or _DEFINITION.search(text) or _KNOWLEDGE.search(text):
+        return "knowledge"
+    return "study" if any(p.search(text) for _, p in _INTENTS) else "knowledge"
+
+
+def study_intents(question: str) -> list[str]:
+    """What a study question asks about; the diagnosis when nothing more specific."""
+    text = american(question).lower()
+    found = [name for name, pattern in _INTENTS if pattern.search(text)]
+    return found or ["diagnosis"]
+
+
+def _numbers(analysis: Mapping[str, Any]) -> str:
+    d = analysis["diagnosis"]
+    return (f"- Model output: label \"{d['label']}\", calibrated probability of "
+            f"{d['positive_label']} {d['probability']:.3f}, operating threshold "
+            f"{d['threshold']:.2f}.")
+
+
+def study_answer(question: str, study_id: str, analysis: Mapping[str, Any]) -> Composed:
+    """Quote the analysis's report sentences that answer ``question``."""
+    sentences = [s for s in analysis["report"]["sentences"] if s["section"] != "notice"]
+    intents = study_intents(question)
+    in_scope = bool(analysis.get("in_scope"))
+    if not in_scope and not any(_SELECT[i](s) for i in intents for s in sentences):
+        intents = ["scope"]  # out of scope: nothing but why
+    chosen = [s for s in sentences if any(_SELECT[i](s) for i in intents)]
+    if not chosen:
+        return refusal(f"{REFUSAL} The analysis of study {study_id} says nothing about it.")
+    model = analysis["report"]["drafter"]["model"]
+    lines = [f"From the analysis of study {study_id} by {model}:"]
+    lines += [f"- {s['section'].capitalize()}: \"{s['text']}\"" for s in chosen]
+    if "probability" in intents and in_scope and analysis["diagnosis"]["probability"] is not None:
+        lines.append(_numbers(analysis))
+    return Composed("study", "\n".join(lines), study_id=study_id)
+
+
+def _quote(hit: Hit) -> str:
+    if hit.snippet.strip() == hit.title.strip():
+        return f"\"{hit.title}\""
+    return f"{hit.title.rstrip('.')}: \"{hit.snippet}\""
+
+
+def knowledge_answer(question: str, hits: Sequence[Hit], max_citations: int = 3) -> Composed:
+    """Quote the hits whose title and snippet hold the question's terms, numbered; those
+    whose title holds them first, else in the search's order."""
+    focus = focus_terms(question)
+    if not focus:
+        return refusal(f"{REFUSAL} The question names nothing to look up.")
+    relevant = [h for h in hits if covers(focus, f"{h.title} {h.snippet}")]
+    # A passage whose title names the subject (an HPO term's own entry) comes first.
+    relevant = sorted(relevant, key=lambda h: not covers(focus, h.title))[:max_citations]
+    if not relevant:
+        return refusal(f"{REFUSAL} No retrieved passage speaks to it.")
+    citations = tuple(Citation(n, h.id, h.doc_id, h.title, _quote(h), h.citation, h.url)
+                      for n, h in enumerate(relevant, start=1))
+    lines = ["From the literature:"]
+    lines += [f"[{c.number}] {c.quote}" for c in citations]
+    lines += ["", "Sources:"]
+    lines += [f"[{c.number}] {c.citation} {c.url}" for c in citations]
+    return Composed("knowledge", "\n".join(lines), citations)
+
+
+def refusal(text: str = REFUSAL) -> Composed:
+    return Composed("refusal", text)
+
+
+def head() -> str:
+    """What every reply starts with: known before the answer is composed."""
+    return f"{NOTICE}\n\n"
+
+
+def tail(composed: Composed, conversation_id: str) -> str:
+    """The rest of the reply: the answer, then the reference a follow-up is found by."""
+    return f"{composed.body}\n\n(conversation {conversation_id})"
+
+
+def render(composed: Composed, conversation_id: str) -> str:
+    return head() + tail(composed, conversation_id)

@@ -1,0 +1,223 @@
+"""The chat engine: a conversation's turns in, a grounded answer out, the turn stored.
+
+No web imports. Three steps, so that a streaming reply can start as soon as the request is
+known to be good: ``prepare`` (check the turns, find or start the conversation, find or
+analyse the study: every client error is raised here), ``compose`` (quote the analysis or
+search the literature) and ``finish`` (store the user turn and the answer).
+
+Conversation continuity, since OpenAI clients send the whole history every time: the id in
+``metadata.conversation_id`` when the client sends one (created on first use); else the
+id in the reference line ``(conversation <id>)`` that ends each of the assistant's replies,
+found in the latest assistant message of the history; else a new conversation. The study a
+question is about is the image attached to it, else the latest image in the history
+(looked up by sha256 among the conversation's studies, so the model does not run again),
+else the conversation's latest stored study.
+
+Generation: answers are extractive. SmolLM2-135M-Instruct ships as a GGUF file, which
+transformers reads only with the ``gguf`` package; it is not installed here, so
+``generation_status`` says why wording is not generated.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from assistant.chat.compose import (
+    REFUSAL,
+    Citation,
+    Composed,
+    Topic,
+    classify,
+    knowledge_answer,
+    refusal,
+    render,
+    study_answer,
+)
+from assistant.chat.messages import ChatInputError, Image, Turn, last_user_turn, latest_image
+from assistant.chat.messages import referenced_conversation as referenced
+from assistant.chat.store import ID_PATTERN, ConversationStore, StoredStudy, new_id
+from assistant.config import Settings
+from assistant.data.manifest import DataError
+from assistant.pipeline import CITATION_QUERIES, Pipeline, open_retrieval
+from assistant.retrieval.index import IndexUnusableError
+from assistant.retrieval.search import Searcher
+from assistant.vision.infer import Diagnosis
+
+log = logging.getLogger(__name__)
+
+SEARCH_DEPTH = 3  # hits searched per citation wanted (only those holding the terms are cited)
+NO_STUDY = (f"{REFUSAL} There is no study in this conversation: attach the image (PNG, "
+            "JPEG or DICOM) to your message as a data URL.")
+
+
+def generation_status(settings: Settings) -> str:
+    """Why answers are (or could be) worded by SmolLM2; today always extractive."""
+    folder = settings.data_dir / "models" / "smollm2"
+    if not any(folder.glob("*.gguf")):
+        return f"extractive: no SmolLM2 GGUF file in {folder} (run `assistant data fetch`)"
+    if importlib.util.find_spec("gguf") is None:
+        return ("extractive: transformers needs the gguf package to read the SmolLM2 GGUF "
+                "file and it is not installed")
+    return "extractive: generated wording is not enabled in this version"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    conversation_id: str
+    question: str
+    topic: Topic
+    study: StoredStudy | None
+    image_sha256: str | None  # of the image attached to this turn
+
+
+@dataclass(frozen=True)
+class ChatAnswer:
+    conversation_id: str
+    composed: Composed
+    text: str  # the whole reply: notice, answer, conversation reference
+
+    @property
+    def citations(self) -> tuple[Citation, ...]:
+        return self.composed.citations
+
+
+def chat_searcher(base: Searcher) -> Searcher:
+    """The same index and embedder, with snippets chosen by term overlap: the sentences
+    that hold the question's words (and about 1 ms instead of embedding every sentence)."""
+    return Searcher(base.index, base.embedder, base.candidates, embed_snippets=False,
+                    ranking=base.ranking)
+
+
+class ChatEngine:
+    """Answers chat turns from the pipeline's analyses and the literature index."""
+
+    def __init__(self, store: ConversationStore, pipeline: Pipeline | None,
+                 searcher: Searcher | None = None, retrieval_note: str | None = None,
+                 max_citations: int = 3, generation: str = "extractive",
+                 search_lock: threading.Lock | None = None) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.searcher = chat_searcher(searcher) if searcher is not None else None
+        self.retrieval_note = retrieval_note or (
+            None if searcher else "literature retrieval was not configured")
+        self.max_citations = max_citations
+        self.generation = generation
+        # The embedder's tokenizer is not thread-safe: share the lock of every other user
+        # of the same searcher (the service's /v1/search).
+        self.search_lock = search_lock or threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, pipeline: Pipeline | None = None
+                      ) -> ChatEngine:
+        """The store at ``settings.chat.db_path``; ``pipeline`` (shared) or the release one;
+        the pipeline's literature searcher, else the built index if there is one."""
+        pipeline = pipeline or Pipeline.from_settings(settings, citations=False)
+        searcher, note = pipeline.searcher, pipeline.retrieval_note
+        if searcher is None:
+            searcher, note = open_retrieval(settings)
+        assert settings.chat.db_path is not None  # Settings resolves it
+        store = ConversationStore(settings.chat.db_path)
+        return cls(store, pipeline, searcher, note, settings.chat.citations,
+                   generation_status(settings))
+
+    def warm_up(self) -> None:
+        """Load the embedder and fill the pipeline's citation cache before the first
+        request, so that no client waits for either."""
+        start = time.perf_counter()
+        if self.searcher is not None:
+            with self.search_lock:
+                self.searcher.search("brain tumor", k=1)
+        if self.pipeline is not None and self.pipeline.searcher is not None:
+            for label in CITATION_QUERIES:
+                self.pipeline.citations(Diagnosis(True, None, label, None, 0.5, None))
+        log.info("chat warmed up in %.2f s (%s)", time.perf_counter() - start, self.generation)
+
+    # -- the three steps -------------------------------------------------------------------
+
+    def prepare(self, turns: list[Turn], conversation_id: str | None = None,
+                user: str | None = None) -> Prepared:
+        """Check the request, find its conversation and study; client errors raise
+        ``ChatInputError`` (or, for a bad image, the reader's ``ImageInputError``)."""
+        turn = last_user_turn(turns)
+        cid = self._conversation(turns, conversation_id, user)
+        image_now = turn.images[0] if turn.images else None
+        study = self._study(cid, image_now or latest_image(turns))
+        topic = classify(turn.text, study is not None, image_now is not None)
+        return Prepared(cid, turn.text.strip(), topic, study,
+                        image_now.sha256 if image_now else None)
+
+    def compose(self, prepared: Prepared) -> Composed:
+        if prepared.topic == "knowledge":
+            return self._knowledge(prepared.question)
+        if prepared.study is None:
+            return refusal(NO_STUDY)
+        return study_answer(prepared.question, prepared.study.id, prepared.study.analysis)
+
+    def finish(self, prepared: Prepared, composed: Composed) -> ChatAnswer:
+        text = render(composed, prepared.conversation_id)
+        asked = prepared.question
+        if prepared.image_sha256:
+            asked = f"{asked} [image sha256 {prepared.image_sha256}]".strip()
+        study_id = prepared.study.id if prepared.study else None
+        self.store.add_message(prepared.conversation_id, "user", asked, study_id)
+        self.store.add_message(prepared.conversation_id, "assistant", text,
+                               composed.study_id, composed.kind)
+        log.info("conversation %s: %s answer, %d citation(s)", prepared.conversation_id,
+                 composed.kind, len(composed.citations))
+        return ChatAnswer(prepared.conversation_id, composed, text)
+
+    def answer(self, turns: list[Turn], conversation_id: str | None = None,
+               user: str | None = None) -> ChatAnswer:
+        prepared = self.prepare(turns, conversation_id, user)
+        return self.finish(prepared, self.compose(prepared))
+
+    # -- parts -----------------------------------------------------------------------------
+
+    def _conversation(self, turns: list[Turn], chosen: str | None, user: str | None) -> str:
+        if chosen is not None:
+            if not ID_PATTERN.fullmatch(chosen):
+                raise ChatInputError("metadata.conversation_id must be 1-64 letters, digits, "
+                                     "'-' or '_'", "metadata.conversation_id")
+            if not self.store.ensure_conversation(chosen, user) and not self._owned(chosen, user):
+                raise ChatInputError(f"conversation {chosen} not found",
+                                     "metadata.conversation_id", "conversation_not_found", 404)
+            return chosen
+        found = referenced(turns)
+        if found is not None and self.store.has_conversation(found) and self._owned(found, user):
+            return found
+        return self.store.create_conversation(user, new_id())
+
+    def _owned(self, conversation_id: str, user: str | None) -> bool:
+        """A conversation begun for a ``user`` is continued only for that user."""
+        owner = self.store.conversation_user(conversation_id)
+        return owner is None or user is None or owner == user
+
+    def _study(self, conversation_id: str, image: Image | None) -> StoredStudy | None:
+        if image is None:
+            return self.store.latest_study(conversation_id)
+        found = self.store.find_study(conversation_id, image.sha256)
+        if found is not None:
+            return found
+        if self.pipeline is None:
+            raise ChatInputError("image analysis is not available on this server", "messages",
+                                 "analysis_unavailable", 503)
+        analysis = self.pipeline.analyze(image.data)  # ImageInputError for a bad image
+        return self.store.add_study(conversation_id, image.sha256, analysis.to_dict())
+
+    def _knowledge(self, question: str) -> Composed:
+        if self.searcher is None:
+            return refusal(f"{REFUSAL} The literature is not available on this server "
+                           f"({self.retrieval_note}).")
+        try:
+            with self.search_lock:
+                hits = self.searcher.search(question, k=SEARCH_DEPTH * self.max_citations)
+        except ValueError:  # nothing searchable in the question
+            hits = []
+        except (IndexUnusableError, DataError, OSError) as exc:
+            log.warning("literature search failed: %s", exc)
+            return refusal(f"{REFUSAL} The literature search failed.")
+        return knowledge_answer(question, hits, self.max_citations)

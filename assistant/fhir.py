@@ -1,0 +1,133 @@
+"""An analysis as a FHIR R4B DiagnosticReport (``/v1/analyze?format=fhir``); no web imports.
+
+The report is ``preliminary`` (a draft for a clinician, never final) and names no patient
+(the assistant keeps no patient data). It holds:
+
+- ``conclusion``: the draft notice and the report's impression; ``conclusionCode`` (text
+  only) the diagnosis label when one is given;
+- ``presentedForm``: the report text (``text/plain``, base64) and, for an in-scope image,
+  the heatmap overlay (``image/png``);
+- ``result``: a contained Observation of the calibrated probability of the positive label
+  (UCUM unit ``1``), interpreted against the stored threshold; for an out-of-scope image
+  the Observation has no value, ``dataAbsentReason`` ``not-performed`` and the reason;
+- a contained Device for the vision model (name, release, weights sha256), the
+  Observation's ``device``.
+
+Every resource is built through the ``fhir.resources.R4B`` models, so what comes out has
+passed their validation. Codes are only ones whose meaning is certain (LOINC 18748-4
+"Diagnostic imaging study", HL7 v2-0074 ``RAD``, observation-category ``imaging``,
+data-absent-reason ``not-performed``); everything else is text.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from fhir.resources.R4B.device import Device
+from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+from fhir.resources.R4B.observation import Observation
+
+if TYPE_CHECKING:
+    from assistant.pipeline import Analysis, ModelRecord
+
+FHIR_JSON = "application/fhir+json"
+STUDY_SYSTEM = "urn:medical-imaging-assistant:study-id"
+DEVICE_ID = "vision-model"
+OBSERVATION_ID = "diagnosis-probability"
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+_RADIOLOGY = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074",
+                          "code": "RAD", "display": "Radiology"}]}
+_IMAGING = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "imaging", "display": "Imaging"}]}
+_REPORT_CODE = {"coding": [{"system": "http://loinc.org", "code": "18748-4",
+                            "display": "Diagnostic imaging study"}],
+                "text": "Software-drafted image report (brain MRI tumour classifier)"}
+_NOT_PERFORMED = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _device(vision: ModelRecord) -> Device:
+    versions: list[dict[str, Any]] = []
+    if vision.version:
+        versions.append({"type": {"text": "release"}, "value": vision.version})
+    if vision.sha256:
+        versions.append({"type": {"text": "weights sha256"}, "value": vision.sha256})
+    return Device.model_validate({
+        "resourceType": "Device", "id": DEVICE_ID, "status": "active",
+        "deviceName": [{"name": vision.name, "type": "model-name"}],
+        "type": {"text": "software: image classification model"},
+        "version": versions or None,
+    })
+
+
+def _observation(analysis: Analysis, issued: str) -> Observation:
+    d = analysis.diagnosis
+    positive = analysis.positive_label
+    obs: dict[str, Any] = {
+        "resourceType": "Observation", "id": OBSERVATION_ID, "status": "preliminary",
+        "category": [_IMAGING],
+        "code": {"text": f"Calibrated probability of '{positive}' from the vision model"},
+        "issued": issued, "device": {"reference": f"#{DEVICE_ID}"},
+    }
+    if d.in_scope and d.probability is not None:
+        side = "at or above" if d.probability >= d.threshold else "below"
+        obs["valueQuantity"] = {"value": round(d.probability, 6), "unit": "probability",
+                                "system": "http://unitsofmeasure.org", "code": "1"}
+        obs["interpretation"] = [{"text": f"{d.label}: {side} the operating threshold "
+                                          f"{d.threshold:g}"}]
+    else:
+        obs["dataAbsentReason"] = {
+            "coding": [{"system": _NOT_PERFORMED, "code": "not-performed",
+                        "display": "Not Performed"}],
+            "text": f"no diagnosis: {d.scope_reason or 'the image is out of scope'}"}
+    return Observation.model_validate(obs)
+
+
+def _presented_form(analysis: Analysis, issued: str) -> list[dict[str, Any]]:
+    forms: list[dict[str, Any]] = [{
+        "contentType": "text/plain; charset=utf-8", "language": "en",
+        "data": _b64(analysis.report.text.encode("utf-8")),
+        "title": "Draft report (for a clinician to verify)", "creation": issued}]
+    if analysis.heatmap_png is not None:
+        forms.append({"contentType": "image/png", "data": _b64(analysis.heatmap_png),
+                      "title": f"Heatmap ({analysis.heat_method}) over the image",
+                      "creation": issued})
+    return forms
+
+
+def diagnostic_report(analysis: Analysis, issued: datetime | None = None) -> DiagnosticReport:
+    """``analysis`` as a validated FHIR R4B DiagnosticReport (status ``preliminary``)."""
+    when = (issued or datetime.now(UTC)).isoformat(timespec="seconds")
+    vision = next(m for m in analysis.models if m.role == "vision")
+    report = analysis.report
+    d = analysis.diagnosis
+    raw: dict[str, Any] = {
+        "resourceType": "DiagnosticReport",
+        "id": analysis.study_id if _FHIR_ID.fullmatch(analysis.study_id) else None,
+        "language": "en",
+        "contained": [_device(vision), _observation(analysis, when)],
+        "identifier": [{"system": STUDY_SYSTEM, "value": analysis.study_id}],
+        "status": "preliminary", "category": [_RADIOLOGY], "code": _REPORT_CODE,
+        "issued": when,
+        "result": [{"reference": f"#{OBSERVATION_ID}",
+                    "display": "diagnosis probability" if d.in_scope else "no diagnosis"}],
+        "conclusion": " ".join(p for p in (report.section("notice"), report.impression) if p),
+        "conclusionCode": [{"text": d.label}] if d.in_scope and d.label else None,
+        "presentedForm": _presented_form(analysis, when),
+    }
+    return DiagnosticReport.model_validate({k: v for k, v in raw.items() if v is not None})
+
+
+def diagnostic_report_json(analysis: Analysis, issued: datetime | None = None
+                           ) -> dict[str, Any]:
+    """The DiagnosticReport as FHIR JSON (a plain dict, empty elements left out)."""
+    resource = diagnostic_report(analysis, issued)
+    out: dict[str, Any] = resource.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return out

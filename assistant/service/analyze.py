@@ -1,0 +1,44 @@
+"""``POST /v1/analyze``: one image (+ clinical context) -> the analysis, as the pipeline's
+JSON or, with ``?format=fhir``, a FHIR R4B DiagnosticReport."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import JSONResponse
+
+from assistant.fhir import FHIR_JSON, diagnostic_report_json
+from assistant.service.deps import ServicesDep
+from assistant.service.schemas import AnalyzeForm
+
+router = APIRouter(tags=["analysis"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"description": "file too large, or too many pixels or frames"},
+    415: {"description": "not a PNG, JPEG or DICOM"},
+    422: {"description": "unreadable image, or invalid context"},
+    429: {"description": "rate limited"},
+    503: {"description": "not ready, or too many analyses waiting"},
+}
+
+
+@router.post("/v1/analyze", responses=_ERRORS)
+async def analyze(
+    services: ServicesDep,
+    file: Annotated[UploadFile, File(description="PNG, JPEG or DICOM")],
+    indication: Annotated[str | None, Form(description="why the image was taken")] = None,
+    age: Annotated[str | None, Form(description="years, 0-130")] = None,
+    sex: Annotated[str | None, Form(description="female, male, other or unknown")] = None,
+    context: Annotated[str | None, Form(
+        description='JSON instead of the three fields: {"indication": ..., "age": ..., '
+                    '"sex": ...}')] = None,
+    format: Annotated[Literal["json", "fhir"], Query(
+        description="json: the analysis; fhir: a FHIR R4B DiagnosticReport")] = "json",
+) -> JSONResponse:
+    """Diagnosis with calibrated probability, heatmap, drafted report and citations."""
+    data = await file.read()
+    analysis = await services.analyze(data, AnalyzeForm(indication, age, sex, context))
+    if format == "fhir":
+        return JSONResponse(diagnostic_report_json(analysis), media_type=FHIR_JSON)
+    return JSONResponse(analysis.to_dict())

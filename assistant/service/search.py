@@ -1,0 +1,62 @@
+"""``GET /v1/search``: literature passages for a query, with citations."""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+
+from assistant.retrieval.corpus import SOURCES
+from assistant.retrieval.search import Mode
+from assistant.service.deps import ServicesDep
+from assistant.service.errors import InvalidQueryError
+from assistant.service.schemas import SearchHit, SearchResponse
+
+router = APIRouter(tags=["search"])
+
+MAX_K = 50
+MAX_QUERY = 1000  # characters
+
+
+def _checked(q: str | None, sources: list[str] | None, year_from: int | None,
+             year_to: int | None) -> str:
+    query = " ".join((q or "").split())
+    if not query:
+        raise InvalidQueryError("the query is empty: give words to search for, e.g. "
+                                "/v1/search?q=glioblastoma+MRI")
+    if any(unicodedata.category(ch) == "Cc" for ch in query):
+        raise InvalidQueryError("the query must not contain control characters")
+    if len(query) > MAX_QUERY:
+        raise InvalidQueryError(f"the query must be at most {MAX_QUERY} characters, "
+                                f"got {len(query)}")
+    if unknown := sorted(set(sources or ()) - set(SOURCES)):
+        raise InvalidQueryError(f"unknown source {', '.join(unknown)}; known: "
+                                f"{', '.join(SOURCES)}")
+    if year_from is not None and year_to is not None and year_from > year_to:
+        raise InvalidQueryError(f"year_from ({year_from}) is after year_to ({year_to})")
+    return query
+
+
+@router.get("/v1/search", response_model=SearchResponse,
+            responses={422: {"description": "empty or invalid query"},
+                       429: {"description": "rate limited"},
+                       503: {"description": "the literature index is unavailable"}})
+async def search(
+    services: ServicesDep,
+    q: Annotated[str | None, Query(description="what to search for")] = None,
+    k: Annotated[int, Query(ge=1, le=MAX_K, description="hits to return")] = 10,
+    mode: Annotated[Mode, Query(description="dense, bm25 or hybrid (fused)")] = "hybrid",
+    source: Annotated[list[str] | None, Query(
+        description=f"keep only these sources ({', '.join(SOURCES)}); repeatable")] = None,
+    year_from: Annotated[int | None, Query(ge=0, le=9999)] = None,
+    year_to: Annotated[int | None, Query(ge=0, le=9999)] = None,
+) -> SearchResponse:
+    """The ``k`` best passages, at most one per document, best first. A year bound leaves
+    out undated entries (HPO terms, ICD-10-CM codes)."""
+    query = _checked(q, source, year_from, year_to)
+    years = (year_from, year_to)
+    hits = await run_in_threadpool(services.search, query, k, mode, source, years)
+    return SearchResponse(query=query, k=k, mode=mode,
+                          hits=[SearchHit(**hit.to_dict()) for hit in hits])

@@ -1,0 +1,240 @@
+"""Load test of the running service: POST /v1/analyze at concurrency 1 and 8, GET /v1/search.
+
+Starts ``assistant serve`` on 127.0.0.1 (a free port, rate limit off, index optional),
+times start-to-ready, sends real Br35H test-fold images with httpx, and prints p50 / p90
+latency, requests per second, the concurrency-8 / concurrency-1 throughput ratio, the mean
+model batch size (from /metrics), /v1/search p50 when an index is loaded, and the server's
+resident memory. The load is bounded by the request counts and by ``--max-seconds``.
+Then, with the server stopped, the ceiling: ``Pipeline.analyze_many`` in this process on
+the same images, one at a time and in batches of 8 (no HTTP), images per second.
+
+    .venv/bin/python scripts/bench_service.py --n1 30 --n8 80
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from assistant.config import Settings
+from assistant.vision.splits import BR35H_SPLIT_PATH, TEST_FOLD, read_split_manifest
+
+QUERIES = ("glioblastoma MRI", "brain tumor MRI", "meningioma", "headache", "seizure",
+           "normal brain MRI", "pituitary adenoma", "hydrocephalus", "stroke", "epilepsy")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_images(count: int) -> list[bytes]:
+    """``count`` Br35H test-fold images, tumour and no tumour alternating."""
+    data_dir = Settings().data_dir
+    rows = [r for r in read_split_manifest(BR35H_SPLIT_PATH) if r.fold == TEST_FOLD]
+    by_label = [[r for r in rows if r.label == label] for label in (1, 0)]
+    picked = [by_label[i % 2][i // 2] for i in range(count)]
+    return [(data_dir / r.path).read_bytes() for r in picked]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def start_server(port: int, log_path: Path, index_dir: Path | None
+                 ) -> tuple[subprocess.Popen[bytes], float]:
+    env = {**os.environ, "ASSISTANT_LIMITS__REQUESTS_PER_MINUTE": "0",
+           "ASSISTANT_SERVICE__REQUIRE_INDEX": "false", "OMP_WAIT_POLICY": "PASSIVE",
+           "ASSISTANT_LOG_LEVEL": "WARNING"}
+    if index_dir is not None:
+        env["ASSISTANT_INDEX_DIR"] = str(index_dir)
+    start = time.perf_counter()
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "assistant", "serve", "--host",
+                                 "127.0.0.1", "--port", str(port)], env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited:\n{log_path.read_text()}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return proc, time.perf_counter() - start
+        except httpx.TransportError:
+            pass
+        if time.perf_counter() - start > 180:
+            proc.kill()
+            raise SystemExit(f"not ready in 180 s:\n{log_path.read_text()}")
+        time.sleep(0.05)
+
+
+def post(client: httpx.Client, base: str, image: bytes) -> float:
+    start = time.perf_counter()
+    response = client.post(f"{base}/v1/analyze", files={"file": ("image.jpg", image)})
+    response.raise_for_status()
+    return time.perf_counter() - start
+
+
+def serial(base: str, images: Sequence[bytes], n: int, deadline: float
+           ) -> tuple[list[float], float]:
+    latencies: list[float] = []
+    start = time.perf_counter()
+    with httpx.Client(timeout=60) as client:
+        for i in range(n):
+            if time.perf_counter() > deadline:
+                break
+            latencies.append(post(client, base, images[i % len(images)]))
+    return latencies, time.perf_counter() - start
+
+
+async def concurrent(base: str, images: Sequence[bytes], n: int, workers: int,
+                     deadline: float) -> tuple[list[float], float]:
+    latencies: list[float] = []
+    counter = iter(range(n))
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        for i in counter:
+            if time.perf_counter() > deadline:
+                return
+            t = time.perf_counter()
+            response = await client.post(f"{base}/v1/analyze",
+                                         files={"file": ("image.jpg", images[i % len(images)])})
+            response.raise_for_status()
+            latencies.append(time.perf_counter() - t)
+
+    limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
+    start = time.perf_counter()
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        await asyncio.gather(*(worker(client) for _ in range(workers)))
+    return latencies, time.perf_counter() - start
+
+
+def searches(base: str, n: int) -> list[float] | None:
+    if httpx.get(f"{base}/readyz").json()["components"].get("retrieval") != "ok":
+        return None
+    latencies = []
+    with httpx.Client(timeout=60) as client:
+        for i in range(n):
+            t = time.perf_counter()
+            client.get(f"{base}/v1/search", params={"q": QUERIES[i % len(QUERIES)],
+                                                    "k": 10}).raise_for_status()
+            latencies.append(time.perf_counter() - t)
+    return latencies
+
+
+def batch_sizes(base: str) -> tuple[float, float]:
+    """(batches, images) the server has run so far."""
+    for family in text_string_to_metric_families(httpx.get(f"{base}/metrics").text):
+        if family.name == "assistant_analyze_batch_size":
+            values = {s.name: s.value for s in family.samples}
+            return (values["assistant_analyze_batch_size_count"],
+                    values["assistant_analyze_batch_size_sum"])
+    return 0.0, 0.0
+
+
+def resident_mib(pid: int) -> tuple[float, float]:
+    """(resident now, peak resident) of ``pid`` in MiB, from /proc."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text()
+                  .splitlines() if ":" in line)
+    return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
+
+
+def pipeline_ceiling(images: Sequence[bytes], batch: int) -> float:
+    """Images per second of the pipeline alone over ``images``, in batches of ``batch``."""
+    from assistant.pipeline import Pipeline
+
+    pipeline = Pipeline.from_settings(Settings(), citations=False)
+    pipeline.analyze_many(list(images[:batch]))  # warm
+    todo = [list(images[i:i + batch]) for i in range(0, len(images), batch)]
+    start = time.perf_counter()
+    for chunk in todo:
+        pipeline.analyze_many(chunk)
+    return sum(len(c) for c in todo) / (time.perf_counter() - start)
+
+
+def summary(name: str, latencies: Sequence[float], seconds: float) -> dict[str, float]:
+    out = {"requests": len(latencies), "p50_ms": 1000 * percentile(latencies, 0.5),
+           "p90_ms": 1000 * percentile(latencies, 0.9), "req_per_s": len(latencies) / seconds}
+    print(f"{name:<16} n={out['requests']:<4.0f} p50 {out['p50_ms']:7.1f} ms   "
+          f"p90 {out['p90_ms']:7.1f} ms   {out['req_per_s']:6.1f} req/s")
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    images = test_images(args.images)
+    port = free_port()
+    log_path = Path(tempfile.mkdtemp(prefix="bench-service-")) / "server.log"
+    proc, ready_s = start_server(port, log_path, args.index_dir)
+    base = f"http://127.0.0.1:{port}"
+    report: dict[str, object] = {"start_to_ready_s": ready_s}
+    try:
+        print(f"start to ready: {ready_s:.1f} s (log: {log_path})")
+        deadline = time.perf_counter() + args.max_seconds
+        serial(base, images, args.warmup, deadline)
+        one, one_s = serial(base, images, args.n1, deadline)
+        report["c1"] = summary("analyze c=1", one, one_s)
+        before = batch_sizes(base)
+        many, many_s = asyncio.run(concurrent(base, images, args.n8, args.concurrency,
+                                              deadline))
+        report[f"c{args.concurrency}"] = summary(f"analyze c={args.concurrency}", many, many_s)
+        batches, imgs = (a - b for a, b in zip(batch_sizes(base), before, strict=True))
+        ratio = (len(many) / many_s) / (len(one) / one_s)
+        report.update(ratio=ratio, mean_batch=imgs / max(batches, 1))
+        print(f"throughput ratio c={args.concurrency} / c=1: {ratio:.2f}x "
+              f"(mean batch {imgs / max(batches, 1):.1f} images)")
+        found = searches(base, args.search_n)
+        if found:
+            report["search"] = summary("search", found, sum(found))
+        else:
+            print("search: no literature index loaded, not measured")
+        rss, peak = resident_mib(proc.pid)
+        report.update(rss_mib=rss, peak_rss_mib=peak)
+        print(f"server resident memory: {rss:.0f} MiB (peak {peak:.0f} MiB)")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    if args.ceiling:
+        ceiling = {f"batch_{b}": pipeline_ceiling(images, b) for b in (1, args.concurrency)}
+        report["pipeline_img_per_s"] = ceiling
+        print("pipeline alone, no HTTP: " + ", ".join(f"{k.replace('_', ' ')}: {v:.1f} img/s"
+                                                      for k, v in ceiling.items()))
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n1", type=int, default=30, help="requests at concurrency 1")
+    parser.add_argument("--n8", type=int, default=80, help="requests at the concurrency")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--images", type=int, default=32, help="distinct test images")
+    parser.add_argument("--search-n", type=int, default=10)
+    parser.add_argument("--max-seconds", type=float, default=300,
+                        help="stop sending analyses after this long")
+    parser.add_argument("--index-dir", type=Path, default=None,
+                        help="ASSISTANT_INDEX_DIR for the server (default: the setting's)")
+    parser.add_argument("--no-ceiling", dest="ceiling", action="store_false",
+                        help="skip timing the pipeline alone")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    args = parser.parse_args()
+    report = run(args)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

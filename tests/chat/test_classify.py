@@ -1,0 +1,32 @@
+"""Which questions are about the study and which ask the literature; what a study
+question asks for."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.chat.compose import classify, study_intents
+
+
+@pytest.mark.parametrize(("question", "has_study", "image_now", "topic"), [
+    ("What does this scan show?", False, False, "study"),  # points at a study: says none
+    ("", True, True, "study"),
+    ("What is a glioma?", True, True, "study"),  # an image came with it
+    ("Is there a tumour?", True, False, "study"),
+    ("How confident is the model?", True, False, "study"),
+    ("Where is it?", True, False, "study"),
+    ("What is the probability?", True, False, "study"),
+    ("What is a glioma?", True, False, "knowledge"),
+    ("Define meningioma", True, False, "knowledge"),
+    ("What is the prognosis of brain tumours?", True, False, "knowledge"),
+    ("Is there a tumour?", False, False, "knowledge"),  # no study to be about
+    ("What is the capital of France?", True, False, "knowledge"),
+])
+def test_classify(question: str, has_study: bool, image_now: bool, topic: str) -> None:
+    assert classify(question, has_study, image_now) == topic
+
+
+def test_intents() -> None:
+    assert study_intents("Anything?") == ["diagnosis"]
+    assert study_intents("How likely, and where?") == ["probability", "location"]
+    assert study_intents("Give me the full report") == ["report"]

@@ -1,0 +1,102 @@
+"""The chat engine over the real pipeline, a small real index and a real SQLite store."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from assistant.chat import NOTICE, REFUSAL, ChatEngine, ChatInputError, Image, Turn
+from assistant.chat.engine import generation_status
+from assistant.config import Settings
+from assistant.imaging import ImageInputError
+from tests.chat.conftest import Images, indexed_records, topic_question
+
+pytestmark = pytest.mark.data
+
+
+@pytest.fixture(scope="module")
+def engine(index_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> ChatEngine:
+    db = tmp_path_factory.mktemp("engine") / "chat.sqlite3"
+    chat = ChatEngine.from_settings(Settings(index_dir=index_dir, chat={"db_path": db}))
+    chat.warm_up()
+    return chat
+
+
+def _image(path: Path) -> Image:
+    return Image(path.read_bytes(), "image/jpeg")
+
+
+def test_a_study_then_a_follow_up_without_the_image(engine: ChatEngine, images: Images
+                                                    ) -> None:
+    first = engine.answer([Turn("user", "What does this show?", (_image(images.tumour),))])
+    assert first.composed.kind == "study" and first.text.startswith(NOTICE)
+    assert "showing a tumour" in first.text
+    assert first.text.endswith(f"(conversation {first.conversation_id})")
+    study_id = first.composed.study_id
+    assert study_id is not None and study_id in first.text
+
+    history = [Turn("user", "What does this show?"), Turn("assistant", first.text),
+               Turn("user", "How confident is the model?")]
+    follow = engine.answer(history)
+    assert follow.conversation_id == first.conversation_id
+    assert follow.composed.kind == "study" and follow.composed.study_id == study_id
+    assert "calibrated probability of tumour" in follow.text
+    stored = engine.store.messages(first.conversation_id)
+    assert [m.role for m in stored] == ["user", "assistant"] * 2
+    assert "image sha256" in stored[0].content and stored[3].kind == "study"
+
+
+def test_a_resent_image_is_not_analysed_again(engine: ChatEngine, images: Images) -> None:
+    image = _image(images.no_tumour)
+    first = engine.answer([Turn("user", "", (image,))])
+    assert "showing no tumour" in first.text
+    again = engine.answer([Turn("user", "", (image,)), Turn("assistant", first.text),
+                           Turn("user", "Where did the model look?")])
+    assert again.composed.study_id == first.composed.study_id
+    assert "hottest area" in again.text
+
+
+def test_metadata_conversation_ids(engine: ChatEngine, images: Images) -> None:
+    engine.answer([Turn("user", "Result?", (_image(images.tumour),))], "case-7", user="dr-a")
+    follow = engine.answer([Turn("user", "Is it a tumour?")], "case-7", user="dr-a")
+    assert follow.conversation_id == "case-7" and "showing a tumour" in follow.text
+    with pytest.raises(ChatInputError, match="not found") as info:
+        engine.answer([Turn("user", "Is it a tumour?")], "case-7", user="dr-b")
+    assert info.value.status == 404
+    with pytest.raises(ChatInputError, match="conversation_id"):
+        engine.answer([Turn("user", "hi")], "bad id!")
+
+
+def test_out_of_scope_images_get_no_diagnosis(engine: ChatEngine, images: Images) -> None:
+    answer = engine.answer([Turn("user", "Is there a tumour?", (_image(images.out_of_scope),))])
+    assert answer.composed.kind == "study" and "No diagnosis is given" in answer.text
+
+
+def test_knowledge_questions_cite_the_index(engine: ChatEngine, index_dir: Path) -> None:
+    answer = engine.answer([Turn("user", topic_question(index_dir))])
+    assert answer.composed.kind == "knowledge" and answer.citations
+    records = indexed_records(index_dir)
+    for citation in answer.citations:
+        assert citation.id in records and f"[{citation.number}]" in answer.text
+        assert records[citation.id]["citation"] in answer.text
+
+
+def test_refusals(engine: ChatEngine) -> None:
+    for question in ("What is the capital of France?", "What does this scan show?"):
+        answer = engine.answer([Turn("user", question)])
+        assert answer.composed.kind == "refusal" and not answer.citations
+        assert answer.text.startswith(NOTICE) and REFUSAL in answer.text
+
+
+def test_bad_images_raise_the_readers_errors(engine: ChatEngine) -> None:
+    with pytest.raises(ImageInputError):
+        engine.answer([Turn("user", "What is this?", (Image(b"not an image", "image/png"),))])
+
+
+def test_generation_status_says_why_answers_are_extractive() -> None:
+    status = generation_status(Settings())
+    assert status.startswith("extractive")
+    if importlib.util.find_spec("gguf") is None:
+        assert "gguf" in status

@@ -1,0 +1,228 @@
+"""``/v1/chat/completions`` through the official ``openai`` client against a real uvicorn
+server, with the release vision model, real Br35H images and a small real literature index.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai import OpenAI
+
+from assistant.chat import NOTICE, REFUSAL
+from tests.chat.conftest import (
+    Images,
+    chat_index_dir,
+    find_images,
+    indexed_records,
+    topic_question,
+)
+
+pytestmark = [pytest.mark.data, pytest.mark.slow]
+
+UPLOAD_LIMIT = 300_000
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def index_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return chat_index_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def chat_server(index_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("chat-server")
+    port = _free_port()
+    env = {**os.environ, "ASSISTANT_ENVIRONMENT": "test", "ASSISTANT_INDEX_DIR": str(index_dir),
+           "ASSISTANT_CHAT__DB_PATH": str(folder / "chat.sqlite3"),
+           "ASSISTANT_LIMITS__MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT)}
+    log_path = folder / "server.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "assistant", "serve", "--host",
+                                 "127.0.0.1", "--port", str(port)],
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited early:\n{log_path.read_text()}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not ready in 180 s:\n{log_path.read_text()}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def client(chat_server: str) -> OpenAI:
+    return OpenAI(base_url=f"{chat_server}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def images() -> Images:
+    return find_images()
+
+
+def _data_url(data: bytes, media: str = "image/jpeg") -> str:
+    return f"data:{media};base64,{base64.b64encode(data).decode()}"
+
+
+def _with_image(text: str, url: str) -> dict[str, Any]:
+    return {"role": "user", "content": [{"type": "text", "text": text},
+                                        {"type": "image_url", "image_url": {"url": url}}]}
+
+
+def _ask(client: OpenAI, messages: list[Any], **kwargs: Any) -> Any:
+    return client.chat.completions.create(model="medical-imaging-assistant",
+                                          messages=messages, **kwargs)
+
+
+def test_models(client: OpenAI) -> None:
+    assert [m.id for m in client.models.list()] == ["medical-imaging-assistant"]
+    assert client.models.retrieve("medical-imaging-assistant").owned_by == "assistant"
+
+
+def test_an_attached_study_then_a_follow_up(client: OpenAI, images: Images) -> None:
+    question = _with_image("What does this scan show?", _data_url(images.tumour.read_bytes()))
+    reply = _ask(client, [question])
+    assert reply.object == "chat.completion" and reply.model == "medical-imaging-assistant"
+    choice = reply.choices[0]
+    assert choice.finish_reason == "stop" and choice.message.role == "assistant"
+    text = choice.message.content
+    assert text.startswith(NOTICE) and "showing a tumour" in text
+    extra = reply.model_extra or {}
+    assert extra["study_id"] in text and text.endswith(f"(conversation {extra['conversation_id']})")
+    assert reply.usage.completion_tokens == len(text.split())
+
+    # The follow-up carries no image: the assistant's earlier reply names the conversation.
+    history = [{"role": "user", "content": "What does this scan show?"},
+               {"role": "assistant", "content": text},
+               {"role": "user", "content": "How confident is the model, and where is it?"}]
+    follow = _ask(client, history)
+    follow_text = follow.choices[0].message.content
+    assert (follow.model_extra or {})["study_id"] == extra["study_id"]
+    assert "calibrated probability of tumour" in follow_text and "hottest area" in follow_text
+
+
+def test_conversation_ids_in_metadata(client: OpenAI, images: Images) -> None:
+    url = _data_url(images.no_tumour.read_bytes())
+    _ask(client, [_with_image("Result?", url)], metadata={"conversation_id": "ward-3-bed-9"},
+         user="dr-a")
+    follow = _ask(client, [{"role": "user", "content": "Is there a tumour?"}],
+                  metadata={"conversation_id": "ward-3-bed-9"}, user="dr-a")
+    assert "showing no tumour" in follow.choices[0].message.content
+    with pytest.raises(openai.NotFoundError) as info:
+        _ask(client, [{"role": "user", "content": "Is there a tumour?"}],
+             metadata={"conversation_id": "ward-3-bed-9"}, user="dr-b")
+    error = info.value.body
+    assert isinstance(error, dict) and error["code"] == "conversation_not_found"
+
+
+def test_streaming(client: OpenAI, images: Images) -> None:
+    messages = [_with_image("Is there a tumour?", _data_url(images.tumour.read_bytes()))]
+    # (time to the first token is a benchmark figure, scripts/bench_service.py, not a test)
+    chunks = list(_ask(client, messages, stream=True, stream_options={"include_usage": True}))
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) > 1  # streamed
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert [c.choices[0].finish_reason for c in finals] == ["stop"]
+    assert chunks[-1].usage is not None and not chunks[-1].choices
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.startswith(NOTICE) and "showing a tumour" in text
+    assert (finals[0].model_extra or {})["study_id"] in text
+
+
+def test_the_stream_is_server_sent_events_ending_with_done(chat_server: str) -> None:
+    body = {"model": "any", "stream": True,
+            "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+    with httpx.stream("POST", f"{chat_server}/v1/chat/completions", json=body,
+                      timeout=60) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in response.iter_lines() if line]
+    assert all(e.startswith("data: ") for e in events) and events[-1] == "data: [DONE]"
+    deltas = [json.loads(e[6:])["choices"][0]["delta"] for e in events[:-1]]
+    assert REFUSAL in "".join(d.get("content", "") for d in deltas)
+
+
+def test_knowledge_answers_cite_the_index(client: OpenAI, index_dir: Path) -> None:
+    reply = _ask(client, [{"role": "user", "content": topic_question(index_dir)}])
+    text = reply.choices[0].message.content
+    citations = (reply.model_extra or {})["citations"]
+    assert citations and text.startswith(NOTICE)
+    records = indexed_records(index_dir)
+    for citation in citations:
+        record = records[citation["id"]]  # exists in the index
+        assert citation["citation"] == record["citation"]
+        assert f"[{citation['number']}] {citation['quote']}" in text
+        assert f"[{citation['number']}] {record['citation']}" in text
+
+
+def test_unsupported_questions_are_refused(client: OpenAI) -> None:
+    for question in ("What is the capital of France?", "What does this scan show?"):
+        reply = _ask(client, [{"role": "user", "content": question}])
+        text = reply.choices[0].message.content
+        assert REFUSAL in text and text.startswith(NOTICE)
+        assert (reply.model_extra or {})["citations"] == []
+
+
+def _image_part(url: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]
+
+
+@pytest.mark.parametrize(("messages", "extra", "status", "words"), [
+    ([], {}, 400, "at least 1"),
+    ([{"role": "assistant", "content": "hi"}], {}, 400, "must come from the user"),
+    ([{"role": "user", "content": "hi"}], {"n": 2}, 400, "n"),
+    (_image_part("https://example.org/a.png"), {}, 400, "data URLs"),
+    (_image_part("data:image/png;base64,%%%"), {}, 400, "base64"),
+    (_image_part("data:image/gif;base64,R0lGODlhAQABAAAAACw="), {}, 415, "unsupported image"),
+    (_image_part(_data_url(b"plain text, not pixels", "image/png")), {}, 415, "format"),
+    (_image_part(_data_url(b"plain text, not pixels", "image/png")), {"stream": True}, 415,
+     "format"),  # checked before a stream starts
+    (_image_part(_data_url(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, "image/png")), {}, 422, ""),
+    (_image_part(_data_url(b"\x00" * (UPLOAD_LIMIT + 1), "image/png")), {}, 413, "limit"),
+])
+def test_bad_requests(client: OpenAI, messages: list[Any], extra: dict[str, Any], status: int,
+                      words: str) -> None:
+    with pytest.raises(openai.APIStatusError) as info:
+        _ask(client, messages, **extra)
+    assert info.value.status_code == status
+    error = info.value.body
+    assert isinstance(error, dict) and words.lower() in error["message"].lower()
+    assert error["type"]
+
+
+def test_a_body_that_is_not_json(chat_server: str) -> None:
+    response = httpx.post(f"{chat_server}/v1/chat/completions", content=b"{not json",
+                          headers={"content-type": "application/json"}, timeout=30)
+    assert response.status_code == 400
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
