@@ -24,6 +24,7 @@ from assistant.retrieval.build import build_index, ensure_index, open_searcher
 from assistant.retrieval.corpus import Document, iter_corpus
 from assistant.retrieval.embed import Embedder, TextEmbedder
 from assistant.retrieval.evaluate import (
+    DEPTH,
     METRICS,
     Method,
     MethodResult,
@@ -31,9 +32,12 @@ from assistant.retrieval.evaluate import (
     evaluate_methods,
     known_item_queries,
     mesh_major_queries,
+    query_metrics,
 )
 from assistant.retrieval.index import IndexUnusableError
-from assistant.retrieval.search import Ranking, Searcher
+from assistant.retrieval.lexical import LexicalIndex, top_k
+from assistant.retrieval.passages import split_passages
+from assistant.retrieval.search import Ranking, Searcher, best_per_document
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,7 @@ class BenchmarkConfig:
     n_known: int = 1000
     seed: int = 0
     known_item: bool = True
+    known_item_dense: bool = True  # False: BM25 only, no abstract-only embeddings needed
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,22 @@ def known_item_searcher(settings: Settings, embedder: TextEmbedder) -> Searcher:
                     embed_snippets=False)
 
 
+def known_item_bm25(docs: Sequence[Document], queries: Sequence[Query],
+                    max_words: int = 110) -> MethodResult:
+    """Known item with BM25 alone over abstract-only passages cut as the index cuts them
+    (no embeddings needed): documents ranked by their best passage."""
+    passages = [p for d in docs for p in split_passages(d, max_words, 1) if p.text]
+    lexical = LexicalIndex.build([p.text for p in passages])
+    doc_ids = [p.doc_id for p in passages]
+    result = MethodResult("bm25")
+    for query in queries:
+        scores, ids = top_k(lexical.scores(query.text), 3 * DEPTH)
+        ranked = best_per_document(list(zip(ids.tolist(), scores.tolist(), strict=True)),
+                                   [doc_ids[i] for i in ids], DEPTH)
+        result.add(query_metrics([doc_ids[i] for i, _ in ranked], query.relevant))
+    return result
+
+
 def _table(title: str, results: dict[str, MethodResult], queries: int) -> list[str]:
     lines = [f"{title} ({queries} queries)", f"  {'method':28s} " + " ".join(
         f"{m:>22s}" for m in METRICS)]
@@ -167,9 +188,12 @@ def run_benchmark(settings: Settings, config: BenchmarkConfig, out: Path | None 
     lines = _table(f"(a) MeSH major topics over {len(docs)} abstracts", test, len(sets.test))
     if config.known_item:
         known = known_item_queries(docs, config.n_known, config.seed)
-        ki = known_item_searcher(settings, embedder)
-        results = evaluate_methods(ki, known, base_methods(tuned), None, progress=True,
-                                   label="known item")
+        if config.known_item_dense:
+            ki = known_item_searcher(settings, embedder)
+            results = evaluate_methods(ki, known, base_methods(tuned), None, progress=True,
+                                       label="known item")
+        else:
+            results = {"bm25": known_item_bm25(docs, known)}
         report["known_item"] = {name: r.summary() for name, r in results.items()}
         lines += _table("(b) known item, title -> abstract-only index", results, len(known))
     report["seconds"] = round(time.perf_counter() - start, 1)

@@ -115,3 +115,16 @@ def test_benchmark_runs_end_to_end(tiny_settings: Settings, embedder: HashingEmb
     # the known-item index holds abstracts without titles, built beside the data
     assert (tiny_settings.data_dir / "cache" / "bench" / "known-item" / "literature"
             / "manifest.json").exists()
+
+
+def test_known_item_bm25_alone_matches_the_indexed_path(tiny_settings: Settings,
+                                                        embedder: HashingEmbedder,
+                                                        tmp_path: Path) -> None:
+    build_index(tiny_settings, progress=False, embedder=embedder)
+    config = BenchmarkConfig(min_major=1, n_test=1, n_tune=1, n_known=3, seed=0)
+    full = run_benchmark(tiny_settings, config, None, embedder=embedder)
+    lexical = run_benchmark(tiny_settings, BenchmarkConfig(
+        min_major=1, n_test=1, n_tune=1, n_known=3, seed=0, known_item_dense=False),
+        None, embedder=embedder)
+    assert list(lexical["known_item"]) == ["bm25"]
+    assert lexical["known_item"]["bm25"] == full["known_item"]["bm25"]
