@@ -272,7 +272,7 @@ def index_build(
         help="Index only this source (medline, hpo, icd10cm); repeat for several.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Index the first N passages only.")
                      ] = None,
-    kind: Annotated[str, typer.Option(help="flat (exact), hnsw or ivfpq.")] = "flat",
+    kind: Annotated[str, typer.Option(help="hnsw, flat (exact) or ivfpq.")] = "hnsw",
     max_words: Annotated[int, typer.Option(min=1, help="Words per passage at most.")] = 110,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:

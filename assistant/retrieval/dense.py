@@ -16,7 +16,7 @@ INDEX_KINDS: tuple[IndexKind, ...] = ("flat", "hnsw", "ivfpq")
 # Defaults per kind; ``build_faiss(..., **params)`` overrides them.
 DEFAULT_PARAMS: dict[str, dict[str, int]] = {
     "flat": {},
-    "hnsw": {"m": 32, "ef_construction": 80, "ef_search": 128},
+    "hnsw": {"m": 32, "ef_construction": 80, "ef_search": 512},
     "ivfpq": {"nlist": 0, "m": 48, "nbits": 8, "nprobe": 16, "train_size": 50_000},
 }  # ivfpq nlist 0: about 4 sqrt(N)
 
