@@ -298,6 +298,8 @@ def ensure_index(settings: Settings, rebuild: bool = True,
     manifest = _recorded(settings)
     spec = CorpusSpec.from_dict(manifest.corpus) if manifest else CorpusSpec()
     try:
+        if manifest is None:
+            _require_built(settings)  # nothing to check against: no corpus digest needed
         expected = expected_corpus_sha256(settings, spec, manifest)
         return open_index(index_path(settings), expected, embedder.fingerprint)
     except IndexUnusableError as exc:
