@@ -52,14 +52,20 @@ def gradient_x_input(model: PatchTransformer, images: Tensor, target: int = 1) -
 def patch_heat(model: PatchTransformer, images: Tensor, method: Method = "gradient",
                ) -> npt.NDArray[np.float32]:
     """(B, 1, S, S) -> (B, g, g) heat normalised to [0, 1] per image."""
-    g = model.config.grid
     if method == "rollout":
         with torch.no_grad():
             out = model(images, keep_attention=True)
         assert out.attentions is not None
-        heat = attention_rollout(out.attentions)
-    else:
-        heat = gradient_x_input(model, images)
+        return rollout_heat(out.attentions, model.config.grid)
+    return _normalise(gradient_x_input(model, images), model.config.grid)
+
+
+def rollout_heat(attentions: list[Tensor], grid: int) -> npt.NDArray[np.float32]:
+    """Attention maps of one forward pass -> (B, g, g) rollout heat in [0, 1] per image."""
+    return _normalise(attention_rollout(attentions), grid)
+
+
+def _normalise(heat: Tensor, g: int) -> npt.NDArray[np.float32]:
     heat = heat.view(-1, g, g)
     lo = heat.flatten(1).min(dim=1).values.view(-1, 1, 1)
     hi = heat.flatten(1).max(dim=1).values.view(-1, 1, 1)

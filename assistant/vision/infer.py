@@ -13,7 +13,7 @@ import torch
 
 from assistant.imaging.preprocess import preprocess
 from assistant.vision.checkpoint import VisionBundle, as_batch, logits_and_scope_features
-from assistant.vision.explain import Method, patch_heat
+from assistant.vision.explain import Method, patch_heat, rollout_heat
 from assistant.vision.ood import image_gate
 
 
@@ -73,6 +73,20 @@ class VisionModel:
         probs, feats = self.scorer(x)
         return probs.double().numpy(), self.bundle.ood.distance(feats.double().numpy())
 
+    @torch.no_grad()
+    def _scores_and_rollout(self, x: torch.Tensor
+                            ) -> tuple[np.ndarray, np.ndarray, npt.NDArray[np.float32]]:
+        """Probabilities, out-of-scope distances and rollout heat from one forward pass
+        (what ``_scores`` and ``patch_heat`` compute with two)."""
+        model = self.bundle.model
+        features = model.stem((x - 0.5) / 0.5)
+        out = model.encode(features, keep_attention=True)
+        assert out.attentions is not None
+        feats = torch.cat([features.mean(dim=(2, 3)), out.tokens.mean(dim=1)], dim=1)
+        probs = (out.logits / self.bundle.temperature).softmax(dim=-1)[:, 1]
+        return (probs.double().numpy(), self.bundle.ood.distance(feats.double().numpy()),
+                rollout_heat(out.attentions, model.config.grid))
+
     def diagnose(self, images: Sequence[npt.NDArray[np.float32]], heatmap: bool = False,
                  ) -> list[Diagnosis]:
         """Preprocessed images (S, S) -> one Diagnosis each."""
@@ -84,11 +98,16 @@ class VisionModel:
         heats: dict[int, npt.NDArray[np.float32]] = {}
         if ok:
             x = as_batch(np.stack([images[i] for i in ok]))
-            p, d = self._scores(x)
+            h: npt.NDArray[np.float32] | None
+            if heatmap and self.heat_method == "rollout" and isinstance(self.scorer, _Scorer):
+                p, d, h = self._scores_and_rollout(x)  # one forward pass for all three
+            else:
+                p, d = self._scores(x)
+                h = patch_heat(b.model, x, self.heat_method) if heatmap else None
             probs, dists = dict(zip(ok, p.tolist(), strict=True)), dict(zip(ok, d.tolist(),
                                                                           strict=True))
-            if heatmap:
-                heats = dict(zip(ok, patch_heat(b.model, x, self.heat_method), strict=True))
+            if h is not None:
+                heats = dict(zip(ok, h, strict=True))
         out = []
         for i, gate in enumerate(gates):
             if not gate.ok:

@@ -15,8 +15,9 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 from assistant.config import Settings
 from assistant.imaging import read_image
 from assistant.imaging.preprocess import to_grey
-from assistant.vision.checkpoint import load_bundle
+from assistant.vision.checkpoint import as_batch, load_bundle
 from assistant.vision.commands import RELEASE_NAME, release_path
+from assistant.vision.explain import patch_heat
 from assistant.vision.infer import VisionModel
 from assistant.vision.splits import BR35H_SPLIT_PATH, manifest_sha256, read_split_manifest
 
@@ -94,3 +95,17 @@ def test_out_of_scope_images_get_no_diagnosis(model: VisionModel) -> None:
     verdict = model.diagnose([model.prepare(read_image(xray).pixels)])[0]
     assert not verdict.in_scope and verdict.label is None and verdict.probability is None
     assert verdict.scope_reason
+
+
+def test_one_pass_heatmap_equals_the_two_pass_one(model: VisionModel) -> None:
+    """diagnose(heatmap=True) takes probability, scope distance and rollout heat from one
+    forward pass; they must equal the scorer's and patch_heat's own."""
+    rng = np.random.default_rng(0)
+    size = model.bundle.model.config.image_size
+    images = rng.random((4, size, size)).astype(np.float32)
+    x = as_batch(images)
+    probs, dists = model._scores(x)
+    heat = patch_heat(model.bundle.model, x, "rollout")
+    one_probs, one_dists, one_heat = model._scores_and_rollout(x)
+    assert np.allclose(one_probs, probs, atol=1e-6) and np.allclose(one_dists, dists)
+    assert np.allclose(one_heat, heat, atol=1e-6) and heat.std() > 0
