@@ -6,11 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,16 +23,11 @@ from tests.chat.conftest import (
     indexed_records,
     topic_question,
 )
+from tests.service.conftest import run_server
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 
 UPLOAD_LIMIT = 300_000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -48,36 +38,9 @@ def index_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def chat_server(index_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("chat-server")
-    port = _free_port()
-    env = {**os.environ, "ASSISTANT_ENVIRONMENT": "test", "ASSISTANT_INDEX_DIR": str(index_dir),
-           "ASSISTANT_CHAT__DB_PATH": str(folder / "chat.sqlite3"),
-           "ASSISTANT_LIMITS__MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT)}
-    log_path = folder / "server.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "assistant", "serve", "--host",
-                                 "127.0.0.1", "--port", str(port)],
-                                env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited early:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready in 180 s:\n{log_path.read_text()}")
-            time.sleep(0.2)
+    with run_server(folder, {"ASSISTANT_INDEX_DIR": str(index_dir),
+                             "ASSISTANT_LIMITS__MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT)}) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")
