@@ -19,7 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from assistant import __version__
 from assistant.config import Settings, get_settings
 from assistant.imaging import read_image
-from assistant.service import analyze, chat, search
+from assistant.service import analyze, chat, page, search
 from assistant.service.body_limit import BodyLimitMiddleware
 from assistant.service.deps import SettingsDep, settings_dep
 from assistant.service.errors import install_error_handlers
@@ -116,4 +116,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(analyze.router)
     app.include_router(search.router)
     app.include_router(chat.router)
+    app.include_router(page.router)
     return app
