@@ -27,6 +27,8 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from tests.service.conftest import UPLOAD_LIMIT
+
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 
 Br35h = Callable[[int], Path]
@@ -220,3 +222,12 @@ def test_page_files_and_headers(indexed_server: str) -> None:
     for missing in ("/static/secret.py", "/static/..%2Fpage.py", "/static/app.py"):
         response = httpx.get(f"{indexed_server}{missing}")
         assert response.status_code == 404 and "error" in response.json()
+
+
+def test_too_large_file_shows_the_413_message(page: Page, tmp_path: Path) -> None:
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(UPLOAD_LIMIT + 100_000))
+    _analyse(page, big)
+    error = page.get_by_role("alert").filter(has_text="Error 413")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("exceeds the limit")
