@@ -290,11 +290,47 @@ def index_info() -> None:
     run_index_info(get_settings())
 
 
+@app.command()
+def draft(
+    input_path: Annotated[Path, typer.Argument(
+        metavar="INPUT", help="Folder of PNG/JPEG/DICOM files (recursive) or a CSV manifest "
+                             "(path, and optional indication, age, sex columns).")],
+    out: Annotated[Path, typer.Option(help="Output: JSON lines, or a FHIR Bundle.")],
+    format: Annotated[str, typer.Option(help="jsonl or fhir (R4B Bundle).")] = "jsonl",
+    engine: Annotated[str, typer.Option(help="embedded (this process) or ray.")] = "embedded",
+    address: Annotated[str | None, typer.Option(
+        help="Ray cluster to join (e.g. HEAD:6379); default: start a local one.")] = None,
+    db: Annotated[Path | None, typer.Option(
+        help="SQLite store (default: ASSISTANT_BATCH__DB_PATH).")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, max=256, help="Images per model "
+                                                   "batch (default from settings).")] = None,
+    workers: Annotated[int | None, typer.Option(min=0, max=64, help="Model batches at once: "
+                                                "threads, or Ray actors (0: auto).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Draft reports for many studies, resumably: each result is stored as it finishes,
+    and the same command run again drafts only what is missing."""
+    from assistant.batch.commands import DraftOptions, run_draft
+    from assistant.batch.errors import BatchError
+
+    if format not in ("jsonl", "fhir"):
+        raise typer.BadParameter("format must be jsonl or fhir", param_hint="--format")
+    if engine not in ("embedded", "ray"):
+        raise typer.BadParameter("engine must be embedded or ray", param_hint="--engine")
+    options = DraftOptions(out, format, engine, address, db, batch_size,  # type: ignore[arg-type]
+                           workers, progress=not quiet)
+    try:
+        summary = run_draft(get_settings(), input_path, options)
+    except BatchError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(summary.text())
+    typer.echo(f"written: {out}")
+
+
 # Commands whose capability is built by a later issue. They say so and fail, rather
 # than pretend: nothing here returns a made-up result.
-_PENDING = {
-    "draft": "batch report drafting (batch work)",
-}
+_PENDING: dict[str, str] = {}
 
 
 def _pending(name: str, what: str) -> None:

@@ -53,6 +53,29 @@ class ChatConfig(BaseModel):
     citations: int = Field(3, ge=1, le=10, description="passages a knowledge answer cites, at most")
 
 
+class BatchConfig(BaseModel):
+    """Batch drafting (``assistant draft``, ``/v1/batches``) and its SQLite store."""
+
+    db_path: Path | None = Field(
+        None, description="SQLite store of drafted studies and jobs; None: "
+                          "<data_dir>/batches.sqlite3")
+    upload_dir: Path | None = Field(
+        None, description="where uploaded zips are unpacked while their job runs; None: "
+                          "<data_dir>/batch-uploads")
+    batch_size: int = Field(8, ge=1, le=256, description="images in one model batch")
+    workers: int = Field(
+        0, ge=0, le=64, description="model batches in flight at once; 0: twice the CPU count, "
+                                    "at most 8")
+    max_files: int = Field(10_000, gt=0, description="studies in one HTTP batch job at most")
+    allowed_roots: list[Path] = Field(
+        default_factory=list, description="server folders a job may read (POST /v1/batches "
+                                          "with a folder); empty: none")
+    max_zip_bytes: int = Field(256 * 1024 * 1024, gt=0, description="uploaded zip size")
+    max_zip_members: int = Field(10_000, gt=0, description="entries in an uploaded zip")
+    max_zip_uncompressed_bytes: int = Field(
+        1024 * 1024 * 1024, gt=0, description="all entries of an uploaded zip, unpacked")
+
+
 class Settings(BaseSettings):
     """Everything configurable, in one validated place."""
 
@@ -70,6 +93,7 @@ class Settings(BaseSettings):
     limits: Limits = Limits()
     service: ServiceConfig = ServiceConfig()
     chat: ChatConfig = ChatConfig()
+    batch: BatchConfig = BatchConfig()
 
     @model_validator(mode="after")
     def _paths_absolute(self) -> Settings:
@@ -79,6 +103,11 @@ class Settings(BaseSettings):
         self.weights_dir = self.weights_dir.expanduser().resolve()
         db = self.chat.db_path or self.data_dir / "chat.sqlite3"
         self.chat = self.chat.model_copy(update={"db_path": db.expanduser().resolve()})
+        b = self.batch
+        self.batch = b.model_copy(update={
+            "db_path": (b.db_path or self.data_dir / "batches.sqlite3").expanduser().resolve(),
+            "upload_dir": (b.upload_dir or self.data_dir / "batch-uploads").expanduser().resolve(),
+            "allowed_roots": [r.expanduser().resolve() for r in b.allowed_roots]})
         return self
 
 

@@ -31,7 +31,7 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.observation import Observation
 
 if TYPE_CHECKING:
-    from assistant.pipeline import Analysis, ModelRecord
+    from assistant.pipeline import Analysis
 
 FHIR_JSON = "application/fhir+json"
 STUDY_SYSTEM = "urn:medical-imaging-assistant:study-id"
@@ -53,81 +53,93 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _device(vision: ModelRecord) -> Device:
+def _device(vision: dict[str, Any]) -> Device:
     versions: list[dict[str, Any]] = []
-    if vision.version:
-        versions.append({"type": {"text": "release"}, "value": vision.version})
-    if vision.sha256:
-        versions.append({"type": {"text": "weights sha256"}, "value": vision.sha256})
+    if vision.get("version"):
+        versions.append({"type": {"text": "release"}, "value": vision["version"]})
+    if vision.get("sha256"):
+        versions.append({"type": {"text": "weights sha256"}, "value": vision["sha256"]})
     return Device.model_validate({
         "resourceType": "Device", "id": DEVICE_ID, "status": "active",
-        "deviceName": [{"name": vision.name, "type": "model-name"}],
+        "deviceName": [{"name": vision["name"], "type": "model-name"}],
         "type": {"text": "software: image classification model"},
         "version": versions or None,
     })
 
 
-def _observation(analysis: Analysis, issued: str) -> Observation:
-    d = analysis.diagnosis
-    positive = analysis.positive_label
+def _observation(analysis: dict[str, Any], issued: str) -> Observation:
+    d = analysis["diagnosis"]
+    positive = d["positive_label"]
+    probability, threshold = d["probability"], d["threshold"]
     obs: dict[str, Any] = {
         "resourceType": "Observation", "id": OBSERVATION_ID, "status": "preliminary",
         "category": [_IMAGING],
         "code": {"text": f"Calibrated probability of '{positive}' from the vision model"},
         "issued": issued, "device": {"reference": f"#{DEVICE_ID}"},
     }
-    if d.in_scope and d.probability is not None:
-        side = "at or above" if d.probability >= d.threshold else "below"
-        obs["valueQuantity"] = {"value": round(d.probability, 6), "unit": "probability",
+    if analysis["in_scope"] and probability is not None:
+        side = "at or above" if probability >= threshold else "below"
+        obs["valueQuantity"] = {"value": round(probability, 6), "unit": "probability",
                                 "system": "http://unitsofmeasure.org", "code": "1"}
-        obs["interpretation"] = [{"text": f"{d.label}: {side} the operating threshold "
-                                          f"{d.threshold:g}"}]
+        obs["interpretation"] = [{"text": f"{d['label']}: {side} the operating threshold "
+                                          f"{threshold:g}"}]
     else:
+        reason = analysis["scope_reason"] or "the image is out of scope"
         obs["dataAbsentReason"] = {
             "coding": [{"system": _NOT_PERFORMED, "code": "not-performed",
                         "display": "Not Performed"}],
-            "text": f"no diagnosis: {d.scope_reason or 'the image is out of scope'}"}
+            "text": f"no diagnosis: {reason}"}
     return Observation.model_validate(obs)
 
 
-def _presented_form(analysis: Analysis, issued: str) -> list[dict[str, Any]]:
+def _presented_form(analysis: dict[str, Any], issued: str) -> list[dict[str, Any]]:
     forms: list[dict[str, Any]] = [{
         "contentType": "text/plain; charset=utf-8", "language": "en",
-        "data": _b64(analysis.report.text.encode("utf-8")),
+        "data": _b64(analysis["report"]["text"].encode("utf-8")),
         "title": "Draft report (for a clinician to verify)", "creation": issued}]
-    if analysis.heatmap_png is not None:
-        forms.append({"contentType": "image/png", "data": _b64(analysis.heatmap_png),
-                      "title": f"Heatmap ({analysis.heat_method}) over the image",
+    heatmap = analysis.get("heatmap")
+    if heatmap is not None and heatmap.get("png_base64"):
+        forms.append({"contentType": "image/png", "data": heatmap["png_base64"],
+                      "title": f"Heatmap ({heatmap['method']}) over the image",
                       "creation": issued})
     return forms
 
 
 def diagnostic_report(analysis: Analysis, issued: datetime | None = None) -> DiagnosticReport:
     """``analysis`` as a validated FHIR R4B DiagnosticReport (status ``preliminary``)."""
+    return diagnostic_report_from_dict(analysis.to_dict(), issued)
+
+
+def diagnostic_report_from_dict(analysis: dict[str, Any], issued: datetime | None = None
+                                ) -> DiagnosticReport:
+    """The same from ``Analysis.to_dict()`` (as batch drafting stores it)."""
     when = (issued or datetime.now(UTC)).isoformat(timespec="seconds")
-    vision = next(m for m in analysis.models if m.role == "vision")
-    report = analysis.report
-    d = analysis.diagnosis
+    vision = next(m for m in analysis["models"] if m["role"] == "vision")
+    report, d, sid = analysis["report"], analysis["diagnosis"], analysis["study_id"]
+    notice = " ".join(s["text"] for s in report["sentences"] if s["section"] == "notice")
+    in_scope = analysis["in_scope"]
     raw: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
-        "id": analysis.study_id if _FHIR_ID.fullmatch(analysis.study_id) else None,
+        "id": sid if _FHIR_ID.fullmatch(sid) else None,
         "language": "en",
         "contained": [_device(vision), _observation(analysis, when)],
-        "identifier": [{"system": STUDY_SYSTEM, "value": analysis.study_id}],
+        "identifier": [{"system": STUDY_SYSTEM, "value": sid}],
         "status": "preliminary", "category": [_RADIOLOGY], "code": _REPORT_CODE,
         "issued": when,
         "result": [{"reference": f"#{OBSERVATION_ID}",
-                    "display": "diagnosis probability" if d.in_scope else "no diagnosis"}],
-        "conclusion": " ".join(p for p in (report.section("notice"), report.impression) if p),
-        "conclusionCode": [{"text": d.label}] if d.in_scope and d.label else None,
+                    "display": "diagnosis probability" if in_scope else "no diagnosis"}],
+        "conclusion": " ".join(p for p in (notice, report["impression"]) if p),
+        "conclusionCode": [{"text": d["label"]}] if in_scope and d["label"] else None,
         "presentedForm": _presented_form(analysis, when),
     }
     return DiagnosticReport.model_validate({k: v for k, v in raw.items() if v is not None})
 
 
-def diagnostic_report_json(analysis: Analysis, issued: datetime | None = None
+def diagnostic_report_json(analysis: Analysis | dict[str, Any], issued: datetime | None = None
                            ) -> dict[str, Any]:
-    """The DiagnosticReport as FHIR JSON (a plain dict, empty elements left out)."""
-    resource = diagnostic_report(analysis, issued)
+    """The DiagnosticReport as FHIR JSON (a plain dict, empty elements left out), from an
+    analysis or its ``to_dict()``."""
+    resource = diagnostic_report_from_dict(
+        analysis if isinstance(analysis, dict) else analysis.to_dict(), issued)
     out: dict[str, Any] = resource.model_dump(mode="json", by_alias=True, exclude_none=True)
     return out

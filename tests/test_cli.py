@@ -30,10 +30,11 @@ def test_venv_entry_point_exists() -> None:
     assert result.returncode == 0 and "data" in result.stdout
 
 
-def test_commands_not_built_yet_fail_loudly() -> None:
-    result = _run("draft", "studies/", "--out", "reports.jsonl")
+def test_draft_of_a_missing_input_fails_clearly(tmp_path: Path) -> None:
+    result = _run("draft", str(tmp_path / "studies"), "--out", str(tmp_path / "r.jsonl"))
     assert result.returncode == 2
-    assert "not built yet" in result.stderr
+    assert "studies does not exist" in result.stderr
+    assert not (tmp_path / "r.jsonl").exists()
 
 
 @pytest.mark.data
