@@ -6,22 +6,7 @@
 - ``engine``: drafting in model batches in this process; ``ray_engine``: on Ray;
 - ``output``: JSON lines or a FHIR R4B Bundle, written from the store;
 - ``archive``: safe unpacking of an uploaded zip; ``jobs``: HTTP jobs and their runner.
+
+Nothing is imported here, so that ``assistant.batch.errors`` stays light (the service's
+error mapping imports it); import from the modules.
 """
-
-from assistant.batch.engine import EmbeddedEngine, Outcome, Summary
-from assistant.batch.errors import BatchError, BatchInputError
-from assistant.batch.inputs import Item, discover, study_key
-from assistant.batch.store import BatchStore, StudyRecord
-
-__all__ = [
-    "BatchError",
-    "BatchInputError",
-    "BatchStore",
-    "EmbeddedEngine",
-    "Item",
-    "Outcome",
-    "StudyRecord",
-    "Summary",
-    "discover",
-    "study_key",
-]

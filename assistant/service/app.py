@@ -19,7 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from assistant import __version__
 from assistant.config import Settings, get_settings
 from assistant.imaging import read_image
-from assistant.service import analyze, chat, page, search
+from assistant.service import analyze, batches, chat, page, search
 from assistant.service.body_limit import BodyLimitMiddleware
 from assistant.service.deps import SettingsDep, settings_dep
 from assistant.service.errors import install_error_handlers
@@ -81,11 +81,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services: Services = app.state.services
         loading = asyncio.create_task(services.start(), name="load-components")
         chat.open_chat(app, settings)
+        batches.open_batches(app, settings)
         app.state.ready = True
         log.info("assistant %s started (%s); loading components", __version__,
                  settings.environment)
         yield
         app.state.ready = False
+        await asyncio.to_thread(batches.close_batches, app)  # batches in flight finish
         loading.cancel()
         with suppress(asyncio.CancelledError):
             await loading
@@ -100,7 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics_registry = Metrics()
     services = Services(settings, metrics_registry)
     app.add_middleware(BodyLimitMiddleware,
-                       max_bytes=settings.limits.max_upload_bytes + _MULTIPART_SLACK)
+                       max_bytes=settings.limits.max_upload_bytes + _MULTIPART_SLACK,
+                       per_path={"/v1/batches": settings.batch.max_zip_bytes + _MULTIPART_SLACK})
     if settings.limits.requests_per_minute > 0:
         app.add_middleware(RateLimitMiddleware, per_minute=settings.limits.requests_per_minute,
                            burst=settings.limits.rate_burst)
@@ -116,5 +119,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(analyze.router)
     app.include_router(search.router)
     app.include_router(chat.router)
+    app.include_router(batches.router)
     app.include_router(page.router)
     return app

@@ -18,18 +18,24 @@ def _too_large(limit: int) -> StarletteHTTPException:
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    """``max_bytes`` for every request, except the paths in ``per_path`` (exact match),
+    which have their own limit (the zip upload of ``/v1/batches``)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int,
+                 per_path: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = per_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.per_path.get(scope.get("path", ""), self.max_bytes)
         headers = dict(scope.get("headers", ()))
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await send_error(send, _too_large(self.max_bytes))
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await send_error(send, _too_large(limit))
             return
         received = 0
         started = False
@@ -39,9 +45,9 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     # An HTTPException passes through FastAPI's body parsing unchanged.
-                    raise _too_large(self.max_bytes)
+                    raise _too_large(limit)
             return message
 
         async def tracked_send(message: Message) -> None:

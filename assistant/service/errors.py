@@ -16,6 +16,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Send
 
+from assistant.batch.errors import (
+    BatchError,
+    BatchTooLargeError,
+    FolderNotAllowedError,
+    JobNotFoundError,
+    NotAnArchiveError,
+)
 from assistant.imaging.errors import (
     ImageInputError,
     ImageTooLargeError,
@@ -73,6 +80,15 @@ _IMAGE_ERRORS: tuple[tuple[type[ImageInputError], int, str], ...] = (
     (NoPixelDataError, 422, "no_pixel_data"),
     (UnreadableImageError, 422, "unreadable_image"),
     (ImageInputError, 422, "bad_image"),
+)
+
+# Batch drafting (``/v1/batches``); anything else about a batch's input is a 422.
+_BATCH_ERRORS: tuple[tuple[type[BatchError], int, str], ...] = (
+    (BatchTooLargeError, 413, "too_large"),
+    (NotAnArchiveError, 415, "unsupported_format"),
+    (FolderNotAllowedError, 403, "forbidden"),
+    (JobNotFoundError, 404, "not_found"),
+    (BatchError, 422, "invalid_batch"),
 )
 
 _HTTP_TYPES = {
@@ -133,6 +149,13 @@ async def _service_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(kind, str(exc)), status_code=status, headers=headers)
 
 
+async def _batch_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, BatchError)
+    status, kind = next((s, k) for cls, s, k in _BATCH_ERRORS if isinstance(exc, cls))
+    log.info("refused batch: %s (%d): %s", kind, status, exc)
+    return JSONResponse(error_body(kind, str(exc)), status_code=status)
+
+
 async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
     # Only a bug gets here: bad input raises one of the typed errors above.
     log.error("internal error", exc_info=exc)
@@ -160,6 +183,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ImageInputError, _image_error)
     app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(BatchError, _batch_error)
     app.add_exception_handler(Exception, _internal_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
-from tests.batch.conftest import MakeFolder
+from tests.conftest import MakeFolder
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 

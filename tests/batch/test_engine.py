@@ -14,7 +14,7 @@ from assistant.batch.inputs import Item, discover, study_id
 from assistant.batch.store import BatchStore
 from assistant.pipeline import Pipeline
 from assistant.report import Context
-from tests.batch.conftest import MakeFolder
+from tests.conftest import MakeFolder
 
 pytestmark = pytest.mark.data
 

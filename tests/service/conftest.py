@@ -26,6 +26,8 @@ from tests.conftest import data_dir
 UPLOAD_LIMIT = 300_000
 RATE_PER_MINUTE, RATE_BURST = 6, 3
 START_TIMEOUT_S = 120
+# The process of each running server, by base URL: for tests that kill one (kill -9).
+PROCESSES: dict[str, subprocess.Popen[bytes]] = {}
 
 
 def _free_port() -> int:
@@ -55,6 +57,7 @@ def run_server(log_dir: Path, env: dict[str, str], ready: bool = True) -> Iterat
             [sys.executable, "-m", "assistant", "serve", "--host", "127.0.0.1",
              "--port", str(port)], env=full_env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
+    PROCESSES[base] = proc
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
@@ -72,6 +75,7 @@ def run_server(log_dir: Path, env: dict[str, str], ready: bool = True) -> Iterat
             time.sleep(0.2)
         yield base
     finally:
+        PROCESSES.pop(base, None)
         proc.terminate()
         try:
             proc.wait(timeout=10)
