@@ -4,10 +4,11 @@
 one (``ray start --head`` on one machine, ``ray start --address=HEAD:6379`` on the others).
 The driver (this process) reads and keys every study, skips those already in the store
 exactly as the embedded engine does (``Tracker``), and hands the rest to Ray Data:
-``from_items(...).map_batches(DraftActor, concurrency=actors, batch_size=...)``. Each
-actor builds the pipeline once (``Pipeline.from_settings``) and drafts its batches with the
-same ``analyze_chunk``; the driver stores each finished batch in the same SQLite store,
-so resuming after a kill and the output are the embedded engine's.
+``from_items(...).map_batches(DraftActor, compute=ActorPoolStrategy(size=actors), ...)``
+(Ray 2.60's spelling of ``concurrency=actors``). Each actor builds the pipeline once
+(``Pipeline.from_settings``) and drafts its batches with the same ``analyze_chunk``; the
+driver stores each finished batch in the same SQLite store, so resuming after a kill and
+the output are the embedded engine's.
 
 On a real cluster every node needs the project installed at the same path (the same
 ``bash scripts/setup.sh``: weights, index) and the input files at the same path (shared
@@ -132,7 +133,8 @@ def run_ray(settings: Settings, store: BatchStore, items: Iterable[Item],
              "key": s.key} for seq, s in pending.items()]
     dataset = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / batch_size))
     drafted = dataset.map_batches(
-        DraftActor, batch_size=batch_size, concurrency=pool, num_cpus=1, batch_format="numpy",
+        DraftActor, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=pool),
+        num_cpus=1, batch_format="numpy",
         fn_constructor_kwargs={"settings": settings.model_dump(mode="json")})
     for batch in drafted.iter_batches(batch_size=None, batch_format="numpy"):
         records = _records(batch)
