@@ -9,6 +9,7 @@ study exactly once.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from assistant.batch import output
 from assistant.batch.engine import EmbeddedEngine, Outcome, Summary
+from assistant.batch.errors import BatchInputError
 from assistant.batch.inputs import Item, discover
 from assistant.batch.store import BatchStore
 from assistant.config import Settings
@@ -82,11 +84,23 @@ def _engine(settings: Settings, store: BatchStore, options: DraftOptions) -> Ite
         ray.shutdown()
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an output that cannot be written before drafting, not after."""
+    if out.is_dir():
+        raise BatchInputError(f"--out {out} is a folder; give a file name")
+    parent = next((p for p in (out.parent, *out.parent.parents) if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise BatchInputError(f"cannot write {out}: {parent} is not a writable folder")
+
+
 def run_draft(settings: Settings, input_path: Path, options: DraftOptions) -> Summary:
     """Draft every study of ``input_path`` not already in the store, then write the output
     (raises ``BatchInputError`` for an input that is no folder or manifest)."""
     start = time.perf_counter()
+    _check_out(options.out)
     items, ignored = discover(input_path)
+    if not items:
+        log.warning("no PNG, JPEG or DICOM files in %s", input_path)
     store = BatchStore(options.db or settings.batch.db_path or "batches.sqlite3")
     summary = Summary(ignored=ignored)
     outcomes: dict[int, Outcome] = {}

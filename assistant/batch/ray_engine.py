@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from assistant.batch.engine import Loaded, Outcome, Tracker, analyze_chunk, load, warm_citations
+from assistant.batch.errors import BatchInputError
 from assistant.batch.inputs import Item
 from assistant.batch.store import BatchStore, StudyRecord
 from assistant.config import Settings
@@ -102,7 +103,10 @@ def connect(address: str | None, num_cpus: int | None) -> None:
     env = {"env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}}
     if address:
-        ray.init(address=address, runtime_env=env, log_to_driver=False)
+        try:
+            ray.init(address=address, runtime_env=env, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise BatchInputError(f"cannot join the Ray cluster at {address}: {exc}") from exc
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
                  object_store_memory=OBJECT_STORE_BYTES, runtime_env=env, log_to_driver=False)

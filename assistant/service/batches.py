@@ -16,7 +16,6 @@ archive or folder, 403 a folder not allowed, 404 no such job.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from collections.abc import Iterator
@@ -130,7 +129,7 @@ async def batch_progress(request: Request, job_id: str) -> JSONResponse:
 def _json_list(rows: Iterator[output.Drafted]) -> Iterator[str]:
     yield "["
     for i, row in enumerate(rows):
-        yield ("," if i else "") + "\n" + json.dumps(output.line(row))
+        yield ("," if i else "") + "\n" + output.line_json(row)
     yield "\n]\n"
 
 
