@@ -103,13 +103,19 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default from settings).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
 ) -> None:
-    """Serve the HTTP API with uvicorn."""
+    """Serve the HTTP API with uvicorn. Off loopback it refuses to start without API keys
+    (ASSISTANT_API_KEYS)."""
     import uvicorn
 
+    from assistant.service.access import refuse_unprotected_bind
     from assistant.service.app import create_app
 
     settings = get_settings()
-    uvicorn.run(create_app(settings), host=host or settings.service.host,
+    bind = host or settings.service.host
+    if reason := refuse_unprotected_bind(bind, settings):
+        typer.echo(f"error: {reason}", err=True)
+        raise typer.Exit(2)
+    uvicorn.run(create_app(settings), host=bind,
                 port=port or settings.service.port, log_level=settings.log_level.lower())
 
 
@@ -324,6 +330,10 @@ def draft(
     except BatchError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished studies are stored; run the same command again "
+                   "to resume", err=True)
+        raise typer.Exit(130) from None
     typer.echo(summary.text())
     typer.echo(f"written: {out}")
 

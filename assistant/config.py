@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from assistant.security import hash_api_keys
 
 
 class Limits(BaseModel):
@@ -31,6 +33,10 @@ class Limits(BaseModel):
     max_queued_analyses: int = Field(
         64, gt=0, description="analyses waiting for the model at once (503 beyond)"
     )
+    max_chat_messages: int = Field(
+        200, gt=0, description="messages in one chat request (413 beyond)")
+    max_chat_message_chars: int = Field(
+        20_000, gt=0, description="characters of text in one chat message (413 beyond)")
 
 
 class ServiceConfig(BaseModel):
@@ -39,7 +45,8 @@ class ServiceConfig(BaseModel):
     require_index: bool = Field(
         True, description="not ready (503 on /readyz) until the literature index is loaded"
     )
-    batch_max_size: int = Field(16, gt=0, description="images in one model batch at most")
+    batch_max_size: int = Field(16, gt=0, le=256,
+                                description="images in one model batch at most")
     batch_wait_ms: float = Field(
         5.0, ge=0, le=1000, description="how long the first image of a batch waits for others"
     )
@@ -51,6 +58,23 @@ class ChatConfig(BaseModel):
     db_path: Path | None = Field(
         None, description="SQLite conversation store; None: <data_dir>/chat.sqlite3")
     citations: int = Field(3, ge=1, le=10, description="passages a knowledge answer cites, at most")
+
+
+class SecurityConfig(BaseModel):
+    """Who may call the service from where, the study-UID hash key and the audit log.
+    (The API keys themselves are ``Settings.api_keys``: ``ASSISTANT_API_KEYS``.)"""
+
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins allowed to call the API from a browser "
+                                          "(CORS); empty: none")
+    study_hash_secret: SecretStr | None = Field(
+        None, description="key of the HMAC of DICOM StudyInstanceUIDs; None: a random key "
+                          "generated once into study_hash_key_file")
+    study_hash_key_file: Path | None = Field(
+        None, description="where the generated HMAC key is kept (mode 0600); None: "
+                          "<data_dir>/study-hash.key")
+    audit_log: Path | None = Field(
+        None, description="JSON lines, one per request; None: <data_dir>/audit.jsonl")
 
 
 class BatchConfig(BaseModel):
@@ -79,8 +103,10 @@ class BatchConfig(BaseModel):
 class Settings(BaseSettings):
     """Everything configurable, in one validated place."""
 
+    # Errors never echo the input: it may be an API key or a secret.
     model_config = SettingsConfigDict(
-        env_prefix="ASSISTANT_", env_nested_delimiter="__", extra="ignore"
+        env_prefix="ASSISTANT_", env_nested_delimiter="__", extra="ignore",
+        hide_input_in_errors=True,
     )
 
     environment: Literal["development", "test", "production"] = "development"
@@ -94,6 +120,15 @@ class Settings(BaseSettings):
     service: ServiceConfig = ServiceConfig()
     chat: ChatConfig = ChatConfig()
     batch: BatchConfig = BatchConfig()
+    security: SecurityConfig = SecurityConfig()
+    # ASSISTANT_API_KEYS: comma- or space-separated keys, or "sha256:<hex>" digests of them;
+    # only the digests are kept. Every /v1/ request then needs one (Authorization: Bearer).
+    api_keys: Annotated[tuple[str, ...], NoDecode] = ()
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _hash_keys(cls, value: object) -> tuple[str, ...]:
+        return hash_api_keys(value)
 
     @model_validator(mode="after")
     def _paths_absolute(self) -> Settings:
@@ -108,6 +143,11 @@ class Settings(BaseSettings):
             "db_path": (b.db_path or self.data_dir / "batches.sqlite3").expanduser().resolve(),
             "upload_dir": (b.upload_dir or self.data_dir / "batch-uploads").expanduser().resolve(),
             "allowed_roots": [r.expanduser().resolve() for r in b.allowed_roots]})
+        sec = self.security
+        self.security = sec.model_copy(update={
+            "study_hash_key_file": (sec.study_hash_key_file or self.data_dir / "study-hash.key"
+                                    ).expanduser().resolve(),
+            "audit_log": (sec.audit_log or self.data_dir / "audit.jsonl").expanduser().resolve()})
         return self
 
 

@@ -51,6 +51,7 @@ from assistant.report import (
 from assistant.report.evidence import FrameGeometry
 from assistant.retrieval.index import IndexUnusableError
 from assistant.retrieval.search import Hit, Searcher
+from assistant.security import load_study_key, study_hash
 from assistant.vision.checkpoint import VisionBundle, load_bundle
 from assistant.vision.commands import release_path
 from assistant.vision.infer import Diagnosis, VisionModel
@@ -106,6 +107,9 @@ class Analysis:
     context: Context
     citations: Citations
     models: tuple[ModelRecord, ...]
+    # HMAC of the DICOM StudyInstanceUID under the installation's key (never the UID itself);
+    # None for PNG / JPEG, or a DICOM without one.
+    study_uid_hash: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = self.diagnosis
@@ -116,7 +120,7 @@ class Analysis:
                        "png_base64": base64.b64encode(self.heatmap_png).decode("ascii")}
         return {
             "study_id": self.study_id, "image_sha256": self.image_sha256,
-            "draft": True, "notice": DRAFT_NOTICE,
+            "study_uid_hash": self.study_uid_hash, "draft": True, "notice": DRAFT_NOTICE,
             "in_scope": d.in_scope, "scope_reason": d.scope_reason,
             "diagnosis": {"label": d.label, "probability": d.probability,
                           "threshold": d.threshold, "positive_label": self.positive_label,
@@ -130,6 +134,15 @@ class Analysis:
             "context": self.context.to_dict(),
             "models": [m.to_dict() for m in self.models],
         }
+
+
+def study_key(settings: Settings) -> bytes:
+    """The HMAC key of study UIDs: the configured secret, else the installation's key file
+    (generated on first use, mode 0600)."""
+    sec = settings.security
+    assert sec.study_hash_key_file is not None  # Settings resolves it
+    secret = sec.study_hash_secret.get_secret_value() if sec.study_hash_secret else None
+    return load_study_key(secret, sec.study_hash_key_file)
 
 
 def open_retrieval(settings: Settings) -> tuple[Searcher | None, str | None]:
@@ -178,8 +191,10 @@ class Pipeline:
 
     def __init__(self, vision: VisionModel, searcher: Searcher | None = None,
                  retrieval_note: str | None = None, limits: Limits | None = None,
-                 vision_version: str | None = None, k: int = CITATIONS_K) -> None:
+                 vision_version: str | None = None, k: int = CITATIONS_K,
+                 study_key: bytes | None = None) -> None:
         self.vision = vision
+        self.study_key = study_key  # the HMAC key of study UIDs; None: UIDs are not kept
         self.searcher = searcher
         self.retrieval_note = retrieval_note or (
             None if searcher else "literature retrieval was not configured")
@@ -198,7 +213,8 @@ class Pipeline:
         version = f"release of assistant {__version__}" if release else None
         searcher, note = (open_retrieval(settings) if citations
                           else (None, "citations were not requested"))
-        return cls(VisionModel(load_bundle(path)), searcher, note, settings.limits, version)
+        return cls(VisionModel(load_bundle(path)), searcher, note, settings.limits, version,
+                   study_key=study_key(settings))
 
     def _models(self, vision_version: str | None) -> tuple[ModelRecord, ...]:
         models = [ModelRecord("vision", self.info.name, vision_version, self.info.sha256),
@@ -254,9 +270,11 @@ class Pipeline:
         log.info("study %s: in scope %s, label %s, p %s", study_id, diagnosis.in_scope,
                  diagnosis.label, None if diagnosis.probability is None
                  else f"{diagnosis.probability:.3f}")
+        uid_hash = (study_hash(self.study_key, image.study_uid)
+                    if self.study_key is not None and image.study_uid else None)
         return Analysis(study_id, sha, diagnosis, self.info.positive, report, png,
                         self.info.heat_method, location, image.meta.to_dict(), quality,
-                        context, self.citations(diagnosis), self.models)
+                        context, self.citations(diagnosis), self.models, uid_hash)
 
     def citations(self, diagnosis: Diagnosis) -> Citations:
         """Literature for the diagnosis: a fixed query per label, searched once and kept."""

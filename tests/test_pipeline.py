@@ -28,9 +28,9 @@ from tests.retrieval.conftest import HPO_OBO, ICD_XML, MEDLINE_XML, HashingEmbed
 
 pytestmark = pytest.mark.data
 
-KEYS = {"study_id", "image_sha256", "draft", "notice", "in_scope", "scope_reason",
-        "diagnosis", "heatmap", "report", "citations", "citations_query", "citations_note",
-        "image", "context", "models"}
+KEYS = {"study_id", "image_sha256", "study_uid_hash", "draft", "notice", "in_scope",
+        "scope_reason", "diagnosis", "heatmap", "report", "citations", "citations_query",
+        "citations_note", "image", "context", "models"}
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import zlib
 from dataclasses import dataclass, fields
@@ -54,6 +55,9 @@ class DecodedImage:
 
     pixels: np.ndarray  # float32, (H, W) grey or (H, W, 3) RGB, values in [0, 1]
     meta: ImageMeta
+    # A DICOM's StudyInstanceUID, only for a keyed hash (``assistant.security.study_hash``):
+    # never returned, logged or stored as it is; not part of ``meta``.
+    study_uid: str | None = dataclasses.field(default=None, repr=False)
 
 
 def check_pixel_count(width: int, height: int, limits: Limits) -> None:

@@ -8,7 +8,9 @@ the DICOM grayscale pipeline (PS3.3 C.11), in this order:
 
 Colour images (RGB, YBR_* converted to RGB by pydicom, PALETTE COLOR through its
 lookup table) are only scaled to [0, 1]. Only the image-pixel, LUT and a few
-descriptive attributes are read; identifying attributes are never touched.
+descriptive attributes are read; before any of them is, the data set is de-identified
+(``_deid``: cut down to the image attributes, then dicognito), keeping the
+StudyInstanceUID aside for a keyed hash.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from assistant.imaging._common import (
     describe_error,
     to_unit_float,
 )
+from assistant.imaging._deid import deidentify
 from assistant.imaging.errors import ImageTooLargeError, NoPixelDataError, UnreadableImageError
 
 logger = logging.getLogger(__name__)
@@ -57,8 +60,9 @@ class DicomFrame:
 
     stored: np.ndarray  # as decoded: (H, W) or (H, W, 3), integer (or float pixel data)
     values: np.ndarray  # float32 modality values (grey) or the stored samples (colour)
-    dataset: Dataset
+    dataset: Dataset  # de-identified (``_deid``): image attributes only
     meta: ImageMeta  # window is None here: nothing has been applied yet
+    study_uid: str | None = None  # for a keyed hash only: never returned, logged or stored
 
 
 def read_frame(data: bytes, limits: Limits) -> DicomFrame:
@@ -68,6 +72,7 @@ def read_frame(data: bytes, limits: Limits) -> DicomFrame:
     index = n_frames // 2
     syntax = _transfer_syntax(ds)
     _hoist_functional_groups(ds, index)
+    uid = deidentify(ds)  # from here on, ds holds image attributes only
     photometric = str(ds.get("PhotometricInterpretation") or "").strip().upper()
     if photometric not in (*_MONOCHROME, *_COLOUR, _PALETTE):
         raise UnreadableImageError(f"unsupported DICOM photometric interpretation {photometric!r}")
@@ -88,7 +93,7 @@ def read_frame(data: bytes, limits: Limits) -> DicomFrame:
         frame_index=index,
         transfer_syntax=syntax.name,
     )
-    return DicomFrame(stored, np.asarray(values, dtype=np.float32), ds, meta)
+    return DicomFrame(stored, np.asarray(values, dtype=np.float32), ds, meta, uid)
 
 
 def to_display(frame: DicomFrame) -> DecodedImage:
@@ -106,7 +111,7 @@ def to_display(frame: DicomFrame) -> DecodedImage:
             pixels = 1.0 - pixels
     pixels = collapse_grey(pixels.astype(np.float32, copy=False))
     meta = replace(frame.meta, channels=1 if pixels.ndim == 2 else 3, window=window)
-    return DecodedImage(pixels=pixels, meta=meta)
+    return DecodedImage(pixels=pixels, meta=meta, study_uid=frame.study_uid)
 
 
 def _parse(data: bytes) -> Dataset:

@@ -4,7 +4,8 @@ Every check that protects memory runs before the work it protects:
 
 1. size: more than ``limits.max_upload_bytes`` is refused before anything else
    (a path is stat-ed, then read with a bounded read);
-2. format: decided by magic bytes only, never by the file name;
+2. format: decided by magic bytes only, never by the file name; a DICOM whose preamble
+   holds an executable header (a PE/ELF polyglot) is refused;
 3. dimensions: PNG IHDR, JPEG SOFn and DICOM Rows/Columns/NumberOfFrames are read
    from the header and checked against ``max_pixels`` / ``max_frames`` before any
    pixel is decoded, so decompression bombs fail in milliseconds.
@@ -90,10 +91,24 @@ def sniff_format(data: bytes) -> ImageFormat:
         return "png"
     if data.startswith(_raster.JPEG_SIGNATURE):
         return "jpeg"
-    if data[128:132] == b"DICM" or _looks_like_bare_dicom(data):
+    if data[128:132] == b"DICM":
+        _check_preamble(data[:128])
+        return "dicom"
+    if _looks_like_bare_dicom(data):
         return "dicom"
     what = _describe_unsupported(data)
     raise UnsupportedFormatError(f"unsupported file format ({what}); {_SUPPORTED}")
+
+
+def _check_preamble(preamble: bytes) -> None:
+    """Refuse a DICOM whose 128-byte preamble holds an executable header: a DICOM / PE or
+    ELF polyglot, which runs as a program on a careless machine (CVE-2019-11687)."""
+    for magic in (b"MZ", b"\x7fELF", b"#!"):
+        if preamble.startswith(magic):
+            raise UnsupportedFormatError(
+                f"refused: the DICOM preamble holds an executable header ({magic!r}), a "
+                "DICOM/executable polyglot; re-export the image (the preamble should be "
+                "zeros)")
 
 
 def read_image(source: Source, limits: Limits | None = None) -> DecodedImage:
@@ -109,7 +124,8 @@ def read_image(source: Source, limits: Limits | None = None) -> DecodedImage:
     image = _guarded(fmt, decoders[fmt])
     pixels = np.nan_to_num(image.pixels, nan=0.0, posinf=1.0, neginf=0.0)
     logger.debug("read %s image %dx%d", fmt, image.meta.width, image.meta.height)
-    return DecodedImage(pixels=pixels.astype(np.float32, copy=False), meta=image.meta)
+    return DecodedImage(pixels=pixels.astype(np.float32, copy=False), meta=image.meta,
+                        study_uid=image.study_uid)
 
 
 def read_dicom_values(source: Source, limits: Limits | None = None) -> tuple[np.ndarray, ImageMeta]:

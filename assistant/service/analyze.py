@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from assistant.fhir import FHIR_JSON, diagnostic_report_json
+from assistant.service.audit import note_analysis
 from assistant.service.deps import ServicesDep
 from assistant.service.schemas import AnalyzeForm
 
@@ -25,6 +26,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.post("/v1/analyze", responses=_ERRORS)
 async def analyze(
+    request: Request,
     services: ServicesDep,
     file: Annotated[UploadFile, File(description="PNG, JPEG or DICOM")],
     indication: Annotated[str | None, Form(description="why the image was taken")] = None,
@@ -38,7 +40,9 @@ async def analyze(
 ) -> JSONResponse:
     """Diagnosis with calibrated probability, heatmap, drafted report and citations."""
     data = await file.read()
-    analysis = await services.analyze(data, AnalyzeForm(indication, age, sex, context))
+    analysis = (await services.analyze(data, AnalyzeForm(indication, age, sex, context))
+                ).to_dict()
+    note_analysis(request, analysis)
     if format == "fhir":
         return JSONResponse(diagnostic_report_json(analysis), media_type=FHIR_JSON)
-    return JSONResponse(analysis.to_dict())
+    return JSONResponse(analysis)

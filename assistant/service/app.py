@@ -2,8 +2,8 @@
 
 The lifespan starts loading the models and the index in the background (``Services``):
 ``/healthz`` answers at once, ``/readyz`` is 503 until every required component is "ok".
-Middleware, outermost first: metrics (counts everything, refusals too), the per-client
-rate limit (429), the body size limit (413).
+Middleware, outermost first: metrics (counts everything, refusals too), CORS, the audit
+log, API keys (401), the per-key or per-client rate limit (429), the body size limit (413).
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from fastapi.concurrency import run_in_threadpool
 from assistant import __version__
 from assistant.config import Settings, get_settings
 from assistant.imaging import read_image
-from assistant.service import analyze, batches, chat, page, search
+from assistant.security import study_hash
+from assistant.service import analyze, audit, batches, chat, page, search
+from assistant.service.access import install_access
 from assistant.service.body_limit import BodyLimitMiddleware
 from assistant.service.deps import SettingsDep, settings_dep
 from assistant.service.errors import install_error_handlers
@@ -64,10 +66,13 @@ async def metrics(request: Request) -> Response:
 
 
 @router.post("/v1/images/inspect", response_model=ImageInfo)
-async def inspect_image(file: UploadFile, settings: SettingsDep) -> ImageInfo:
+async def inspect_image(request: Request, file: UploadFile, settings: SettingsDep) -> ImageInfo:
     """Read an uploaded PNG, JPEG or DICOM and describe it (no patient data is returned)."""
     data = await file.read()
     image = await run_in_threadpool(read_image, data, settings.limits)
+    pipeline = request.app.state.services.pipeline
+    if image.study_uid and pipeline is not None and pipeline.study_key is not None:
+        audit.note(request, study_uid_hash=study_hash(pipeline.study_key, image.study_uid))
     return ImageInfo(**image.meta.to_dict(), mean=float(image.pixels.mean()),
                      std=float(image.pixels.std()))
 
@@ -93,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await loading
         await services.stop()
         chat.close_chat(app)
+        audit_log.close()
 
     app = FastAPI(
         title="Medical imaging assistant",
@@ -107,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.limits.requests_per_minute > 0:
         app.add_middleware(RateLimitMiddleware, per_minute=settings.limits.requests_per_minute,
                            burst=settings.limits.rate_burst)
+    audit_log = install_access(app, settings)  # API keys, audit log, CORS
     app.add_middleware(MetricsMiddleware, metrics=metrics_registry)
     app.state.settings = settings
     app.state.metrics = metrics_registry

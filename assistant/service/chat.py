@@ -34,8 +34,9 @@ from assistant.chat import ChatAnswer, ChatEngine, ChatInputError, ConversationS
 from assistant.chat.compose import Composed, head, tail
 from assistant.chat.engine import Prepared, generation_status
 from assistant.chat.messages import Image, decode_data_url
-from assistant.config import Settings
+from assistant.config import Limits, Settings
 from assistant.imaging import ImageInputError
+from assistant.service.audit import note_analysis
 from assistant.service.errors import image_error_status
 from assistant.service.state import LOADING, OK, RETRIEVAL, VISION, Services
 
@@ -136,6 +137,23 @@ def to_turns(messages: Iterable[ChatMessage], max_image_bytes: int) -> list[Turn
     return turns
 
 
+def check_limits(messages: list[ChatMessage], limits: Limits) -> None:
+    """413 for more messages, or a longer message, than the limits allow (before any image
+    in them is decoded)."""
+    if len(messages) > limits.max_chat_messages:
+        raise ChatInputError(f"the request has {len(messages)} messages; the limit is "
+                             f"{limits.max_chat_messages}", "messages", "too_large", 413)
+    for i, message in enumerate(messages):
+        if isinstance(message.content, list):
+            chars = sum(len(p.text) for p in message.content if isinstance(p, TextPart))
+        else:
+            chars = len(message.content or "")
+        if chars > limits.max_chat_message_chars:
+            raise ChatInputError(f"messages[{i}] has {chars} characters of text; the limit "
+                                 f"is {limits.max_chat_message_chars}",
+                                 f"messages[{i}].content", "too_large", 413)
+
+
 def _words(text: str) -> int:
     return len(text.split())
 
@@ -233,12 +251,15 @@ async def chat_completions(request: Request) -> Any:
     settings: Settings = request.app.state.settings
     conversation = (body.metadata or {}).get("conversation_id")
     try:
+        check_limits(body.messages, settings.limits)
         turns = to_turns(body.messages, settings.limits.max_upload_bytes)
         prepared = await run_in_threadpool(engine.prepare, turns, conversation, body.user)
     except ChatInputError as exc:
         return openai_error(exc.status, str(exc), param=exc.param, code=exc.code)
     except ImageInputError as exc:
         return _image_error(exc)
+    if prepared.study is not None:
+        note_analysis(request, prepared.study.analysis)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if body.stream:
         return StreamingResponse(

@@ -1,5 +1,5 @@
-"""Per-client rate limiting: a token bucket per client address, checked before the body
-is read.
+"""Per-client rate limiting: a token bucket per API key (when keys are configured) or
+else per client address, checked before the body is read.
 
 Each address holds up to ``burst`` tokens, refilled at ``per_minute / 60`` a second; a
 request takes one, and a request that finds none gets 429 with ``Retry-After`` (whole
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from assistant.service.audit import KEY_ID_SCOPE
 from assistant.service.errors import RateLimitedError, send_error
 
 LIMITED_PREFIX = "/v1/"
@@ -70,11 +71,14 @@ class RateLimitMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(LIMITED_PREFIX):
+            key_id = scope.get(KEY_ID_SCOPE)  # one bucket per API key when keys are on
             client = scope.get("client")
-            wait = self.buckets.take(client[0] if client else "unknown")
+            wait = self.buckets.take(f"key:{key_id}" if key_id else
+                                     client[0] if client else "unknown")
             if wait > 0:
                 seconds = max(1, math.ceil(wait))
-                exc = RateLimitedError(f"too many requests from this address: the limit is "
+                who = "this API key" if key_id else "this address"
+                exc = RateLimitedError(f"too many requests from {who}: the limit is "
                                        f"{self.buckets.rate * 60:g} a minute (bursts of "
                                        f"{self.buckets.burst:g}); retry in {seconds} s")
                 await send_error(send, exc, [("retry-after", str(seconds))])

@@ -5,11 +5,12 @@ from __future__ import annotations
 import unicodedata
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
 from assistant.retrieval.corpus import SOURCES
 from assistant.retrieval.search import Mode
+from assistant.service.audit import note
 from assistant.service.deps import ServicesDep
 from assistant.service.errors import InvalidQueryError
 from assistant.service.schemas import SearchHit, SearchResponse
@@ -44,6 +45,7 @@ def _checked(q: str | None, sources: list[str] | None, year_from: int | None,
                        429: {"description": "rate limited"},
                        503: {"description": "the literature index is unavailable"}})
 async def search(
+    request: Request,
     services: ServicesDep,
     q: Annotated[str | None, Query(description="what to search for")] = None,
     k: Annotated[int, Query(ge=1, le=MAX_K, description="hits to return")] = 10,
@@ -58,5 +60,8 @@ async def search(
     query = _checked(q, source, year_from, year_to)
     years = (year_from, year_to)
     hits = await run_in_threadpool(services.search, query, k, mode, source, years)
+    if services.pipeline is not None:
+        note(request, models=[m.to_dict() for m in services.pipeline.models
+                              if m.role.startswith("retrieval")])
     return SearchResponse(query=query, k=k, mode=mode,
                           hits=[SearchHit(**hit.to_dict()) for hit in hits])

@@ -51,7 +51,10 @@ def run_server(log_dir: Path, env: dict[str, str], ready: bool = True) -> Iterat
     log_path = log_dir / "server.log"
     full_env = {**os.environ, "ASSISTANT_LIMITS__MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
                 "ASSISTANT_ENVIRONMENT": "test",
-                "ASSISTANT_CHAT__DB_PATH": str(log_dir / "chat.sqlite3"), **env}
+                "ASSISTANT_CHAT__DB_PATH": str(log_dir / "chat.sqlite3"),
+                "ASSISTANT_SECURITY__AUDIT_LOG": str(log_dir / "audit.jsonl"),
+                "ASSISTANT_SECURITY__STUDY_HASH_KEY_FILE": str(log_dir / "study-hash.key"),
+                **env}
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "assistant", "serve", "--host", "127.0.0.1",
