@@ -128,3 +128,17 @@ def test_kill_9_mid_batch_then_rerun_loses_nothing_and_repeats_nothing(
     assert len(sources) == len(set(sources)) == n  # none twice
     assert _stored(db) == n
     assert all(line["status"] == "done" for line in _lines(out))
+
+
+def test_an_output_that_cannot_be_written_is_refused_first(tmp_path: Path) -> None:
+    from assistant.batch.commands import DraftOptions, run_draft
+    from assistant.batch.errors import BatchInputError
+    from assistant.config import Settings
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "file").write_text("x")
+    for out, words in ((tmp_path, "is a folder"), (tmp_path / "file" / "o.jsonl",
+                                                    "not a writable folder")):
+        with pytest.raises(BatchInputError, match=words):
+            run_draft(Settings(), tmp_path / "in", DraftOptions(out, db=tmp_path / "s.db"))
+    assert not (tmp_path / "s.db").exists()
