@@ -10,7 +10,9 @@ Two steps, after the header checks and before any attribute is converted:
    SOPClassUID, SpecificCharacterSet and ImagerPixelSpacing; the file meta keeps only its
    transfer syntax and SOP class. What is left goes through dicognito's anonymizer (the
    DICOM basic application level confidentiality profile as dicognito implements it: names,
-   ids, UIDs, dates, addresses replaced), which also marks it ``PatientIdentityRemoved``.
+   ids, UIDs, dates, addresses replaced), which records itself in DeidentificationMethod
+   (and sets PatientIdentityRemoved only where BurnedInAnnotation is NO: text burned into
+   the pixels is not looked for).
 
 Everything the reader returns or reports comes from the de-identified data set, so no
 name, id, birth date, address, free text or private tag can reach a response, a log line
