@@ -41,11 +41,14 @@ class Timing:
     setup_s: float
     draft_s: float
     n: int
+    cpu_s: float | None = None  # this process's CPU time while drafting (not Ray's actors)
 
     def row(self, base: Timing) -> str:
         rate = self.n / self.draft_s
+        cpu = ("-" if self.cpu_s is None else
+               f"{1000 * self.cpu_s / self.n:.1f} / {self.cpu_s / self.draft_s:.2f}")
         return (f"| {self.name} | {self.n} | {self.draft_s:.2f} | {rate:.1f} | "
-                f"{base.draft_s / self.draft_s:.2f}x | {self.setup_s:.1f} | "
+                f"{base.draft_s / self.draft_s:.2f}x | {cpu} | {self.setup_s:.1f} | "
                 f"{self.setup_s + self.draft_s:.1f} |")
 
 
@@ -71,14 +74,15 @@ def write_outcomes(store: BatchStore, items: list[Item], outcomes: dict[int, Out
 
 def run_loop(pipeline: Pipeline, items: list[Item], out: Path, setup_s: float,
              name: str) -> Timing:
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with out.open("w") as f:
         for item in items:
             assert item.path is not None
             analysis = pipeline.analyze(item.path)
             f.write(json.dumps({"source": item.source, "status": "done", "error": None,
                                 **analysis.to_dict()}) + "\n")
-    return Timing(name, setup_s, time.perf_counter() - start, len(items))
+    return Timing(name, setup_s, time.perf_counter() - start, len(items),
+                  time.process_time() - cpu)
 
 
 def run_embedded(pipeline: Pipeline, items: list[Item], work: Path, setup_s: float,
@@ -91,14 +95,14 @@ def run_embedded(pipeline: Pipeline, items: list[Item], work: Path, setup_s: flo
         outcomes[o.item.seq] = o
         summary.add(o)
 
-    start = time.perf_counter()
-    engine = EmbeddedEngine(pipeline, store, batch_size, workers)
+    start, cpu = time.perf_counter(), time.process_time()
+    engine = EmbeddedEngine(pipeline, store, batch_size, workers, torch_threads=1)  # as the CLI
     engine.run(items, on_outcome)
     write_outcomes(store, items, outcomes, work / "embedded.jsonl")
     elapsed = time.perf_counter() - start
     log.info("embedded: %s", summary.text())
     return Timing(f"embedded engine (batch {batch_size}, {engine.workers} in flight)",
-                  setup_s, elapsed, len(items))
+                  setup_s, elapsed, len(items), time.process_time() - cpu)
 
 
 def run_ray_engine(settings: Settings, items: list[Item], work: Path, batch_size: int,
@@ -159,8 +163,9 @@ def main() -> None:
                  else run_ray_engine(settings, items, work, args.batch_size, args.actors))
     base = min(loops, key=lambda t: t.draft_s) if loops else embedded
     print(f"\n{args.n} Br35H images; ratio: drafting speed against {base.name}\n")
-    print("| run | studies | drafting s | studies/s | speed vs loop | set-up s | total s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| run | studies | drafting s | studies/s | speed vs loop | CPU ms/study / cores "
+          "| set-up s | total s |")
+    print("|---|---|---|---|---|---|---|---|")
     for t in [*loops, embedded, *([ray_t] if ray_t else [])]:
         print(t.row(base))
     if ray_t is not None:

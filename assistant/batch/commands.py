@@ -69,7 +69,7 @@ def _engine(settings: Settings, store: BatchStore, options: DraftOptions) -> Ite
         from assistant.pipeline import Pipeline
 
         engine = EmbeddedEngine(Pipeline.from_settings(settings, citations=True), store,
-                                batch_size, workers)
+                                batch_size, workers, torch_threads=1)
         yield engine.run
         return
     import ray

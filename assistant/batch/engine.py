@@ -22,6 +22,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Literal
 
+import torch
+
 from assistant.batch.inputs import Item, study_id, study_key
 from assistant.batch.store import BatchStore, StudyRecord
 from assistant.config import Limits
@@ -188,21 +190,34 @@ class Tracker:
 
 
 class EmbeddedEngine:
-    """Model batches of ``batch_size`` in this process, ``workers`` of them in flight."""
+    """Model batches of ``batch_size`` in this process, ``workers`` of them in flight.
+    ``torch_threads``: torch's intra-op threads while it runs (the command line gives 1:
+    the batches in flight use the cores); None leaves them as they are (the service)."""
 
     def __init__(self, pipeline: Pipeline, store: BatchStore, batch_size: int = 8,
-                 workers: int = 0) -> None:
+                 workers: int = 0, torch_threads: int | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.pipeline = pipeline
         self.store = store
         self.batch_size = batch_size
         self.workers = default_workers(workers)
+        self.torch_threads = torch_threads
         warm_citations(pipeline)
 
     def run(self, items: Iterable[Item], on_outcome: Callable[[Outcome], None],
             stop: threading.Event | None = None) -> None:
         """Draft every item (or until ``stop`` is set: batches in flight still finish)."""
+        threads = torch.get_num_threads()
+        if self.torch_threads is not None:
+            torch.set_num_threads(self.torch_threads)
+        try:
+            self._run(items, on_outcome, stop)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self, items: Iterable[Item], on_outcome: Callable[[Outcome], None],
+             stop: threading.Event | None) -> None:
         tracker = Tracker(self.store, self.pipeline.limits, on_outcome)
         inflight: dict[Future[list[StudyRecord]], list[Loaded]] = {}
         with ThreadPoolExecutor(self.workers, thread_name_prefix="draft") as executor:
