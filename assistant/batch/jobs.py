@@ -120,8 +120,21 @@ class JobManager:
     # -- running jobs ----------------------------------------------------------------------
 
     def start(self) -> None:
+        self._sweep_uploads()
         self._thread = threading.Thread(target=self._loop, name="batch-jobs", daemon=True)
         self._thread.start()
+
+    def _sweep_uploads(self) -> None:
+        """Remove unpacked uploads no unfinished job needs (a service killed while it was
+        unpacking one, or before it removed a finished job's files)."""
+        folder = self.config.upload_dir
+        if folder is None or not folder.is_dir():
+            return
+        keep = set(self.store.unfinished_jobs())
+        for entry in folder.iterdir():
+            if entry.is_dir() and entry.name not in keep:
+                shutil.rmtree(entry, ignore_errors=True)
+                log.info("removed the leftover upload %s", entry.name)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop after the model batches in flight (the rest stays pending in the store)."""

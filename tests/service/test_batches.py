@@ -202,10 +202,14 @@ def test_a_job_survives_kill_9_of_the_service(tmp_path: Path,
     job_id = response.json()["id"]
     before = _stored(tmp_path / "batches.sqlite3")
     assert before < n, "the job finished before the service was killed"
+    leftover = tmp_path / "uploads" / ("f" * 32)  # as if killed while unpacking
+    leftover.mkdir()
     with run_server(tmp_path, _env(tmp_path)) as second:
+        assert not leftover.exists()
         done = _wait_done(second, job_id)
         assert done["state"] == "done" and done["total"] == n and done["failed"] == 0
         assert done["done"] + done["skipped"] == n
         sources = [json.loads(x)["source"] for x in _results(second, job_id).text.splitlines()]
     assert sorted(sources) == sorted(entries) and len(sources) == len(set(sources)) == n
     assert _stored(tmp_path / "batches.sqlite3") == n
+    assert not (tmp_path / "uploads" / job_id).exists()
