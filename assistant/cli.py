@@ -109,12 +109,14 @@ def serve(
 
     from assistant.service.access import refuse_unprotected_bind
     from assistant.service.app import create_app
+    from assistant.service.memory import tune_malloc
 
     settings = get_settings()
     bind = host or settings.service.host
     if reason := refuse_unprotected_bind(bind, settings):
         typer.echo(f"error: {reason}", err=True)
         raise typer.Exit(2)
+    tune_malloc(settings.service.malloc_mmap_threshold, settings.service.malloc_arena_max)
     uvicorn.run(create_app(settings), host=bind,
                 port=port or settings.service.port, log_level=settings.log_level.lower())
 

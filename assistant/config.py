@@ -50,6 +50,10 @@ class ServiceConfig(BaseModel):
     batch_wait_ms: float = Field(
         5.0, ge=0, le=1000, description="how long the first image of a batch waits for others"
     )
+    malloc_mmap_threshold: int = Field(
+        1024 * 1024, ge=0, le=2**25, description="glibc: blocks from this size up are mapped "
+        "and returned when freed (keeps the heap from fragmenting); 0: glibc's default")
+    malloc_arena_max: int = Field(2, ge=0, le=64, description="glibc malloc arenas; 0: default")
 
 
 class ChatConfig(BaseModel):
