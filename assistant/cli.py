@@ -160,6 +160,65 @@ def train_vision(
     run(settings, variant, cfg, val_fold, out or release_path(settings))  # type: ignore[arg-type]
 
 
+@train_app.command("report")
+def train_report(
+    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping).")] = 30,
+    width: Annotated[int, typer.Option(help="Decoder width.")] = 256,
+    layers: Annotated[int, typer.Option(help="Decoder blocks.")] = 3,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1.5e-3,
+    max_minutes: Annotated[float, typer.Option(help="Training time budget.")] = 55.0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    tune: Annotated[bool, typer.Option(help="Tune beam and length penalty on validation.")
+                    ] = True,
+    pairs: Annotated[Path | None, typer.Option(
+        help="Train image-conditioned on your own paired set: a CSV with image, findings, "
+             "impression (and codes, indication) columns.")] = None,
+    vision_checkpoint: Annotated[Path | None, typer.Option(
+        help="Image encoder for --pairs (default: the release vision model).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Checkpoint path.")] = None,
+) -> None:
+    """Train the report decoder: on the IU X-ray reports (finding codes + indication ->
+    report), or image-conditioned on a paired set (--pairs)."""
+    from assistant.data.manifest import DataError
+    from assistant.report.decoder.commands import release_report_path, train_report_pairs
+    from assistant.report.decoder.commands import train_report as run
+    from assistant.report.decoder.train import TrainReportConfig
+
+    settings = get_settings()
+    cfg = TrainReportConfig(epochs=epochs, width=width, decoder_layers=layers, lr=lr,
+                            max_minutes=max_minutes, seed=seed)
+    if pairs is not None and out is None:
+        raise typer.BadParameter("--pairs needs --out (the release weights stay as they are)")
+    path = out or release_report_path(settings)
+    try:
+        bundle = (train_report_pairs(settings, pairs, cfg, path, vision_checkpoint)
+                  if pairs is not None else run(settings, cfg, path, tune=tune))
+    except DataError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(json.dumps({"checkpoint": str(path), "sha256": bundle.sha256,
+                           "best_epoch": bundle.provenance["best_epoch"],
+                           "train_seconds": bundle.provenance["train_seconds"],
+                           "decode": bundle.decode.to_dict()}, indent=1))
+
+
+@eval_app.command("report")
+def eval_report(
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default: release).")
+                          ] = None,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
+    out: Annotated[Path | None, typer.Option(help="Results JSON path.")] = None,
+    card: Annotated[Path | None, typer.Option(help="Write the model card here.")] = None,
+) -> None:
+    """The decoder on the held-out IU X-ray reports beside its baselines."""
+    from assistant.report.decoder.commands import eval_report as run
+    from assistant.report.decoder.commands import release_report_path
+
+    settings = get_settings()
+    run(settings, checkpoint or release_report_path(settings),
+        out or settings.data_dir / "reports" / "report" / "results.json", n_boot, card)
+
+
 @eval_app.command("vision")
 def eval_vision(
     checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default: release).")

@@ -1,0 +1,151 @@
+"""A trained report decoder as a product: weights, vocabularies, decoding settings and
+provenance (split manifest sha256, data record, training config, command, metrics) in
+one file; ``Drafter`` turns findings (+ indication, + image tokens) into report text."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from assistant.report.decoder.data import Finding
+from assistant.report.decoder.findings import asserted, code_classes
+from assistant.report.decoder.generate import DecodeConfig, candidates, generate
+from assistant.report.decoder.model import DecoderConfig, ReportDecoder
+from assistant.report.decoder.vocab import (
+    Condition,
+    Vocab,
+    detokenize,
+    encode_condition,
+)
+
+FORMAT = "assistant-report-checkpoint/1"
+RELEASE_NAME = "report-iu-xray.pt"
+
+
+class ReportCheckpointError(RuntimeError):
+    """A report checkpoint is missing, corrupt, of another format or inconsistent."""
+
+
+def collate_conditions(conds: Sequence[Condition]) -> dict[str, torch.Tensor]:
+    """Pad conditions to one batch: ids, kinds, slots, positions (B, M) and probs (B, M)."""
+    m = max(len(c.ids) for c in conds)
+    out = {k: torch.zeros(len(conds), m, dtype=torch.long)
+           for k in ("ids", "kinds", "slots", "positions")}
+    out["probs"] = torch.ones(len(conds), m)
+    for i, c in enumerate(conds):
+        n = len(c.ids)
+        out["ids"][i, :n] = torch.tensor(c.ids)
+        out["kinds"][i, :n] = torch.tensor(c.kinds)
+        out["slots"][i, :n] = torch.tensor(c.slots)
+        out["positions"][i, :n] = torch.tensor(c.positions)
+        out["probs"][i, :n] = torch.tensor(c.probabilities, dtype=torch.float32)
+    return out
+
+
+@dataclass
+class ReportBundle:
+    model: ReportDecoder
+    text_vocab: Vocab
+    cond_vocab: Vocab
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    sha256: str = ""
+
+    @property
+    def name(self) -> str:
+        return str(self.provenance.get("name", "report-decoder"))
+
+    def save(self, path: Path) -> str:
+        payload = {"format": FORMAT, "config": self.model.config.to_dict(),
+                   "state_dict": {k: v.detach().clone()
+                                  for k, v in self.model.state_dict().items()},
+                   "text_vocab": list(self.text_vocab.tokens),
+                   "cond_vocab": list(self.cond_vocab.tokens),
+                   "decode": self.decode.to_dict(), "provenance": self.provenance}
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        data = buffer.getvalue()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        return self.sha256
+
+
+def load_report_bundle(path: Path) -> ReportBundle:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ReportCheckpointError(f"cannot read report checkpoint {path}: {exc}") from exc
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt file
+        raise ReportCheckpointError(f"{path} is not a readable checkpoint: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ReportCheckpointError(f"{path} is not a {FORMAT} file")
+    try:
+        config = DecoderConfig.from_dict(payload["config"])
+        text_vocab, cond_vocab = Vocab(tuple(payload["text_vocab"])), Vocab(
+            tuple(payload["cond_vocab"]))
+        if (len(text_vocab), len(cond_vocab)) != (config.text_vocab, config.cond_vocab):
+            raise ValueError("vocabulary sizes differ from the model config")
+        model = ReportDecoder(config)
+        model.load_state_dict(payload["state_dict"])
+        return ReportBundle(model.eval(), text_vocab, cond_vocab,
+                            DecodeConfig(**payload["decode"]), dict(payload["provenance"]),
+                            hashlib.sha256(data).hexdigest())
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise ReportCheckpointError(f"{path}: checkpoint content is inconsistent: {exc}"
+                                    ) from exc
+
+
+class Drafter:
+    """Findings (+ indication, + image tokens when the model takes them) -> report text."""
+
+    def __init__(self, bundle: ReportBundle) -> None:
+        self.bundle = bundle
+        bundle.model.eval()
+
+    @torch.no_grad()
+    def draft(self, findings: Sequence[Sequence[Finding]],
+              indications: Sequence[str | None] | None = None,
+              image_tokens: torch.Tensor | None = None,
+              decode: DecodeConfig | None = None) -> list[str]:
+        """One report text per study; studies decode together as one batch."""
+        if not findings:
+            return []
+        indications = indications if indications is not None else [None] * len(findings)
+        if len(indications) != len(findings):
+            raise ValueError(f"{len(indications)} indications for {len(findings)} studies")
+        conds = [encode_condition(self.bundle.cond_vocab, f, ind)
+                 for f, ind in zip(findings, indications, strict=True)]
+        memory = self.bundle.model.encode(collate_conditions(conds), image_tokens)
+        cfg = decode or self.bundle.decode
+        if not cfg.consistent:
+            return [detokenize(self.bundle.text_vocab.decode(seq))
+                    for seq in generate(self.bundle.model, memory, cfg)]
+        out = []
+        for f, hyps in zip(findings, candidates(self.bundle.model, memory, cfg), strict=True):
+            texts = [detokenize(self.bundle.text_vocab.decode(seq)) for seq in hyps]
+            out.append(most_consistent(texts, f))
+        return out
+
+
+def most_consistent(texts: Sequence[str], findings: Sequence[Finding]) -> str:
+    """The first (best-scored) text whose asserted findings agree best with the
+    conditioning findings: F1 of the classes, ties kept in beam order."""
+    want = code_classes(findings)
+
+    def agreement(text: str) -> float:
+        got = asserted(text)
+        hit = len(want & got)
+        return 2 * hit / (len(want) + len(got))
+
+    return max(texts, key=agreement)

@@ -1,0 +1,128 @@
+"""``assistant train report`` and ``assistant eval report``: the IU X-ray decoder as a
+product (weights, model card) from the committed split."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from assistant.config import Settings
+from assistant.data.manifest import DataError, Manifest
+from assistant.report.decoder.bundle import RELEASE_NAME, ReportBundle
+from assistant.report.decoder.data import (
+    ReportRecord,
+    manifest_sha256,
+    read_reports,
+    read_split,
+    split_records,
+)
+from assistant.report.decoder.train import Example, TrainReportConfig, train_decoder
+
+log = logging.getLogger(__name__)
+ARCHIVE = Path("iu_xray") / "NLMCXR_reports.tgz"
+
+
+def release_report_path(settings: Settings) -> Path:
+    return settings.weights_dir / RELEASE_NAME
+
+
+def load_split(settings: Settings) -> dict[str, list[ReportRecord]]:
+    return split_records(read_reports(settings.data_dir / ARCHIVE), read_split())
+
+
+def examples(records: list[ReportRecord]) -> list[Example]:
+    return [Example(r.findings, r.indication, r.target) for r in records]
+
+
+def provenance(settings: Settings) -> dict[str, Any]:
+    record = Manifest.load(settings.data_dir).sources.get("iu-xray")
+    if record is None:
+        raise DataError("the IU X-ray reports are not fetched: run `assistant data fetch`")
+    return {"name": "report-iu-xray", "data_source": f"iu-xray ({record.package}=="
+            f"{record.version})", "data_files": record.files,
+            "split_manifest_sha256": manifest_sha256(),
+            "data_manifest_sha256": Manifest.load(settings.data_dir).sha256(),
+            "conditioning": "NLM MeSH finding codes (major) + INDICATION",
+            "target": "FINDINGS + IMPRESSION",
+            "command": "assistant " + " ".join(sys.argv[1:])}
+
+
+def train_report(settings: Settings, cfg: TrainReportConfig, out: Path,
+                 tune: bool = True, progress: bool = True) -> ReportBundle:
+    from assistant.report.decoder.evaluate import tune_decoding
+
+    split = load_split(settings)
+    bundle = train_decoder(examples(split["train"]), examples(split["val"]), cfg,
+                           provenance(settings), progress=progress)
+    if tune:
+        bundle.decode, tuning = tune_decoding(bundle, split["val"])
+        bundle.provenance["decode_tuning"] = tuning
+    sha = bundle.save(out)
+    log.info("saved %s (sha256 %s): best epoch %s, %s s, decoding %s", out, sha,
+             bundle.provenance["best_epoch"], bundle.provenance["train_seconds"],
+             asdict(bundle.decode))
+    return bundle
+
+
+def eval_report(settings: Settings, checkpoint: Path, out: Path, n_boot: int,
+                card: Path | None) -> dict[str, Any]:
+    from assistant.report.decoder.bundle import load_report_bundle
+    from assistant.report.decoder.card import write_card
+    from assistant.report.decoder.evaluate import evaluate, table
+
+    bundle = load_report_bundle(checkpoint)
+    if bundle.provenance.get("split_manifest_sha256") not in (None, manifest_sha256()):
+        log.warning("%s was trained on another split manifest: test reports may have been "
+                    "seen in training", checkpoint)
+    results = evaluate(bundle, load_split(settings), n_boot)
+    results.update({"checkpoint": str(checkpoint), "sha256": bundle.sha256,
+                    "command": "assistant " + " ".join(sys.argv[1:])})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    log.info("results written to %s", out)
+    print(table(results))
+    print(f"\nwithout the {results['leaked']} test reports found word for word in "
+          "training:")
+    print(table(results, "without_leaked"))
+    if card is not None:
+        write_card(card, bundle, results)
+    return results
+
+
+def train_report_pairs(settings: Settings, pairs: Path, cfg: TrainReportConfig, out: Path,
+                       vision_checkpoint: Path | None = None, progress: bool = True,
+                       ) -> ReportBundle:
+    """Image-conditioned training on a user's paired set (see ``paired``): the vision
+    model's encoder (release, or ``vision_checkpoint``) supplies the patch tokens; one in
+    ten pairs (at least one) is held out for validation, chosen with the seed."""
+    import random
+
+    from assistant.report.decoder.paired import image_tokens, paired_examples, read_pairs
+    from assistant.vision.checkpoint import load_bundle
+    from assistant.vision.commands import release_path
+
+    rows = read_pairs(pairs)
+    if len(rows) < 2:
+        raise DataError(f"{pairs}: a paired set needs at least 2 rows, got {len(rows)}")
+    vision_path = vision_checkpoint or release_path(settings)
+    vision = load_bundle(vision_path)
+    data = paired_examples(rows, image_tokens(vision, [r.image for r in rows], settings))
+    order = list(range(len(data)))
+    random.Random(cfg.seed).shuffle(order)
+    n_val = max(1, len(data) // 10)
+    val, train = [data[i] for i in order[:n_val]], [data[i] for i in order[n_val:]]
+    prov = {"name": "report-paired", "data_source": f"paired set {pairs.name}",
+            "pairs_sha256": hashlib.sha256(pairs.read_bytes()).hexdigest(),
+            "image_encoder": {"name": vision.name, "sha256": vision.sha256},
+            "conditioning": "finding codes + INDICATION + image patch tokens",
+            "target": "findings + impression",
+            "command": "assistant " + " ".join(sys.argv[1:])}
+    bundle = train_decoder(train, val, cfg, prov, progress=progress)
+    bundle.save(out)
+    log.info("saved %s (sha256 %s)", out, bundle.sha256)
+    return bundle

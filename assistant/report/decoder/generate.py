@@ -1,0 +1,148 @@
+"""Decoding: greedy and beam search over a batch, with the decoder's key-value cache.
+
+Every step feeds only the newest token; earlier positions come from the cache. Beams are
+rows of one batch (B * beam), so a batch of studies decodes together. Repetition is
+controlled by forbidding any repeated n-gram (``no_repeat_ngram``) and by a repetition
+penalty on tokens already written; ``max_tokens`` caps the length; padding, BOS and the
+unknown token are never produced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from assistant.report.decoder.model import KV, Memory, ReportDecoder
+
+BOS_ID, EOS_ID, BANNED = 1, 2, (0, 1, 3)
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    beam: int = 4
+    max_tokens: int = 120
+    no_repeat_ngram: int = 3
+    repetition_penalty: float = 1.0
+    length_penalty: float = 1.0  # beam score = log p / length ** length_penalty
+    # Among the finished beams, prefer the best-scored one whose asserted findings agree
+    # best with the conditioning findings (``findings.asserted``).
+    consistent: bool = True
+
+    def __post_init__(self) -> None:
+        if self.beam < 1 or self.max_tokens < 1:
+            raise ValueError("beam and max_tokens must be at least 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _banned_ngrams(seqs: torch.Tensor, n: int) -> list[list[int]]:
+    """Per row of seqs (R, T): the tokens that would complete an n-gram already present."""
+    if n <= 0 or seqs.shape[1] < n:
+        return [[] for _ in range(seqs.shape[0])]
+    out = []
+    for row in seqs.tolist():
+        prefix = tuple(row[len(row) - n + 1:])
+        out.append([row[i + n - 1] for i in range(len(row) - n + 1)
+                    if tuple(row[i:i + n - 1]) == prefix])
+    return out
+
+
+def _keep_best(finished: list[tuple[float, list[int]]], hyp: tuple[float, list[int]],
+               k: int) -> None:
+    """Add a finished hypothesis, keeping the ``k`` best by normalised score."""
+    finished.append(hyp)
+    finished.sort(key=lambda f: -f[0])
+    del finished[k:]
+
+
+def _done(finished: list[tuple[float, list[int]]], best_running: float, length: int,
+          cfg: DecodeConfig, k: int) -> bool:
+    """A study is done when it has ``k`` finished hypotheses and its best running beam,
+    normalised at the next length, cannot beat the worst of them."""
+    if len(finished) < k:
+        return best_running == -torch.inf
+    return best_running / length ** cfg.length_penalty <= finished[-1][0]
+
+
+def _adjust(logp: torch.Tensor, seqs: torch.Tensor, cfg: DecodeConfig) -> torch.Tensor:
+    """Log-probabilities (R, V) after the bans and the repetition penalty."""
+    logp[:, list(BANNED)] = -torch.inf
+    if cfg.repetition_penalty != 1.0 and seqs.shape[1] > 1:
+        seen = torch.zeros_like(logp, dtype=torch.bool).scatter_(1, seqs, True)
+        seen[:, EOS_ID] = False
+        logp = torch.where(seen, logp * cfg.repetition_penalty, logp)
+    for r, toks in enumerate(_banned_ngrams(seqs, cfg.no_repeat_ngram)):
+        if toks:
+            logp[r, toks] = -torch.inf
+    return logp
+
+
+def generate(model: ReportDecoder, memory: Memory, cfg: DecodeConfig) -> list[list[int]]:
+    """Token ids (without BOS and EOS) of the best hypothesis for each study in ``memory``."""
+    return [c[0] for c in candidates(model, memory, cfg)]
+
+
+@torch.no_grad()
+def candidates(model: ReportDecoder, memory: Memory, cfg: DecodeConfig) -> list[list[list[int]]]:
+    """Per study in ``memory`` (batch B): up to ``beam`` finished hypotheses (token ids
+    without BOS and EOS), best score first."""
+    model.eval()
+    b, k = memory.states.shape[0], cfg.beam
+    limit = min(cfg.max_tokens, model.config.max_len - 1)
+    mem = memory.select(torch.arange(b).repeat_interleave(k))  # (B*k, ...)
+    seqs = torch.full((b * k, 1), BOS_ID, dtype=torch.long)
+    scores = torch.zeros(b, k)
+    scores[:, 1:] = -torch.inf  # all beams start identical: keep one
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
+    caches: list[KV] | None = None
+    for step in range(limit):
+        logits, caches = model.decode(seqs[:, -1:], mem, start=step, caches=caches)
+        logp = _adjust(logits[:, -1].float().log_softmax(-1), seqs, cfg)  # (B*k, V)
+        if step == limit - 1:  # the cap: only EOS may follow
+            eos = logp[:, EOS_ID].clone()
+            logp.fill_(-torch.inf)
+            logp[:, EOS_ID] = torch.where(torch.isfinite(eos), eos, 0.0)
+        vocab = logp.shape[1]
+        total = (scores.view(-1, 1) + logp).view(b, k * vocab)
+        top, idx = total.topk(2 * k, dim=1)  # (B, 2k)
+        rows, toks = idx // vocab, idx % vocab
+        next_rows, next_toks, next_scores = [], [], []
+        length = seqs.shape[1]  # tokens so far, BOS included: an EOS now makes it final
+        for i in range(b):
+            kept = 0
+            for rank, (s, r, t) in enumerate(zip(top[i].tolist(), rows[i].tolist(),
+                                                 toks[i].tolist(), strict=True)):
+                if s == -torch.inf or kept == k:
+                    break
+                src = i * k + r
+                if t == EOS_ID:
+                    if rank < k:  # as in common beam search: only a top-k EOS finishes
+                        _keep_best(finished[i], (s / length ** cfg.length_penalty,
+                                                 seqs[src, 1:].tolist()), k)
+                    continue
+                next_rows.append(src)
+                next_toks.append(t)
+                next_scores.append(s)
+                kept += 1
+            while kept < k:  # pad with a dead beam
+                next_rows.append(i * k)
+                next_toks.append(EOS_ID)
+                next_scores.append(-torch.inf)
+                kept += 1
+        scores = torch.tensor(next_scores).view(b, k)
+        if all(_done(f, float(scores[i].max()), length + 1, cfg, k)
+               for i, f in enumerate(finished)):
+            break
+        index = torch.tensor(next_rows)
+        seqs = torch.cat([seqs[index], torch.tensor(next_toks).view(-1, 1)], dim=1)
+        caches = [(kc[index], vc[index]) for kc, vc in caches]
+        if bool(torch.isinf(scores).all()):
+            break
+    out = []
+    for i in range(b):
+        done = sorted(finished[i], key=lambda f: -f[0])
+        out.append([f[1] for f in done] or [seqs[i * k, 1:].tolist()])
+    return out

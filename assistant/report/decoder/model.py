@@ -1,0 +1,188 @@
+"""The report decoder: a small GPT-2-style decoder that cross-attends to a memory.
+
+The memory is what the encoder side knows about a study: finding tokens (term and
+modifiers, each scaled by the finding's probability), clinical-context tokens (the
+indication), and, when the model was trained with images, the image encoder's patch
+tokens projected to the decoder's width. A two-layer transformer encoder mixes them.
+The decoder blocks are causal self-attention, cross-attention over the memory and an
+MLP, pre-norm, with a key-value cache for generation (``step``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from assistant.report.decoder.vocab import IMAGE, MAX_FINDINGS
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    text_vocab: int
+    cond_vocab: int
+    width: int = 256
+    heads: int = 4
+    encoder_layers: int = 2
+    decoder_layers: int = 3
+    mlp_ratio: int = 4
+    max_len: int = 160  # target tokens, at most (BOS included)
+    max_positions: int = 32  # positions within a finding or the indication
+    dropout: float = 0.1
+    image_dim: int | None = None  # width of the image encoder's patch tokens, if any
+
+    def __post_init__(self) -> None:
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not a multiple of heads {self.heads}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DecoderConfig:
+        return cls(**d)
+
+
+KV = tuple[torch.Tensor, torch.Tensor]
+
+
+class Attention(nn.Module):
+    def __init__(self, c: DecoderConfig) -> None:
+        super().__init__()
+        self.heads, self.dropout = c.heads, c.dropout
+        self.q = nn.Linear(c.width, c.width)
+        self.kv = nn.Linear(c.width, 2 * c.width)
+        self.proj = nn.Linear(c.width, c.width)
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        return x.view(b, t, self.heads, d // self.heads).transpose(1, 2)  # (B, nh, T, hs)
+
+    def keys_values(self, x: torch.Tensor) -> KV:
+        k, v = self.kv(x).chunk(2, dim=-1)
+        return self.split(k), self.split(v)
+
+    def forward(self, x: torch.Tensor, kv: KV, mask: torch.Tensor | None = None,
+                causal: bool = False) -> torch.Tensor:
+        q = self.split(self.q(x))  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask, is_causal=causal,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        b, _, t, _ = y.shape
+        return self.proj(y.transpose(1, 2).reshape(b, t, -1))  # (B, T, D)
+
+
+class Block(nn.Module):
+    def __init__(self, c: DecoderConfig) -> None:
+        super().__init__()
+        self.ln1, self.ln2, self.ln3 = (nn.LayerNorm(c.width) for _ in range(3))
+        self.self_attn = Attention(c)
+        self.cross_attn = Attention(c)
+        self.mlp = nn.Sequential(nn.Linear(c.width, c.mlp_ratio * c.width), nn.GELU(),
+                                 nn.Linear(c.mlp_ratio * c.width, c.width), nn.Dropout(c.dropout))
+        self.drop = nn.Dropout(c.dropout)
+
+    def forward(self, x: torch.Tensor, memory_kv: KV, memory_mask: torch.Tensor,
+                cache: KV | None = None) -> tuple[torch.Tensor, KV]:
+        """x (B, T, D); with ``cache`` the new positions attend to the cached ones too."""
+        h = self.ln1(x)
+        k, v = self.self_attn.keys_values(h)
+        if cache is not None:
+            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+        causal = cache is None and x.shape[1] > 1
+        x = x + self.drop(self.self_attn(h, (k, v), causal=causal))
+        x = x + self.drop(self.cross_attn(self.ln2(x), memory_kv, mask=memory_mask))
+        x = x + self.mlp(self.ln3(x))
+        return x, (k, v)
+
+
+@dataclass
+class Memory:
+    """The encoded memory and, per decoder block, its cross-attention keys and values."""
+
+    states: torch.Tensor  # (B, M, D)
+    mask: torch.Tensor  # (B, 1, 1, M) True where attended
+    kv: list[KV]
+
+    def select(self, index: torch.Tensor) -> Memory:
+        return Memory(self.states[index], self.mask[index],
+                      [(k[index], v[index]) for k, v in self.kv])
+
+
+class ReportDecoder(nn.Module):
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__()
+        c = self.config = config
+        self.cond_embed = nn.Embedding(c.cond_vocab, c.width, padding_idx=0)
+        self.kind_embed = nn.Embedding(5, c.width)
+        self.slot_embed = nn.Embedding(MAX_FINDINGS + 1, c.width)
+        self.pos_embed = nn.Embedding(c.max_positions, c.width)
+        self.prob_scale = nn.Parameter(torch.zeros(c.width))
+        self.image_proj = nn.Linear(c.image_dim, c.width) if c.image_dim else None
+        layer = nn.TransformerEncoderLayer(c.width, c.heads, c.mlp_ratio * c.width, c.dropout,
+                                           activation="gelu", batch_first=True,
+                                           norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, c.encoder_layers,
+                                             enable_nested_tensor=False)
+        self.enc_norm = nn.LayerNorm(c.width)
+        self.tok_embed = nn.Embedding(c.text_vocab, c.width)
+        self.tpos_embed = nn.Embedding(c.max_len, c.width)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.decoder_layers))
+        self.ln_f = nn.LayerNorm(c.width)
+        self.head = nn.Linear(c.width, c.text_vocab, bias=False)
+        self.head.weight = self.tok_embed.weight  # tied
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+
+    def _blocks(self) -> list[Block]:
+        return [b for b in self.blocks if isinstance(b, Block)]
+
+    def encode(self, cond: dict[str, torch.Tensor], image_tokens: torch.Tensor | None = None,
+               ) -> Memory:
+        """cond: ids, kinds, slots, positions (B, M) long; probs (B, M) float.
+        image_tokens: (B, P, image_dim) or None."""
+        ids, kinds = cond["ids"], cond["kinds"]
+        x = (self.cond_embed(ids) + self.kind_embed(kinds) + self.slot_embed(cond["slots"])
+             + self.pos_embed(cond["positions"].clamp(max=self.config.max_positions - 1))
+             + (cond["probs"] - 1.0).unsqueeze(-1) * self.prob_scale)  # (B, M, D)
+        keep = kinds > 0  # (B, M)
+        if image_tokens is not None:
+            if self.image_proj is None:
+                raise ValueError("this decoder was trained without images; "
+                                 "it cannot take image tokens")
+            img = self.image_proj(image_tokens) + self.kind_embed.weight[IMAGE]  # (B, P, D)
+            x = torch.cat([x, img], dim=1)
+            keep = torch.cat([keep, keep.new_ones(img.shape[:2])], dim=1)
+        states = self.enc_norm(self.encoder(x, src_key_padding_mask=~keep))
+        mask = keep[:, None, None, :]  # (B, 1, 1, M)
+        kv = [block.cross_attn.keys_values(states) for block in self._blocks()]
+        return Memory(states, mask, kv)
+
+    def decode(self, tokens: torch.Tensor, memory: Memory, start: int = 0,
+               caches: list[KV] | None = None) -> tuple[torch.Tensor, list[KV]]:
+        """tokens (B, T) at positions start.. -> logits (B, T, V) and the new caches."""
+        t = tokens.shape[1]
+        if start + t > self.config.max_len:
+            raise ValueError(f"{start + t} tokens exceed the decoder's {self.config.max_len}")
+        pos = torch.arange(start, start + t, device=tokens.device)
+        x = self.tok_embed(tokens) + self.tpos_embed(pos)  # (B, T, D)
+        new: list[KV] = []
+        for i, blk in enumerate(self._blocks()):
+            x, kv = blk(x, memory.kv[i], memory.mask, None if caches is None else caches[i])
+            new.append(kv)
+        return self.head(self.ln_f(x)), new
+
+    def forward(self, cond: dict[str, torch.Tensor], tokens: torch.Tensor,
+                image_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher forcing: logits (B, T, V) for input tokens (B, T) starting with BOS."""
+        return self.decode(tokens, self.encode(cond, image_tokens))[0]

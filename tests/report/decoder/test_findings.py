@@ -1,0 +1,49 @@
+import pytest
+
+from assistant.report.decoder.data import Finding
+from assistant.report.decoder.findings import (
+    NORMAL_CLASS,
+    asserted,
+    code_classes,
+    consistency,
+    finding_class,
+)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("No pleural effusion or pneumothorax.", {NORMAL_CLASS}),
+    ("There is a small left pleural effusion.", {"pleural effusion"}),
+    ("Mild cardiomegaly. No focal airspace disease.", {"cardiomegaly"}),
+    ("The heart is mildly enlarged.", {"cardiomegaly"}),
+    ("Heart size is normal. Lungs are clear.", {NORMAL_CLASS}),
+    ("No effusion, but there is right basilar atelectasis.", {"atelectasis"}),
+    ("Calcified granuloma in the right upper lobe.", {"granuloma"}),
+    ("Aortic calcification. Pneumothorax has resolved.", {"calcinosis"}),
+    ("Low lung volumes. Degenerative changes of the thoracic spine.",
+     {"hypoinflation", "degenerative spine"}),
+    ("Without focal consolidation. Negative for pneumonia.", {NORMAL_CLASS}),
+])
+def test_asserted_reads_negation(text: str, expected: set[str]) -> None:
+    assert asserted(text) == expected
+
+
+def test_code_classes_follow_modifiers_and_normal() -> None:
+    assert finding_class(Finding.from_code("Lung/hypoinflation/mild")) == "hypoinflation"
+    assert finding_class(Finding.from_code("Lung/hyperdistention")) == "hyperinflation"
+    assert finding_class(Finding.from_code("Lung/base")) is None  # a location only
+    assert code_classes([Finding.from_code("normal")]) == {NORMAL_CLASS}
+    assert code_classes([Finding.from_code("normal"), Finding.from_code("Cardiomegaly")]) == {
+        "cardiomegaly"}
+
+
+def test_consistency_counts_hits_misses_and_extras() -> None:
+    conds = [[Finding.from_code("Cardiomegaly")], [Finding.from_code("normal")],
+             [Finding.from_code("Pleural Effusion/left"), Finding.from_code("Rare Thing")]]
+    texts = ["Cardiomegaly.", "There is atelectasis.", "No effusion."]
+    c = consistency(texts, conds)
+    # hits: cardiomegaly; extras: atelectasis, normal (3rd asserts nothing);
+    # misses: normal (2nd), effusion (3rd)
+    assert (c.precision, c.recall) == pytest.approx((1 / 3, 1 / 3))
+    assert c.coverage == pytest.approx(2 / 3)  # "Rare Thing" has no class
+    with pytest.raises(ValueError, match="texts for"):
+        consistency(texts[:1], conds)
