@@ -105,17 +105,18 @@ def serve(
 ) -> None:
     """Serve the HTTP API with uvicorn. Off loopback it refuses to start without API keys
     (ASSISTANT_API_KEYS)."""
-    import uvicorn
-
-    from assistant.service.access import refuse_unprotected_bind
-    from assistant.service.app import create_app
-    from assistant.service.memory import tune_malloc
+    from assistant.security import refuse_unprotected_bind
 
     settings = get_settings()
     bind = host or settings.service.host
-    if reason := refuse_unprotected_bind(bind, settings):
+    if reason := refuse_unprotected_bind(bind, settings.api_keys):
         typer.echo(f"error: {reason}", err=True)
         raise typer.Exit(2)
+    import uvicorn
+
+    from assistant.service.app import create_app
+    from assistant.service.memory import tune_malloc
+
     tune_malloc(settings.service.malloc_mmap_threshold, settings.service.malloc_arena_max)
     uvicorn.run(create_app(settings), host=bind,
                 port=port or settings.service.port, log_level=settings.log_level.lower())

@@ -4,6 +4,7 @@ settings import this).
 - API keys are kept only as sha256 digests (``sha256:<64 hex>``); a presented key is hashed
   and compared with every stored digest in constant time. A key's id is the first
   ``KEY_ID_HEX`` hex digits of its digest: what logs and the audit log name, never the key.
+- Off loopback the service needs keys: ``refuse_unprotected_bind``.
 - A DICOM StudyInstanceUID is kept only as an HMAC-SHA256 under a secret key: the same study
   gets the same hash on this installation, and the hash cannot be turned back into the UID
   (nor checked against a guessed UID) without the key. The key comes from the settings or is
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import re
@@ -30,6 +32,7 @@ MIN_KEY_CHARS = 16
 STUDY_HASH_PREFIX = "hmac-sha256:"
 STUDY_HASH_HEX = 32  # 128 bits of the HMAC
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 _KEY_BYTES = 32
 
 
@@ -125,3 +128,24 @@ def _read_key_file(key_file: Path) -> bytes:
                                   f"{MIN_KEY_CHARS} characters: delete it to make a new one "
                                   "(stored study hashes then change)")
     return text.encode("utf-8")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the service on this machine."""
+    name = host.strip().strip("[]").lower()
+    if name in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def refuse_unprotected_bind(host: str, api_keys: tuple[str, ...]) -> str | None:
+    """Why the service must not listen on ``host`` with these keys, or None."""
+    if is_loopback(host) or api_keys:
+        return None
+    return (f"refusing to serve on {host!r} without API keys: off loopback every /v1/ "
+            "request must carry a key. Set ASSISTANT_API_KEYS (one or more keys of at least "
+            "16 characters, comma-separated, or their sha256:<hex> digests), or bind "
+            "127.0.0.1")

@@ -14,13 +14,14 @@ from assistant.config import Settings
 from assistant.security import (
     SecurityConfigError,
     hash_api_keys,
+    is_loopback,
     key_digest,
     key_id,
     load_study_key,
     match_key,
+    refuse_unprotected_bind,
     study_hash,
 )
-from assistant.service.access import is_loopback, refuse_unprotected_bind
 
 KEY = "k3y-for-tests-0123456789"
 OTHER = "another-key-abcdefghijkl"
@@ -97,10 +98,10 @@ def test_loopback(host: str, loopback: bool) -> None:
 
 
 def test_off_loopback_needs_keys() -> None:
-    assert refuse_unprotected_bind("127.0.0.1", Settings(api_keys=())) is None
-    reason = refuse_unprotected_bind("0.0.0.0", Settings(api_keys=()))
+    assert refuse_unprotected_bind("127.0.0.1", ()) is None
+    reason = refuse_unprotected_bind("0.0.0.0", Settings(api_keys=()).api_keys)
     assert reason is not None and "ASSISTANT_API_KEYS" in reason
-    assert refuse_unprotected_bind("0.0.0.0", Settings(api_keys=KEY)) is None
+    assert refuse_unprotected_bind("0.0.0.0", Settings(api_keys=KEY).api_keys) is None
 
 
 def test_serve_refuses_to_start_off_loopback_without_keys(tmp_path: Path) -> None:

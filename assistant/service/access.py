@@ -6,6 +6,8 @@ rule that a service bound off loopback must have keys.
   body saying so, before its body is read. The page, probes and ``/metrics`` stay open
   (the page sends the key its user types). The matched key's id goes into the scope, where
   the rate limit (one bucket per key) and the audit log find it.
+- ``assistant serve`` refuses a bind off loopback without keys
+  (``assistant.security.refuse_unprotected_bind``, checked before anything heavy loads).
 - CORS: only the origins in ``security.cors_origins`` (none by default) may call the API
   from a browser page served elsewhere.
 
@@ -15,7 +17,6 @@ audit, API keys, rate limit, body size.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 
 from fastapi import FastAPI
@@ -31,28 +32,6 @@ from assistant.service.errors import send_error
 log = logging.getLogger(__name__)
 
 PROTECTED_PREFIX = "/v1/"
-LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
-
-
-def is_loopback(host: str) -> bool:
-    """Whether binding ``host`` keeps the service on this machine."""
-    name = host.strip().strip("[]").lower()
-    if name in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def refuse_unprotected_bind(host: str, settings: Settings) -> str | None:
-    """Why the service must not start on ``host`` with these settings, or None."""
-    if is_loopback(host) or settings.api_keys:
-        return None
-    return (f"refusing to serve on {host!r} without API keys: off loopback every /v1/ "
-            "request must carry a key. Set ASSISTANT_API_KEYS (one or more keys of at least "
-            "16 characters, comma-separated, or their sha256:<hex> digests), or bind "
-            "127.0.0.1")
 
 
 def _bearer(scope: Scope) -> str | None:
