@@ -23,6 +23,7 @@ BOS_ID, EOS_ID, BANNED = 1, 2, (0, 1, 3)
 class DecodeConfig:
     beam: int = 4
     max_tokens: int = 120
+    min_tokens: int = 0  # the end of the report is not allowed before this many tokens
     no_repeat_ngram: int = 3
     repetition_penalty: float = 1.0
     length_penalty: float = 1.0  # beam score = log p / length ** length_penalty
@@ -33,6 +34,8 @@ class DecodeConfig:
     def __post_init__(self) -> None:
         if self.beam < 1 or self.max_tokens < 1:
             raise ValueError("beam and max_tokens must be at least 1")
+        if not 0 <= self.min_tokens <= self.max_tokens:
+            raise ValueError(f"min_tokens {self.min_tokens} must be within [0, max_tokens]")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,10 +101,12 @@ def candidates(model: ReportDecoder, memory: Memory, cfg: DecodeConfig) -> list[
     scores[:, 1:] = -torch.inf  # all beams start identical: keep one
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
     caches: list[KV] | None = None
-    for step in range(limit):
+    for step in range(limit + 1):  # ``limit`` tokens, then the end
         logits, caches = model.decode(seqs[:, -1:], mem, start=step, caches=caches)
         logp = _adjust(logits[:, -1].float().log_softmax(-1), seqs, cfg)  # (B*k, V)
-        if step == limit - 1:  # the cap: only EOS may follow
+        if step < cfg.min_tokens:
+            logp[:, EOS_ID] = -torch.inf
+        if step == limit:  # the cap: only EOS may follow
             eos = logp[:, EOS_ID].clone()
             logp.fill_(-torch.inf)
             logp[:, EOS_ID] = torch.where(torch.isfinite(eos), eos, 0.0)

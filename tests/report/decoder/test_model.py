@@ -84,3 +84,12 @@ def test_banned_ngrams_finds_the_completions() -> None:
     seqs = torch.tensor([[1, 5, 6, 7, 5, 6]])
     assert _banned_ngrams(seqs, 3) == [[7]]
     assert _banned_ngrams(seqs, 0) == [[]]
+
+
+def test_min_tokens_holds_the_end_back(tiny_bundle: ReportBundle) -> None:
+    model, cond = tiny_bundle.model, condition_batch(tiny_bundle)
+    out = generate(model, model.encode(cond), DecodeConfig(beam=2, max_tokens=20,
+                                                           min_tokens=20, no_repeat_ngram=0))
+    assert all(len(seq) == 20 for seq in out)
+    with pytest.raises(ValueError, match="min_tokens"):
+        DecodeConfig(max_tokens=5, min_tokens=6)

@@ -1,0 +1,67 @@
+"""Report decoder speed on this machine: a 100-token report for one study, and drafting
+many studies in batches against one at a time, in one process.
+
+    python scripts/bench_report.py [--checkpoint F] [--studies 64] [--threads 2]
+
+Prints the median seconds of a forced 100-token report (greedy and with the release
+decoding settings), then reports per second one at a time and batched, and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from assistant.config import get_settings
+from assistant.report.decoder.bundle import Drafter, load_report_bundle
+from assistant.report.decoder.commands import load_split, release_report_path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--checkpoint", type=Path)
+    ap.add_argument("--studies", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    settings = get_settings()
+    bundle = load_report_bundle(args.checkpoint or release_report_path(settings))
+    drafter = Drafter(bundle)
+    test = load_split(settings)["test"][:args.studies]
+    one = [test[0].findings]
+    print(f"checkpoint {bundle.name} sha256 {bundle.sha256[:12]}, {args.threads} threads, "
+          f"release decoding {bundle.decode.to_dict()}")
+    for name, cfg in (("greedy", replace(bundle.decode, beam=1)), ("release", bundle.decode)):
+        forced = replace(cfg, max_tokens=100, min_tokens=100, no_repeat_ngram=0,
+                         consistent=False)
+        drafter.draft(one, None, None, forced)  # warm-up
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            drafter.draft(one, None, None, forced)
+            times.append(time.perf_counter() - start)
+        print(f"100-token report, {name} (beam {cfg.beam}): median "
+              f"{statistics.median(times):.3f} s ({100 / statistics.median(times):.0f} tokens/s)")
+    findings = [r.findings for r in test]
+    indications = [r.indication for r in test]
+    start = time.perf_counter()
+    for f, ind in zip(findings, indications, strict=True):
+        drafter.draft([f], [ind])
+    single = time.perf_counter() - start
+    start = time.perf_counter()
+    for i in range(0, len(test), args.batch):
+        drafter.draft(findings[i:i + args.batch], indications[i:i + args.batch])
+    batched = time.perf_counter() - start
+    print(f"{len(test)} studies, release decoding: one at a time {len(test) / single:.1f}/s, "
+          f"batches of {args.batch} {len(test) / batched:.1f}/s, ratio {single / batched:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
