@@ -5,7 +5,8 @@
   plain and compressed, from the data folder) to mutate;
 - ``crafted``: named hostile inputs, each with the HTTP status an upload of it must get
   from ``/v1/images/inspect`` under the default limits: absurd dimensions in PNG, JPEG and
-  DICOM headers (a DICOM Rows of 100,000 written with the wrong value representation),
+  DICOM headers (a DICOM Rows of 100,000 written with the wrong value representation; a
+  JPEG 2000 or JPEG frame claiming more pixels than the DICOM around it),
   absurd frame counts, decompression bombs, a DICOM / executable polyglot, wrong value
   representations, truncations, 0 bytes, text;
 - ``mutate``: a random structural mutation (bytes flipped, cut, inserted, duplicated,
@@ -127,6 +128,16 @@ def crafted(data_dir: Path) -> dict[str, tuple[bytes, int]]:
         "dicom-header-only": (mr[:400], 422),
         "dicom-zero-preamble-only": (bytes(128) + b"DICM", 422),
     }
+    j2k = data_dir / "dicom" / "MR_small_jp2klossless.dcm"
+    if j2k.is_file():
+        cases["dicom-j2k-claims-50000x50000"] = (
+            with_codestream_size(j2k.read_bytes(), 50_000, 50_000), 413)
+        cases["dicom-j2k-disagrees-with-rows"] = (
+            with_codestream_size(j2k.read_bytes(), 4000, 4000), 422)
+    jpeg = data_dir / "dicom" / "SC_rgb_jpeg_dcmtk.dcm"
+    if jpeg.is_file():
+        cases["dicom-jpeg-claims-65535x65535"] = (
+            with_codestream_size(jpeg.read_bytes(), 65535, 65535), 413)
     ds = pydicom.dcmread(io.BytesIO(mr))
     changes: dict[str, tuple[dict[str, object], int]] = {
         "dicom-65535x65535": ({"Rows": 65535, "Columns": 65535}, 413),
@@ -159,6 +170,39 @@ def _dicom_raw_vr(data: bytes, old: bytes, new: bytes) -> bytes:
     at = data.rfind(tag + old)
     assert at > 0
     return data[: at + 4] + new + data[at + 6:]
+
+
+def with_codestream_size(data: bytes, width: int, height: int) -> bytes:
+    """A compressed DICOM whose JPEG 2000 (SIZ) or JPEG (SOF) header claims another size
+    than its Rows and Columns."""
+    out = bytearray(data)
+    at = out.find(b"\xff\x4f\xff\x51")
+    if at >= 0:
+        out[at + 8: at + 16] = struct.pack(">II", width, height)
+        out[at + 24: at + 32] = struct.pack(">II", width, height)  # one tile
+        return bytes(out)
+    for marker in (b"\xff\xc0", b"\xff\xc1", b"\xff\xc3", b"\xff\xf7"):
+        at = out.find(marker, out.find(b"\xff\xd8"))
+        if at >= 0:
+            out[at + 5: at + 9] = struct.pack(">HH", height, width)
+            return bytes(out)
+    raise ValueError("no JPEG 2000 or JPEG header in the data")
+
+
+def deflated_bomb(source: bytes, inflated_mib: int) -> bytes:
+    """``source`` (with file meta) as a deflated DICOM whose data set inflates to more than
+    ``inflated_mib`` MiB (a private OB element of zeros)."""
+    ds = pydicom.dcmread(io.BytesIO(source))
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    small = io.BytesIO()
+    ds.save_as(small, enforce_file_format=True)
+    raw = small.getvalue()
+    meta_end = 144 + int.from_bytes(raw[140:144], "little")
+    z = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    parts = [z.compress(zlib.decompress(raw[meta_end:], -zlib.MAX_WBITS)),
+             z.compress(struct.pack("<HH2sHI", 0x0009, 0x1010, b"OB", 0, inflated_mib << 20))]
+    parts += [z.compress(bytes(1 << 20)) for _ in range(inflated_mib)]
+    return raw[:meta_end] + b"".join(parts) + z.flush()
 
 
 def mutate(rng: random.Random, data: bytes, others: list[bytes] | None = None) -> bytes:

@@ -23,6 +23,7 @@ from io import BytesIO
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import get_frame
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, pixel_array
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -38,6 +39,7 @@ from assistant.imaging._common import (
     to_unit_float,
 )
 from assistant.imaging._deid import deidentify
+from assistant.imaging._encapsulated import check_codestream, check_deflated
 from assistant.imaging.errors import ImageTooLargeError, NoPixelDataError, UnreadableImageError
 
 logger = logging.getLogger(__name__)
@@ -67,12 +69,16 @@ class DicomFrame:
 
 def read_frame(data: bytes, limits: Limits) -> DicomFrame:
     """Parse, check limits, decode the middle frame and apply the Modality LUT."""
+    check_deflated(data, limits)  # before pydicom inflates it whole
     ds = _parse(data)
     rows, columns, n_frames = _check_header(ds, limits)
     index = n_frames // 2
     syntax = _transfer_syntax(ds)
     _hoist_functional_groups(ds, index)
     uid = deidentify(ds)  # from here on, ds holds image attributes only
+    if syntax.is_encapsulated and "PixelData" in ds:  # the codestream's own size, first
+        frame = get_frame(ds.PixelData, index, number_of_frames=n_frames)
+        check_codestream(frame, rows, columns, limits)
     photometric = str(ds.get("PhotometricInterpretation") or "").strip().upper()
     if photometric not in (*_MONOCHROME, *_COLOUR, _PALETTE):
         raise UnreadableImageError(f"unsupported DICOM photometric interpretation {photometric!r}")

@@ -21,7 +21,7 @@ from assistant.config import Limits
 from assistant.imaging import ImageInputError, read_image
 from assistant.service.errors import image_error_status
 from tests.conftest import data_dir
-from tests.malformed import crafted, mutate, seeds
+from tests.malformed import crafted, deflated_bomb, mutate, seeds
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
               pytest.mark.filterwarnings("ignore::RuntimeWarning")]
@@ -130,3 +130,17 @@ def test_dicom_with_arbitrary_header_values_only_raises_typed_errors(
 def test_a_tight_pixel_limit_refuses_a_seed_from_its_header() -> None:
     limits = Limits(max_pixels=16 * 16)
     assert all(status_of(SEEDS[name], limits) == 413 for name in SEED_NAMES)
+
+
+def test_deflate_bomb_is_refused_while_inflating() -> None:
+    bomb = deflated_bomb(SEEDS["MR_small.dcm"], 40)  # 40 MiB from about 40 kB
+    assert len(bomb) < 100_000
+    limits = Limits(max_inflated_bytes=8 * 2**20)
+    tracemalloc.start()
+    try:
+        assert status_of(bomb, limits) == 413
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20
+    assert status_of(bomb, Limits(max_inflated_bytes=64 * 2**20)) == 200  # under: read
