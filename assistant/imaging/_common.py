@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+import threading
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import Literal
 
@@ -70,6 +73,25 @@ def check_pixel_count(width: int, height: int, limits: Limits) -> None:
             limit=limits.max_pixels,
             actual=pixels,
         )
+
+
+# A frame this large or larger takes hundreds of MB to decode and convert (a 6,300 x 6,300
+# 16-bit RGB PNG of 230 kB: 1.2 GB at its peak); at most LARGE_DECODES of them are decoded
+# at once in a process, so that concurrent requests cannot multiply that peak.
+LARGE_FRAME_PIXELS = 4_000_000
+LARGE_DECODES = 2
+_LARGE_SLOTS = threading.BoundedSemaphore(LARGE_DECODES)
+
+
+@contextmanager
+def decode_slot(pixels: int) -> Iterator[None]:
+    """Hold one of the LARGE_DECODES slots while decoding a frame of ``pixels`` pixels, if
+    it is large; a small frame needs none."""
+    if pixels < LARGE_FRAME_PIXELS:
+        yield
+        return
+    with _LARGE_SLOTS:
+        yield
 
 
 def collapse_grey(pixels: np.ndarray) -> np.ndarray:

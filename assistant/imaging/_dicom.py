@@ -35,6 +35,7 @@ from assistant.imaging._common import (
     ImageMeta,
     check_pixel_count,
     collapse_grey,
+    decode_slot,
     describe_error,
     to_unit_float,
 )
@@ -67,18 +68,50 @@ class DicomFrame:
     study_uid: str | None = None  # for a keyed hash only: never returned, logged or stored
 
 
-def read_frame(data: bytes, limits: Limits) -> DicomFrame:
-    """Parse, check limits, decode the middle frame and apply the Modality LUT."""
+@dataclass(frozen=True)
+class _Opened:
+    """A parsed, checked and de-identified data set, its pixels not decoded yet."""
+
+    ds: Dataset
+    rows: int
+    columns: int
+    n_frames: int
+    syntax: UID
+    study_uid: str | None
+
+
+def _open(data: bytes, limits: Limits) -> _Opened:
+    """Parse, check the limits (the compressed frame's own header too), de-identify."""
     check_deflated(data, limits)  # before pydicom inflates it whole
     ds = _parse(data)
     rows, columns, n_frames = _check_header(ds, limits)
-    index = n_frames // 2
     syntax = _transfer_syntax(ds)
-    _hoist_functional_groups(ds, index)
+    _hoist_functional_groups(ds, n_frames // 2)
     uid = deidentify(ds)  # from here on, ds holds image attributes only
     if syntax.is_encapsulated and "PixelData" in ds:  # the codestream's own size, first
-        frame = get_frame(ds.PixelData, index, number_of_frames=n_frames)
+        frame = get_frame(ds.PixelData, n_frames // 2, number_of_frames=n_frames)
         check_codestream(frame, rows, columns, limits)
+    return _Opened(ds, rows, columns, n_frames, syntax, uid)
+
+
+def read_frame(data: bytes, limits: Limits) -> DicomFrame:
+    """Parse, check limits, decode the middle frame and apply the Modality LUT."""
+    opened = _open(data, limits)
+    with decode_slot(opened.rows * opened.columns):
+        return _decode(opened)
+
+
+def read_display(data: bytes, limits: Limits) -> DecodedImage:
+    """``to_display(read_frame(...))``, a large frame holding its decode slot throughout."""
+    opened = _open(data, limits)
+    with decode_slot(opened.rows * opened.columns):
+        return to_display(_decode(opened))
+
+
+def _decode(opened: _Opened) -> DicomFrame:
+    """Decode the middle frame and apply the Modality LUT."""
+    ds, rows, columns, n_frames = opened.ds, opened.rows, opened.columns, opened.n_frames
+    index, syntax, uid = n_frames // 2, opened.syntax, opened.study_uid
     photometric = str(ds.get("PhotometricInterpretation") or "").strip().upper()
     if photometric not in (*_MONOCHROME, *_COLOUR, _PALETTE):
         raise UnreadableImageError(f"unsupported DICOM photometric interpretation {photometric!r}")
@@ -100,6 +133,7 @@ def read_frame(data: bytes, limits: Limits) -> DicomFrame:
         transfer_syntax=syntax.name,
     )
     return DicomFrame(stored, np.asarray(values, dtype=np.float32), ds, meta, uid)
+
 
 
 def to_display(frame: DicomFrame) -> DecodedImage:

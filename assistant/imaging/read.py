@@ -8,7 +8,10 @@ Every check that protects memory runs before the work it protects:
    holds an executable header (a PE/ELF polyglot) is refused;
 3. dimensions: PNG IHDR, JPEG SOFn and DICOM Rows/Columns/NumberOfFrames are read
    from the header and checked against ``max_pixels`` / ``max_frames`` before any
-   pixel is decoded, so decompression bombs fail in milliseconds.
+   pixel is decoded, so decompression bombs fail in milliseconds (inside DICOM too: the
+   compressed frame's own header, and a deflated data set's inflated size);
+4. memory: a frame of 4 million pixels or more holds one of two process-wide decode
+   slots while it is decoded, so concurrent uploads cannot multiply its peak.
 
 Output: float32 pixels in [0, 1], (H, W) for grey or (H, W, 3) for RGB. A colour
 image whose three channels are identical is returned as grey. PNG/JPEG alpha is
@@ -42,6 +45,7 @@ from assistant.imaging._common import (
     DecodedImage,
     ImageFormat,
     ImageMeta,
+    decode_slot,
     describe_error,
 )
 from assistant.imaging.errors import (
@@ -119,10 +123,11 @@ def read_image(source: Source, limits: Limits | None = None) -> DecodedImage:
     decoders: dict[ImageFormat, Callable[[], DecodedImage]] = {
         "png": lambda: _raster.decode_png(data, limits),
         "jpeg": lambda: _raster.decode_jpeg(data, limits),
-        "dicom": lambda: _dicom.to_display(_dicom.read_frame(data, limits)),
+        "dicom": lambda: _dicom.read_display(data, limits),  # holds its own slot
     }
-    image = _guarded(fmt, decoders[fmt])
-    pixels = np.nan_to_num(image.pixels, nan=0.0, posinf=1.0, neginf=0.0)
+    with decode_slot(_raster_pixels(fmt, data)):  # large frames: a few at a time
+        image = _guarded(fmt, decoders[fmt])
+        pixels = np.nan_to_num(image.pixels, nan=0.0, posinf=1.0, neginf=0.0)
     logger.debug("read %s image %dx%d", fmt, image.meta.width, image.meta.height)
     return DecodedImage(pixels=pixels.astype(np.float32, copy=False), meta=image.meta,
                         study_uid=image.study_uid)
@@ -142,6 +147,21 @@ def read_dicom_values(source: Source, limits: Limits | None = None) -> tuple[np.
         raise UnsupportedFormatError(f"expected DICOM, got {fmt.upper()}")
     frame = _guarded(fmt, lambda: _dicom.read_frame(data, limits))
     return frame.values, frame.meta
+
+
+def _raster_pixels(fmt: ImageFormat, data: bytes) -> int:
+    """The pixels a PNG or JPEG header claims (0 for DICOM, or a header that does not
+    parse: the decoder then says why)."""
+    try:
+        if fmt == "png":
+            header = _raster.read_png_header(data)
+        elif fmt == "jpeg":
+            header = _raster.read_jpeg_header(data)
+        else:
+            return 0
+    except ImageInputError:
+        return 0
+    return header.width * header.height
 
 
 def _default_limits() -> Limits:

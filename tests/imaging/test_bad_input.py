@@ -8,8 +8,10 @@ from __future__ import annotations
 import copy
 import io
 import random
+import threading
 import time
 import tracemalloc
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -19,9 +21,10 @@ from hypothesis import strategies as st
 
 from assistant.config import Limits
 from assistant.imaging import ImageInputError, read_image
+from assistant.imaging._common import LARGE_DECODES
 from assistant.service.errors import image_error_status
 from tests.conftest import data_dir
-from tests.malformed import crafted, deflated_bomb, mutate, seeds
+from tests.malformed import crafted, deflate_zeros, deflated_bomb, mutate, png_with, seeds
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
               pytest.mark.filterwarnings("ignore::RuntimeWarning")]
@@ -144,3 +147,32 @@ def test_deflate_bomb_is_refused_while_inflating() -> None:
         tracemalloc.stop()
     assert peak < 8 * 2**20
     assert status_of(bomb, Limits(max_inflated_bytes=64 * 2**20)) == 200  # under: read
+
+
+@pytest.mark.parametrize(("side", "most"), [(2100, LARGE_DECODES), (64, 4)])
+def test_large_frames_are_decoded_a_few_at_a_time(monkeypatch: pytest.MonkeyPatch,
+                                                  side: int, most: int) -> None:
+    from assistant.imaging import _raster
+
+    data = png_with(side, side, deflate_zeros(side * (side + 1)))
+    decode = _raster._decode_with_cv2
+    lock, state = threading.Lock(), {"now": 0, "most": 0}
+
+    def counted(*args: Any) -> Any:
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        time.sleep(0.2)
+        try:
+            return decode(*args)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    monkeypatch.setattr(_raster, "_decode_with_cv2", counted)
+    threads = [threading.Thread(target=read_image, args=(data,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert state["most"] == most
