@@ -20,7 +20,7 @@ from assistant import __version__
 from assistant.config import Settings, get_settings
 from assistant.imaging import read_image
 from assistant.security import study_hash
-from assistant.service import analyze, audit, batches, chat, page, search
+from assistant.service import analyze, audit, batches, chat, page, reports, search
 from assistant.service.access import install_access
 from assistant.service.body_limit import BodyLimitMiddleware
 from assistant.service.deps import SettingsDep, settings_dep
@@ -127,5 +127,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(search.router)
     app.include_router(chat.router)
     app.include_router(batches.router)
+    app.include_router(reports.router)
     app.include_router(page.router)
     return app

@@ -14,9 +14,9 @@ from typing import Any
 import torch
 
 from assistant.report.decoder.data import Finding
-from assistant.report.decoder.findings import asserted, code_classes
-from assistant.report.decoder.generate import DecodeConfig, candidates, generate
+from assistant.report.decoder.generate import DecodeConfig, candidates, generate, sample
 from assistant.report.decoder.model import DecoderConfig, ReportDecoder
+from assistant.report.decoder.select import consensus, most_consistent
 from assistant.report.decoder.vocab import (
     Condition,
     Vocab,
@@ -128,24 +128,18 @@ class Drafter:
                  for f, ind in zip(findings, indications, strict=True)]
         memory = self.bundle.model.encode(collate_conditions(conds), image_tokens)
         cfg = decode or self.bundle.decode
-        if not cfg.consistent:
-            return [detokenize(self.bundle.text_vocab.decode(seq))
-                    for seq in generate(self.bundle.model, memory, cfg)]
+        model, vocab = self.bundle.model, self.bundle.text_vocab
+        if not cfg.consistent and not cfg.samples:
+            return [detokenize(vocab.decode(seq)) for seq in generate(model, memory, cfg)]
+        pools = candidates(model, memory, cfg)
+        if cfg.samples:
+            pools = [beams + drawn for beams, drawn in
+                     zip(pools, sample(model, memory, cfg), strict=True)]
         out = []
-        for f, hyps in zip(findings, candidates(self.bundle.model, memory, cfg), strict=True):
-            texts = [detokenize(self.bundle.text_vocab.decode(seq)) for seq in hyps]
-            out.append(most_consistent(texts, f))
+        for f, hyps in zip(findings, pools, strict=True):
+            texts = [detokenize(vocab.decode(seq)) for seq in hyps]
+            if cfg.samples:
+                out.append(consensus(texts, f if cfg.consistent else None))
+            else:
+                out.append(most_consistent(texts, f))
         return out
-
-
-def most_consistent(texts: Sequence[str], findings: Sequence[Finding]) -> str:
-    """The first (best-scored) text whose asserted findings agree best with the
-    conditioning findings: F1 of the classes, ties kept in beam order."""
-    want = code_classes(findings)
-
-    def agreement(text: str) -> float:
-        got = asserted(text)
-        hit = len(want & got)
-        return 2 * hit / (len(want) + len(got))
-
-    return max(texts, key=agreement)

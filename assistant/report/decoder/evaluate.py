@@ -26,6 +26,7 @@ from assistant.report.decoder.vocab import words
 
 log = logging.getLogger(__name__)
 BATCH = 32
+MBR_SAMPLES = 8  # the minimum-Bayes-risk variant evaluated beside the release decoding
 TUNE_BEAMS = (1, 3, 5)
 TUNE_LENGTH_PENALTIES = (0.6, 1.0, 1.6)
 TARGETS = {"BLEU-4": 0.18, "METEOR": 0.20, "ROUGE-L": 0.38, "CIDEr": 1.0}
@@ -88,6 +89,8 @@ def evaluate(bundle: ReportBundle, split: dict[str, list[ReportRecord]], n_boot:
     methods: dict[str, Callable[[], list[str]]] = {
         "decoder": lambda: draft_all(bundle, test),
         "decoder without indication": lambda: draft_all(bundle, test, indication=False),
+        f"decoder, MBR over {MBR_SAMPLES} samples": lambda: draft_all(
+            bundle, test, replace(bundle.decode, samples=MBR_SAMPLES)),
         "nearest neighbour": lambda: [nearest(r.findings) for r in test],
         "fixed normal report": lambda: [normal] * len(test),
     }

@@ -30,6 +30,14 @@ class DecodeConfig:
     # Among the finished beams, prefer the best-scored one whose asserted findings agree
     # best with the conditioning findings (``findings.asserted``).
     consistent: bool = True
+    # Minimum-Bayes-risk decoding: with ``samples`` > 0, that many reports are also drawn
+    # from the decoder and the report returned is the candidate (beams and samples) that
+    # agrees best with the others (expected BLEU), among those whose findings agree best
+    # with the conditioning.
+    samples: int = 0
+    temperature: float = 1.0
+    top_p: float = 0.95
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.beam < 1 or self.max_tokens < 1:
@@ -150,4 +158,45 @@ def candidates(model: ReportDecoder, memory: Memory, cfg: DecodeConfig) -> list[
     for i in range(b):
         done = sorted(finished[i], key=lambda f: -f[0])
         out.append([f[1] for f in done] or [seqs[i * k, 1:].tolist()])
+    return out
+
+
+@torch.no_grad()
+def sample(model: ReportDecoder, memory: Memory, cfg: DecodeConfig) -> list[list[list[int]]]:
+    """Per study: ``cfg.samples`` reports drawn from the decoder (temperature, nucleus
+    ``top_p``), with a generator seeded by ``cfg.seed``, so a call is reproducible."""
+    model.eval()
+    b, n = memory.states.shape[0], cfg.samples
+    limit = min(cfg.max_tokens, model.config.max_len - 1)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    mem = memory.select(torch.arange(b).repeat_interleave(n))  # (B*n, ...)
+    seqs = torch.full((b * n, 1), BOS_ID, dtype=torch.long)
+    alive = torch.ones(b * n, dtype=torch.bool)
+    caches: list[KV] | None = None
+    for step in range(limit + 1):
+        logits, caches = model.decode(seqs[:, -1:], mem, start=step, caches=caches)
+        logp = _adjust(logits[:, -1].float().log_softmax(-1), seqs, cfg)
+        if step < cfg.min_tokens:
+            logp[:, EOS_ID] = -torch.inf
+        if step == limit:
+            logp.fill_(-torch.inf)
+            logp[:, EOS_ID] = 0.0
+        probs = (logp / cfg.temperature).softmax(-1)
+        probs = torch.nan_to_num(probs, nan=0.0)
+        ranked, order = probs.sort(dim=-1, descending=True)
+        drop = ranked.cumsum(-1) - ranked > cfg.top_p  # keep the smallest nucleus
+        ranked[drop] = 0.0
+        ranked[ranked.sum(-1) == 0, 0] = 1.0  # a fully banned row: take its best token
+        pick = order.gather(1, torch.multinomial(ranked, 1, generator=gen))  # (B*n, 1)
+        pick[~alive] = EOS_ID
+        seqs = torch.cat([seqs, pick], dim=1)
+        alive &= pick[:, 0] != EOS_ID
+        if not bool(alive.any()):
+            break
+    out: list[list[list[int]]] = []
+    for i in range(b):
+        group = []
+        for row in seqs[i * n:(i + 1) * n, 1:].tolist():
+            group.append(row[:row.index(EOS_ID)] if EOS_ID in row else row)
+        out.append(group)
     return out

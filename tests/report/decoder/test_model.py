@@ -93,3 +93,19 @@ def test_min_tokens_holds_the_end_back(tiny_bundle: ReportBundle) -> None:
     assert all(len(seq) == 20 for seq in out)
     with pytest.raises(ValueError, match="min_tokens"):
         DecodeConfig(max_tokens=5, min_tokens=6)
+
+
+def test_sampling_is_seeded_and_mbr_picks_a_candidate(tiny_bundle: ReportBundle) -> None:
+    from assistant.report.decoder.generate import sample
+    from assistant.report.decoder.select import consensus, sentence_bleu
+
+    model, cond = tiny_bundle.model, condition_batch(tiny_bundle, 2)
+    cfg = DecodeConfig(samples=4, max_tokens=10, seed=3)
+    first = sample(model, model.encode(cond), cfg)
+    assert first == sample(model, model.encode(cond), cfg)
+    assert [len(group) for group in first] == [4, 4]
+    assert all(len(seq) <= 10 and 2 not in seq for group in first for seq in group)
+    texts = ["the heart is normal", "the heart is normal in size", "lungs clear"]
+    assert consensus(texts) == texts[0]  # closest to the others
+    assert sentence_bleu(["a", "b", "c", "d"], ["a", "b", "c", "d"]) == pytest.approx(1.0)
+    assert sentence_bleu(["x"], ["a"]) == 0.0

@@ -2,13 +2,10 @@ import random
 
 import torch
 
-from assistant.report.decoder.bundle import (
-    Drafter,
-    load_report_bundle,
-    most_consistent,
-)
+from assistant.report.decoder.bundle import Drafter, load_report_bundle
 from assistant.report.decoder.data import Finding
 from assistant.report.decoder.generate import DecodeConfig
+from assistant.report.decoder.select import most_consistent
 from assistant.report.decoder.train import TrainReportConfig, length_batches, train_decoder
 
 from .conftest import SYNTHETIC, synthetic_examples
