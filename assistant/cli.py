@@ -168,6 +168,8 @@ def train_report(
     layers: Annotated[int, typer.Option(help="Decoder blocks.")] = 3,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1.5e-3,
     max_minutes: Annotated[float, typer.Option(help="Training time budget.")] = 55.0,
+    token_dropout: Annotated[float, typer.Option(
+        help="Share of decoder input tokens hidden in training (word dropout).")] = 0.0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     tune: Annotated[bool, typer.Option(help="Tune beam and length penalty on validation.")
                     ] = True,
@@ -187,7 +189,7 @@ def train_report(
 
     settings = get_settings()
     cfg = TrainReportConfig(epochs=epochs, width=width, decoder_layers=layers, lr=lr,
-                            max_minutes=max_minutes, seed=seed)
+                            max_minutes=max_minutes, seed=seed, token_dropout=token_dropout)
     if pairs is not None and out is None:
         raise typer.BadParameter("--pairs needs --out (the release weights stay as they are)")
     path = out or release_report_path(settings)

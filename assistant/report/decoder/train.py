@@ -58,6 +58,9 @@ class TrainReportConfig:
     patience: int = 6
     label_smoothing: float = 0.1
     drop_indication: float = 0.2
+    # Share of the decoder's input tokens replaced by the unknown token in training, so
+    # the decoder leans on the findings rather than on the words before (word dropout).
+    token_dropout: float = 0.0
     min_count: int = 2
     max_len: int = 160
     seed: int = 0
@@ -118,8 +121,13 @@ def length_batches(examples: Sequence[Example], size: int, rng: random.Random,
 
 
 def _loss(model: ReportDecoder, cond: dict[str, torch.Tensor], targets: torch.Tensor,
-          images: torch.Tensor | None, smoothing: float) -> torch.Tensor:
-    logits = model(cond, targets[:, :-1], images)  # (B, T-1, V)
+          images: torch.Tensor | None, smoothing: float, token_dropout: float = 0.0,
+          ) -> torch.Tensor:
+    inputs = targets[:, :-1]
+    if token_dropout > 0:
+        hide = (torch.rand(inputs.shape) < token_dropout) & (inputs > 3)
+        inputs = inputs.masked_fill(hide, 3)  # the unknown token
+    logits = model(cond, inputs, images)  # (B, T-1, V)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[:, 1:].reshape(-1),
                            ignore_index=0, label_smoothing=smoothing)
 
@@ -174,7 +182,7 @@ def train_decoder(train: Sequence[Example], val: Sequence[Example], cfg: TrainRe
         running = 0.0
         for chunk in bar:
             cond, targets, images = _batch(bundle, chunk, rng, cfg)
-            loss = _loss(model, cond, targets, images, cfg.label_smoothing)
+            loss = _loss(model, cond, targets, images, cfg.label_smoothing, cfg.token_dropout)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
