@@ -8,27 +8,24 @@
   state (``pending``, ``done``, ``skipped``: found done in the store, ``failed``), so that
   a job survives a restart of the service and resumes where it stopped.
 
-The schema version is SQLite's ``PRAGMA user_version``; ``MIGRATIONS[i]`` takes a store
+The schema is migrated by ``assistant.sqlite_store.SqliteStore``: ``MIGRATIONS[i]`` takes a store
 from version ``i`` to ``i + 1``, and a store written by a newer version is refused.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from assistant.batch.inputs import Item
 from assistant.report import Context
-
-log = logging.getLogger(__name__)
+from assistant.sqlite_store import SqliteStore
+from assistant.sqlite_store import StoreError as StoreError  # re-exported
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -69,10 +66,6 @@ SCHEMA_VERSION = len(MIGRATIONS)
 StudyStatus = Literal["done", "failed"]
 ItemStatus = Literal["pending", "done", "skipped", "failed"]
 JobState = Literal["queued", "running", "done", "failed"]
-
-
-class StoreError(RuntimeError):
-    """The store cannot be opened or was written by a newer version of this code."""
 
 
 @dataclass(frozen=True)
@@ -117,53 +110,12 @@ class JobRow:
     study: StudyRecord | None
 
 
-class BatchStore:
+class BatchStore(SqliteStore):
     """Studies and jobs; safe to share between threads (and processes: WAL)."""
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30,
-                                       isolation_level=None)  # autocommit; we BEGIN ourselves
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA foreign_keys = ON")
-            if self.path != ":memory:":
-                self._db.execute("PRAGMA journal_mode = WAL")
-                self._db.execute("PRAGMA synchronous = NORMAL")
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the batch store {self.path}: {exc}") from exc
-        self._lock = threading.Lock()
-        self._migrate()
+    migrations = MIGRATIONS
+    kind = "batch store"
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    def _migrate(self) -> None:
-        with self._transaction() as db:
-            version = int(db.execute("PRAGMA user_version").fetchone()[0])
-            if version > SCHEMA_VERSION:
-                raise StoreError(f"{self.path} has schema version {version}; this code "
-                                 f"knows {SCHEMA_VERSION}: use a newer assistant")
-            for step in range(version, SCHEMA_VERSION):
-                for statement in MIGRATIONS[step].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version = {step + 1}")
-                log.info("batch store %s: schema version %d", self.path, step + 1)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
     # -- studies ---------------------------------------------------------------------------
 

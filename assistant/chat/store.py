@@ -3,26 +3,21 @@
 Three tables: ``conversations`` (an id, who asked, when), ``studies`` (an image analysed in
 a conversation: its sha256 and the analysis JSON, so a follow-up never runs the model
 again) and ``messages`` (each new user turn and each answer, with the study it was about).
-The schema version is SQLite's ``PRAGMA user_version``; ``MIGRATIONS[i]`` takes a store
+The schema is migrated by ``assistant.sqlite_store.SqliteStore``: ``MIGRATIONS[i]`` takes a store
 from version ``i`` to ``i + 1``, and a store written by a newer version is refused.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import re
-import sqlite3
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from assistant.sqlite_store import SqliteStore
+from assistant.sqlite_store import StoreError as StoreError  # re-exported
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -58,10 +53,6 @@ SCHEMA_VERSION = len(MIGRATIONS)
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-class StoreError(RuntimeError):
-    """The store cannot be opened or was written by a newer version of this code."""
-
-
 def new_id() -> str:
     return uuid.uuid4().hex
 
@@ -86,58 +77,12 @@ class StoredMessage:
     created: float
 
 
-class ConversationStore:
+class ConversationStore(SqliteStore):
     """Conversations, their studies and messages; safe to share between threads."""
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30,
-                                       isolation_level=None)  # autocommit; we BEGIN ourselves
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the conversation store {self.path}: {exc}") from exc
-        self._db.row_factory = sqlite3.Row
-        self._lock = threading.Lock()
-        self._db.execute("PRAGMA foreign_keys = ON")
-        if self.path != ":memory:":
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
-        self._migrate()
+    migrations = MIGRATIONS
+    kind = "conversation store"
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    def _migrate(self) -> None:
-        with self._transaction() as db:
-            version = int(db.execute("PRAGMA user_version").fetchone()[0])
-            if version > SCHEMA_VERSION:
-                raise StoreError(f"{self.path} has schema version {version}; this code "
-                                 f"knows {SCHEMA_VERSION}: use a newer assistant")
-            for step in range(version, SCHEMA_VERSION):
-                for statement in MIGRATIONS[step].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version = {step + 1}")
-                log.info("conversation store %s: schema version %d", self.path, step + 1)
-
-    @property
-    def schema_version(self) -> int:
-        with self._lock:
-            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
     # -- conversations ---------------------------------------------------------------------
 
