@@ -9,8 +9,6 @@ other file; a file that is not such a checkpoint is refused with a clear message
 
 from __future__ import annotations
 
-import hashlib
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,15 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from assistant.checkpoint_io import CheckpointError as CheckpointError  # re-exported
+from assistant.checkpoint_io import read_payload, write_payload
 from assistant.imaging.preprocess import PreprocessConfig
 from assistant.vision.model import PatchTransformer, VisionConfig
 from assistant.vision.ood import MahalanobisDetector
 
 FORMAT = "assistant-vision-checkpoint/1"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, corrupt, of another format, or fails its checks."""
 
 
 @dataclass
@@ -61,14 +57,7 @@ class VisionBundle:
 
     def save(self, path: Path) -> str:
         """Write the checkpoint; return (and remember) its sha256."""
-        buffer = io.BytesIO()
-        torch.save(self.to_payload(), buffer)
-        data = buffer.getvalue()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".part")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-        self.sha256 = hashlib.sha256(data).hexdigest()
+        self.sha256 = write_payload(self.to_payload(), path)
         return self.sha256
 
 
@@ -80,20 +69,8 @@ def _require(payload: dict[str, Any], key: str, path: Path) -> Any:
 
 def load_bundle(path: Path, expected_sha256: str | None = None) -> VisionBundle:
     """Load and check a checkpoint. Raises CheckpointError, never a bare unpickling error."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"cannot read vision checkpoint {path}: {exc}") from exc
-    digest = hashlib.sha256(data).hexdigest()
-    if expected_sha256 is not None and digest != expected_sha256:
-        raise CheckpointError(f"{path}: sha256 {digest} differs from the expected "
-                              f"{expected_sha256}; the file changed")
-    try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt file
-        raise CheckpointError(f"{path} is not a readable checkpoint: {exc}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a {FORMAT} file")
+    payload, digest = read_payload(path, FORMAT, "vision checkpoint",
+                                   expected_sha256=expected_sha256)
     try:
         model = PatchTransformer(VisionConfig.from_dict(_require(payload, "model_config", path)))
         model.load_state_dict(_require(payload, "state_dict", path))

@@ -4,8 +4,6 @@ one file; ``Drafter`` turns findings (+ indication, + image tokens) into report 
 
 from __future__ import annotations
 
-import hashlib
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 
 import torch
 
+from assistant.checkpoint_io import CheckpointError, read_payload, write_payload
 from assistant.report.decoder.data import Finding
 from assistant.report.decoder.generate import DecodeConfig, candidates, generate, sample
 from assistant.report.decoder.model import DecoderConfig, ReportDecoder
@@ -28,7 +27,7 @@ FORMAT = "assistant-report-checkpoint/1"
 RELEASE_NAME = "report-iu-xray.pt"
 
 
-class ReportCheckpointError(RuntimeError):
+class ReportCheckpointError(CheckpointError):
     """A report checkpoint is missing, corrupt, of another format or inconsistent."""
 
 
@@ -68,28 +67,12 @@ class ReportBundle:
                    "text_vocab": list(self.text_vocab.tokens),
                    "cond_vocab": list(self.cond_vocab.tokens),
                    "decode": self.decode.to_dict(), "provenance": self.provenance}
-        buffer = io.BytesIO()
-        torch.save(payload, buffer)
-        data = buffer.getvalue()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".part")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-        self.sha256 = hashlib.sha256(data).hexdigest()
+        self.sha256 = write_payload(payload, path)
         return self.sha256
 
 
 def load_report_bundle(path: Path) -> ReportBundle:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ReportCheckpointError(f"cannot read report checkpoint {path}: {exc}") from exc
-    try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt file
-        raise ReportCheckpointError(f"{path} is not a readable checkpoint: {exc}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ReportCheckpointError(f"{path} is not a {FORMAT} file")
+    payload, digest = read_payload(path, FORMAT, "report checkpoint", ReportCheckpointError)
     try:
         config = DecoderConfig.from_dict(payload["config"])
         text_vocab, cond_vocab = Vocab(tuple(payload["text_vocab"])), Vocab(
@@ -100,7 +83,7 @@ def load_report_bundle(path: Path) -> ReportBundle:
         model.load_state_dict(payload["state_dict"])
         return ReportBundle(model.eval(), text_vocab, cond_vocab,
                             DecodeConfig(**payload["decode"]), dict(payload["provenance"]),
-                            hashlib.sha256(data).hexdigest())
+                            digest)
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
         raise ReportCheckpointError(f"{path}: checkpoint content is inconsistent: {exc}"
                                     ) from exc
