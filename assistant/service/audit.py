@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from assistant.service.metrics import route_template
+from assistant.service.metrics import StatusRecorder, route_template
 
 log = logging.getLogger(__name__)
 
@@ -125,19 +125,13 @@ class AuditMiddleware:
             return
         start = time.perf_counter()
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
-        status = 500  # if the app fails before it starts a response
         notes: dict[str, Any] = {}
         scope[AUDIT_SCOPE] = notes
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
+        recorder = StatusRecorder(send)
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, receive, recorder)
         finally:
+            status = recorder.status
             route = route_template(scope)
             client = scope.get("client")
             record = {"ts": stamp, "key_id": scope.get(KEY_ID_SCOPE),

@@ -70,6 +70,20 @@ def route_template(scope: Scope) -> str:
     return path if isinstance(path, str) and path else "unrouted"
 
 
+class StatusRecorder:
+    """An ASGI ``send`` that passes messages on and remembers the response status (500
+    until a response starts, as when the app fails before it answers)."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status = 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+        await self.send(message)
+
+
 class MetricsMiddleware:
     """Counts and times every HTTP request (ASGI; outermost, so that refusals by other
     middleware are counted too)."""
@@ -83,16 +97,9 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = 500  # if the app fails before it starts a response
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
+        recorder = StatusRecorder(send)
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, receive, recorder)
         finally:
             self.metrics.observe_request(scope["method"], route_template(scope),
-                                         status, time.perf_counter() - start)
+                                         recorder.status, time.perf_counter() - start)
