@@ -40,13 +40,14 @@ def examples(records: list[ReportRecord]) -> list[Example]:
 
 
 def provenance(settings: Settings) -> dict[str, Any]:
-    record = Manifest.load(settings.data_dir).sources.get("iu-xray")
+    manifest = Manifest.load(settings.data_dir)
+    record = manifest.sources.get("iu-xray")
     if record is None:
         raise DataError("the IU X-ray reports are not fetched: run `assistant data fetch`")
     return {"name": "report-iu-xray", "data_source": f"iu-xray ({record.package}=="
             f"{record.version})", "data_files": record.files,
             "split_manifest_sha256": manifest_sha256(),
-            "data_manifest_sha256": Manifest.load(settings.data_dir).sha256(),
+            "data_manifest_sha256": manifest.sha256(),
             "conditioning": "NLM MeSH finding codes (major) + INDICATION",
             "target": "FINDINGS + IMPRESSION",
             "command": "assistant " + " ".join(sys.argv[1:])}

@@ -96,16 +96,17 @@ def evaluate(bundle: ReportBundle, split: dict[str, list[ReportRecord]], n_boot:
     }
     results: dict[str, Any] = {"test_reports": len(test), "leaked": sum(is_leaked),
                                "methods": {}}
+    drafted: dict[str, list[str]] = {}
     for name, run in methods.items():
         start = time.monotonic()
-        hyps = run()
+        hyps = drafted[name] = run()
         results["methods"][name] = {**_scored(refs, hyps, test, keep, n_boot),
                                     "seconds": round(time.monotonic() - start, 1)}
         log.info("%s: BLEU-4 %.4f", name, results["methods"][name]["all"]["BLEU-4"]["value"])
     results["matcher_on_references"] = consistency(refs, [r.findings for r in test]).to_dict()
     results["examples"] = [{"uid": r.uid, "codes": [f.code for f in r.findings],
                             "generated": h} for r, h in
-                           zip(test[:5], draft_all(bundle, test[:5]), strict=True)]
+                           zip(test[:5], drafted["decoder"][:5], strict=True)]
     return results
 
 
