@@ -74,9 +74,7 @@ def image_tokens(vision: VisionBundle, paths: Sequence[Path], settings: Settings
     for i in range(0, len(paths), batch):
         pixels = [model.prepare(read_image(p, settings.limits).pixels)
                   for p in paths[i:i + batch]]
-        x = as_batch(np.stack(pixels))
-        features = vision.model.stem((x - 0.5) / 0.5)
-        out.append(vision.model.encode(features).tokens)
+        out.append(vision.model(as_batch(np.stack(pixels))).tokens)
     return torch.cat(out)
 
 
