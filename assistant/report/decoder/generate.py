@@ -61,6 +61,23 @@ def _banned_ngrams(seqs: torch.Tensor, n: int) -> list[list[int]]:
     return out
 
 
+def _step(model: ReportDecoder, seqs: torch.Tensor, mem: Memory, step: int,
+          caches: list[KV] | None, cfg: DecodeConfig, limit: int,
+          ) -> tuple[torch.Tensor, list[KV]]:
+    """One decoding step over the cache: the next token's log-probabilities (R, V) for
+    each row of ``seqs`` after the bans, the length floor and the cap (at ``limit`` only
+    the end may follow), and the new caches."""
+    logits, caches = model.decode(seqs[:, -1:], mem, start=step, caches=caches)
+    logp = _adjust(logits[:, -1].float().log_softmax(-1), seqs, cfg)
+    if step < cfg.min_tokens:
+        logp[:, EOS_ID] = -torch.inf
+    if step == limit:
+        eos = logp[:, EOS_ID].clone()
+        logp.fill_(-torch.inf)
+        logp[:, EOS_ID] = torch.where(torch.isfinite(eos), eos, 0.0)
+    return logp, caches
+
+
 def _keep_best(finished: list[tuple[float, list[int]]], hyp: tuple[float, list[int]],
                k: int) -> None:
     """Add a finished hypothesis, keeping the ``k`` best by normalised score."""
@@ -110,14 +127,7 @@ def candidates(model: ReportDecoder, memory: Memory, cfg: DecodeConfig) -> list[
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
     caches: list[KV] | None = None
     for step in range(limit + 1):  # ``limit`` tokens, then the end
-        logits, caches = model.decode(seqs[:, -1:], mem, start=step, caches=caches)
-        logp = _adjust(logits[:, -1].float().log_softmax(-1), seqs, cfg)  # (B*k, V)
-        if step < cfg.min_tokens:
-            logp[:, EOS_ID] = -torch.inf
-        if step == limit:  # the cap: only EOS may follow
-            eos = logp[:, EOS_ID].clone()
-            logp.fill_(-torch.inf)
-            logp[:, EOS_ID] = torch.where(torch.isfinite(eos), eos, 0.0)
+        logp, caches = _step(model, seqs, mem, step, caches, cfg, limit)  # (B*k, V)
         vocab = logp.shape[1]
         total = (scores.view(-1, 1) + logp).view(b, k * vocab)
         top, idx = total.topk(2 * k, dim=1)  # (B, 2k)
@@ -152,8 +162,6 @@ def candidates(model: ReportDecoder, memory: Memory, cfg: DecodeConfig) -> list[
         index = torch.tensor(next_rows)
         seqs = torch.cat([seqs[index], torch.tensor(next_toks).view(-1, 1)], dim=1)
         caches = [(kc[index], vc[index]) for kc, vc in caches]
-        if bool(torch.isinf(scores).all()):
-            break
     out = []
     for i in range(b):
         done = sorted(finished[i], key=lambda f: -f[0])
@@ -174,13 +182,7 @@ def sample(model: ReportDecoder, memory: Memory, cfg: DecodeConfig) -> list[list
     alive = torch.ones(b * n, dtype=torch.bool)
     caches: list[KV] | None = None
     for step in range(limit + 1):
-        logits, caches = model.decode(seqs[:, -1:], mem, start=step, caches=caches)
-        logp = _adjust(logits[:, -1].float().log_softmax(-1), seqs, cfg)
-        if step < cfg.min_tokens:
-            logp[:, EOS_ID] = -torch.inf
-        if step == limit:
-            logp.fill_(-torch.inf)
-            logp[:, EOS_ID] = 0.0
+        logp, caches = _step(model, seqs, mem, step, caches, cfg, limit)
         probs = (logp / cfg.temperature).softmax(-1)
         probs = torch.nan_to_num(probs, nan=0.0)
         ranked, order = probs.sort(dim=-1, descending=True)
