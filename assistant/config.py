@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     weights_dir: Path = Path(__file__).parent / "weights"  # release weights ship in the package
     vision_checkpoint: Path | None = None
     report_checkpoint: Path | None = None
+    # Literature queries go through the committed query adapter (weights_dir) when it is
+    # there and made for the embedder in use; False: the embedder's vectors unchanged.
+    query_adapter: bool = True
     log_level: str = "INFO"
     limits: Limits = Limits()
     service: ServiceConfig = ServiceConfig()

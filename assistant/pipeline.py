@@ -68,7 +68,8 @@ TRAINING_DATA = {"br35h": "Br35H brain MRI slices"}
 
 @dataclass(frozen=True)
 class ModelRecord:
-    role: str  # "vision", "report", "retrieval-embedder", "retrieval-index"
+    role: str  # "vision", "report", "retrieval-embedder", "retrieval-query-adapter",
+    # "retrieval-index"
     name: str
     version: str | None
     sha256: str | None  # of the weights (or, for the index, of its passages)
@@ -224,6 +225,10 @@ class Pipeline:
             if embedder is not None:
                 models.append(ModelRecord("retrieval-embedder", embedder.name, None,
                                           embedder.fingerprint))
+                adapter = getattr(embedder, "adapter", None)
+                if adapter is not None:
+                    models.append(ModelRecord("retrieval-query-adapter", "query adapter",
+                                              None, adapter.sha256))
             models.append(ModelRecord("retrieval-index", f"literature ({manifest.index_kind})",
                                       manifest.created, manifest.corpus_sha256))
         return tuple(models)

@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from assistant.config import Settings
-from assistant.retrieval.build import build_index, ensure_index, open_searcher
+from assistant.retrieval.adapter import QueryAdapter, encode_queries
+from assistant.retrieval.build import build_index, ensure_index, open_searcher, query_embedder
 from assistant.retrieval.corpus import Document, iter_corpus
-from assistant.retrieval.embed import Embedder, TextEmbedder
+from assistant.retrieval.embed import TextEmbedder
 from assistant.retrieval.evaluate import (
     DEPTH,
     METRICS,
@@ -164,6 +165,16 @@ def _table(title: str, results: dict[str, MethodResult], queries: int) -> list[s
     return lines
 
 
+def check_held_out(adapter: QueryAdapter, queries: Sequence[Query]) -> None:
+    """Refuses (ValueError) to report on descriptors whose judgments trained the adapter."""
+    seen = {q.key for q in queries} - adapter.held_out
+    if seen:
+        raise ValueError(
+            f"the query adapter was trained on {len(seen)} of these descriptors' judgments "
+            f"(e.g. {sorted(seen)[:3]}): report with the adapter's own query sets (the "
+            "defaults), or without it (ASSISTANT_QUERY_ADAPTER=false)")
+
+
 def run_benchmark(settings: Settings, config: BenchmarkConfig, out: Path | None = None,
                   embedder: TextEmbedder | None = None) -> dict[str, Any]:
     """Both query sets, every method: the figures (written to ``out`` as JSON), with the
@@ -171,15 +182,19 @@ def run_benchmark(settings: Settings, config: BenchmarkConfig, out: Path | None 
     start = time.perf_counter()
     docs: list[Document] = [d for d in iter_corpus(settings.data_dir, ("medline",))
                             if d.has_abstract]
-    embedder = embedder or Embedder(settings.data_dir)
+    embedder = embedder or query_embedder(settings)
     searcher = open_searcher(settings, rebuild=False, embedder=embedder)
     mask = abstract_mask(searcher, {d.id for d in docs})
     sets = mesh_major_queries(docs, config.min_major, config.n_test, config.n_tune,
                               config.seed)
+    adapter = getattr(embedder, "adapter", None)
+    if adapter is not None:
+        check_held_out(adapter, [*sets.test, *sets.tune])
     report: dict[str, Any] = {"config": config.__dict__, "documents": len(docs),
+                              "query_adapter": adapter.sha256 if adapter else None,
                               "eligible_descriptors": sets.eligible,
                               "index": searcher.index.manifest.corpus_sha256}
-    tune_vecs = embedder.encode([q.text for q in sets.tune])
+    tune_vecs = encode_queries(embedder, [q.text for q in sets.tune])
     tuned = tune(searcher, sets.tune, mask, tune_vecs)
     report["tuning"] = {"chosen": asdict(tuned.ranking), "ndcg@10": tuned.scores}
     test = evaluate_methods(searcher, sets.test, base_methods(tuned), mask, progress=True,

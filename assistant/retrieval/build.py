@@ -33,6 +33,8 @@ from assistant.config import Settings
 from assistant.data.manifest import require
 from assistant.retrieval import corpus as corpus_module
 from assistant.retrieval import passages as passages_module
+from assistant.retrieval.adapter import RELEASE_NAME as ADAPTER_RELEASE
+from assistant.retrieval.adapter import AdaptedEmbedder, AdapterError, QueryAdapter
 from assistant.retrieval.corpus import SOURCES, Source, iter_corpus
 from assistant.retrieval.dense import IndexKind, build_faiss, index_params
 from assistant.retrieval.embed import Embedder, TextEmbedder
@@ -314,11 +316,27 @@ def ensure_index(settings: Settings, rebuild: bool = True,
     return open_index(index_path(settings), new.corpus_sha256, embedder.fingerprint)
 
 
+def query_embedder(settings: Settings) -> TextEmbedder:
+    """The embedder, with the committed query adapter when ``settings.query_adapter`` and
+    the file is there. An adapter made for another embedder is not used (a warning says
+    so): queries are then embedded as passages are."""
+    base = Embedder(settings.data_dir)
+    path = settings.weights_dir / ADAPTER_RELEASE
+    if not settings.query_adapter or not path.exists():
+        return base
+    try:
+        adapter = QueryAdapter.load(path, base.fingerprint)
+    except AdapterError as exc:
+        log.warning("not using the query adapter: %s", exc)
+        return base
+    return AdaptedEmbedder(base, adapter)
+
+
 def open_searcher(settings: Settings, rebuild: bool = True,
                   embedder: TextEmbedder | None = None) -> Searcher:
     """A ``Searcher`` over the checked (or rebuilt) index: what the pipeline and the service
     hold. The embedder loads its weights on the first dense query."""
     if not rebuild:
         _require_built(settings)
-    embedder = embedder or Embedder(settings.data_dir)
+    embedder = embedder or query_embedder(settings)
     return Searcher(ensure_index(settings, rebuild=rebuild, embedder=embedder), embedder)

@@ -6,13 +6,17 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from typing import cast, get_args
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, cast, get_args
 
 import numpy as np
 import typer
 
 from assistant.config import Settings
 from assistant.data.manifest import DataError
+from assistant.retrieval.adapter import AdapterConfig, QueryAdapter, TrainingSet, train_adapter
+from assistant.retrieval.benchmark import BenchmarkConfig, abstract_mask
 from assistant.retrieval.build import (
     INDEX_NAME,
     CorpusSpec,
@@ -24,8 +28,10 @@ from assistant.retrieval.build import (
     open_searcher,
     texts_sha256,
 )
+from assistant.retrieval.corpus import iter_corpus
 from assistant.retrieval.dense import INDEX_KINDS, IndexKind
-from assistant.retrieval.embed import Embedder
+from assistant.retrieval.embed import Embedder, TextEmbedder
+from assistant.retrieval.evaluate import mesh_major_queries
 from assistant.retrieval.index import (
     MANIFEST_FILE,
     IndexManifest,
@@ -174,3 +180,69 @@ def run_index_ensure(settings: Settings, embed: bool) -> None:
     typer.echo(f"index ready: {manifest.passage_count} passages ({_counts(manifest)}), "
                f"{manifest.index_kind}, vectors {manifest.vectors_source}; "
                f"{time.perf_counter() - start:.1f} s")
+
+
+def adapter_training_set(settings: Settings, config: BenchmarkConfig | None = None,
+                         embedder: TextEmbedder | None = None
+                         ) -> tuple[TrainingSet, np.ndarray, list[set[int]], dict[str, Any]]:
+    """The adapter's training set (every MeSH descriptor that is a major topic of a
+    MEDLINE citation with an abstract, but those of the benchmark's reported and tuning
+    sets), the tuning descriptors' vectors and judgments, and what the adapter records of
+    its data. Passage vectors are the literature index's own."""
+    config = config or BenchmarkConfig()
+    embedder = embedder or Embedder(settings.data_dir)
+    searcher = open_searcher(settings, rebuild=False, embedder=embedder)
+    docs = [d for d in iter_corpus(settings.data_dir, ("medline",)) if d.has_abstract]
+    rows = np.flatnonzero(abstract_mask(searcher, {d.id for d in docs}))
+    store = searcher.index.passages
+    doc_row = {d.id: i for i, d in enumerate(docs)}
+    passage_doc = np.array([doc_row[store.doc_id(int(i))] for i in rows], dtype=np.int64)
+    passages = np.stack([searcher.index.dense.reconstruct(int(i)) for i in rows])  # (P, d)
+    sets = mesh_major_queries(docs, config.min_major, config.n_test, config.n_tune,
+                              config.seed)
+    held = {q.key for q in [*sets.test, *sets.tune]}
+    names: dict[str, str] = {}
+    relevant: dict[str, set[int]] = {}
+    for doc in docs:
+        for heading in doc.mesh:
+            if heading.major:
+                names[heading.ui] = heading.descriptor
+                relevant.setdefault(heading.ui, set()).add(doc_row[doc.id])
+    train_uis = sorted(ui for ui in names if ui not in held)
+    log.info("adapter training: %d descriptors (%d held out), %d passages of %d citations",
+             len(train_uis), len(held), len(rows), len(docs))
+    train = TrainingSet(embedder.encode([names[ui] for ui in train_uis], batch_size=256),
+                        [sorted(relevant[ui]) for ui in train_uis], passages, passage_doc)
+    tune_vectors = embedder.encode([q.text for q in sets.tune])
+    tune_relevant = [{doc_row[d] for d in q.relevant} for q in sets.tune]
+    meta = {"embedder": embedder.name, "embedder_sha256": embedder.fingerprint,
+            "index_corpus_sha256": searcher.index.manifest.corpus_sha256,
+            "training_descriptors": len(train_uis), "passages": len(rows),
+            "citations": len(docs), "held_out_descriptors": sorted(held),
+            "held_out_rule": asdict(config)}
+    return train, tune_vectors, tune_relevant, meta
+
+
+def run_train_query_adapter(settings: Settings, config: AdapterConfig, out: Path,
+                            held_out: BenchmarkConfig | None = None,
+                            embedder: TextEmbedder | None = None) -> QueryAdapter:
+    """Trains the adapter on the built index and writes it to ``out``; ``held_out``: the
+    benchmark query sets kept out (the benchmark's defaults)."""
+    start = time.perf_counter()
+    try:
+        train, tune_vectors, tune_relevant, meta = adapter_training_set(settings, held_out,
+                                                                        embedder)
+    except (IndexUnusableError, DataError) as exc:
+        raise _fail(f"{exc}\nbuild the index first: `assistant index ensure`") from exc
+    try:
+        matrix, result = train_adapter(train, tune_vectors, tune_relevant, config)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    meta |= result | {"seconds": round(time.perf_counter() - start, 1),
+                      "command": "assistant train query-adapter"}
+    adapter = QueryAdapter(matrix, meta)
+    digest = adapter.save(out)
+    typer.echo(f"query adapter: best step {result['best_step']}, tuning dense nDCG@10 "
+               f"{result['history'][0]['tune_ndcg10']:.4f} -> {result['tune_ndcg10']:.4f}; "
+               f"{meta['seconds']} s; {out} (sha256 {digest})")
+    return adapter

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from assistant.retrieval.adapter import encode_queries
 from assistant.retrieval.corpus import Document
 from assistant.retrieval.search import Ranking, Searcher, best_per_document
 
@@ -170,7 +171,7 @@ def evaluate_methods(searcher: Searcher, queries: Sequence[Query], methods: Sequ
                      progress: bool = False, label: str = "") -> dict[str, MethodResult]:
     """Every method on every query; ``vectors`` (Q, d) are the embedded query texts."""
     if vectors is None and searcher.embedder is not None:
-        vectors = searcher.embedder.encode([q.text for q in queries])
+        vectors = encode_queries(searcher.embedder, [q.text for q in queries])
     results = {m.name: MethodResult(m.name) for m in methods}
     rankers = {m.name: document_ranker(searcher, m, mask) for m in methods}
     for i, query in enumerate(tqdm(queries, desc=f"queries {label}".strip(), unit="query",

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from assistant.retrieval.adapter import encode_queries
 from assistant.retrieval.corpus import SOURCES
 from assistant.retrieval.dense import search_faiss
 from assistant.retrieval.embed import TextEmbedder
@@ -239,6 +240,12 @@ class Searcher:
             raise ValueError("dense and hybrid search need an embedder; use mode='bm25'")
         return self.embedder.encode(texts)
 
+    def _embed_query(self, query: str) -> np.ndarray:
+        """(d,): through the embedder's query adapter, if it has one."""
+        if self.embedder is None:
+            raise ValueError("dense and hybrid search need an embedder; use mode='bm25'")
+        return encode_queries(self.embedder, [query])[0]
+
     def lexical_scores(self, query: str, title_weight: float | None = None) -> np.ndarray:
         """(N,) BM25 of every passage, plus ``title_weight`` (default: the ranking's) x
         the BM25 of its document's title where the index has titles."""
@@ -270,7 +277,7 @@ class Searcher:
         lexical: list[tuple[int, float]] = []
         vec = None
         if r.mode != "bm25":
-            vec = self._embed([query])[0] if query_vec is None else query_vec
+            vec = self._embed_query(query) if query_vec is None else query_vec
             dense = self._dense(vec, depth, mask)
         if r.mode != "dense":
             lexical = _pairs(*top_k(self.lexical_scores(query, r.title_weight), depth, mask))
@@ -314,7 +321,7 @@ class Searcher:
         mask = filter_mask(store.source_codes, store.years, sources, year_range)
         if mask is not None and not mask.any():
             return []
-        query_vec = None if ranking.mode == "bm25" else self._embed([query])[0]  # (d,)
+        query_vec = None if ranking.mode == "bm25" else self._embed_query(query)  # (d,)
         ranked = self.rank(query, max(self.candidates, 5 * k), ranking, mask, query_vec)
         kept = best_per_document(ranked, [store.doc_id(i) for i, _ in ranked], k)
         records = [store[i] for i, _ in kept]
