@@ -53,6 +53,12 @@ class ServiceConfig(BaseModel):
     batch_wait_ms: float = Field(
         5.0, ge=0, le=1000, description="how long the first image of a batch waits for others"
     )
+    batch_in_flight: int = Field(
+        2, ge=1, le=8, description="model batches run at once (worker threads): a second "
+        "batch runs while the first does its per-image work")
+    torch_threads: int = Field(
+        1, ge=0, le=64, description="torch intra-op threads in the service; 0: torch's "
+        "default (one per core). One per batch in flight kept both cores busiest here")
     malloc_mmap_threshold: int = Field(
         1024 * 1024, ge=0, le=2**25, description="glibc: blocks from this size up are mapped "
         "and returned when freed (keeps the heap from fragmenting); 0: glibc's default")

@@ -3,8 +3,10 @@
 One asyncio task gathers jobs from a bounded queue, up to ``max_batch``: jobs queued while
 the model was busy join the next batch without waiting, and, under load (the last batch
 held more than one job), the first job waits at most ``max_wait_s`` for others. A lone
-request after a quiet spell is not kept waiting for company that is not coming. The batch
-runs in one worker thread, off the event loop (the model uses its own intra-op threads).
+request after a quiet spell is not kept waiting for company that is not coming. Batches run
+in worker threads off the event loop, at most ``in_flight`` at once: with 2, a second batch
+gathers and runs while the first is still in its per-image work (decoding, head geometry,
+the overlay PNG), which batching does not share and which holds one core.
 A batch that raises is run again one job at a time, so that one bad image fails only its
 own request.
 """
@@ -42,15 +44,20 @@ class MicroBatcher(Generic[In, Out]):
 
     def __init__(self, run: Callable[[list[In]], Sequence[Out]], max_batch: int = 16,
                  max_wait_s: float = 0.005, max_queued: int = 64,
-                 on_batch: Callable[[int, float], None] | None = None) -> None:
-        if max_batch < 1 or max_wait_s < 0 or max_queued < 1:
-            raise ValueError(f"need max_batch >= 1, max_wait_s >= 0 and max_queued >= 1; got "
-                             f"{max_batch}, {max_wait_s}, {max_queued}")
+                 on_batch: Callable[[int, float], None] | None = None,
+                 in_flight: int = 1) -> None:
+        if max_batch < 1 or max_wait_s < 0 or max_queued < 1 or in_flight < 1:
+            raise ValueError(f"need max_batch >= 1, max_wait_s >= 0, max_queued >= 1 and "
+                             f"in_flight >= 1; got {max_batch}, {max_wait_s}, {max_queued}, "
+                             f"{in_flight}")
         self.run = run
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_queued = max_queued
         self.on_batch = on_batch
+        self.in_flight = in_flight
+        self._slots: asyncio.Semaphore | None = None
+        self._running: set[asyncio.Task[None]] = set()
         self._queue: asyncio.Queue[_Job[In, Out]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -59,7 +66,8 @@ class MicroBatcher(Generic[In, Out]):
     def start(self) -> None:
         """Start the gathering task (call from the event loop)."""
         self._queue = asyncio.Queue(self.max_queued)
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="batch-worker")
+        self._executor = ThreadPoolExecutor(self.in_flight, thread_name_prefix="batch-worker")
+        self._slots = asyncio.Semaphore(self.in_flight)
         self._task = asyncio.create_task(self._loop(), name="micro-batcher")
 
     async def stop(self) -> None:
@@ -67,6 +75,8 @@ class MicroBatcher(Generic[In, Out]):
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
         while self._queue is not None and not self._queue.empty():
             job = self._queue.get_nowait()
             if not job.future.done():
@@ -104,21 +114,35 @@ class MicroBatcher(Generic[In, Out]):
         return [job for job in batch if not job.future.done()]  # cancelled: client gone
 
     async def _loop(self) -> None:
-        assert self._queue is not None
-        loop = asyncio.get_running_loop()
+        assert self._queue is not None and self._slots is not None
         while True:
-            batch = await self._gather(self._queue)
+            await self._slots.acquire()  # a worker is free: gather its batch now
+            try:
+                batch = await self._gather(self._queue)
+            except BaseException:
+                self._slots.release()
+                raise
             if not batch:
+                self._slots.release()
                 continue
-            results = await loop.run_in_executor(self._executor, self._run_batch,
-                                                 [job.item for job in batch])
-            for job, result in zip(batch, results, strict=True):
-                if job.future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    job.future.set_exception(result)
-                else:
-                    job.future.set_result(result)
+            task = asyncio.create_task(self._dispatch(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _dispatch(self, batch: list[_Job[In, Out]]) -> None:
+        assert self._slots is not None
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._run_batch, [job.item for job in batch])
+        finally:
+            self._slots.release()
+        for job, result in zip(batch, results, strict=True):
+            if job.future.done():
+                continue
+            if isinstance(result, BaseException):
+                job.future.set_exception(result)
+            else:
+                job.future.set_result(result)
 
     def _run_batch(self, items: list[In]) -> list[Out | BaseException]:
         """In the worker thread: the batch's results, or each item's own exception."""

@@ -66,13 +66,17 @@ class Services:
         """Load everything (in a thread: the event loop keeps answering probes). The vision
         component turns "ok" last, once the batcher runs and analyses can be served."""
         start = time.perf_counter()
+        if self.settings.service.torch_threads:
+            import torch
+
+            torch.set_num_threads(self.settings.service.torch_threads)
         await asyncio.to_thread(self._load)
         if self.pipeline is not None:
             svc = self.settings.service
             self.batcher = MicroBatcher(self._analyze_batch, svc.batch_max_size,
                                         svc.batch_wait_ms / 1000,
                                         self.settings.limits.max_queued_analyses,
-                                        self.metrics.observe_batch)
+                                        self.metrics.observe_batch, svc.batch_in_flight)
             self.batcher.start()
             self.components[VISION] = OK
         log.info("loaded in %.1f s: %s", time.perf_counter() - start, self.components)

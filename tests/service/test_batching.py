@@ -94,3 +94,40 @@ def test_a_full_queue_is_busy_and_a_stopped_batcher_not_ready() -> None:
 def test_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         MicroBatcher(Doubler(), max_batch=0)
+
+
+class Overlap:
+    """Sleeps per batch and records how many batches ran at the same moment."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.running = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, items: list[int]) -> list[int]:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(self.delay)
+        with self.lock:
+            self.running -= 1
+        return [2 * i for i in items]
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_in_flight_bounds_the_batches_running_at_once(in_flight: int) -> None:
+    run = Overlap(delay=0.05)
+
+    async def main() -> list[int]:
+        batcher = MicroBatcher(run, max_batch=2, max_wait_s=0.0, in_flight=in_flight)
+        batcher.start()
+        try:
+            return list(await asyncio.gather(*(batcher.submit(i) for i in range(12))))
+        finally:
+            await batcher.stop()
+
+    assert asyncio.run(main()) == [2 * i for i in range(12)]
+    assert run.most == in_flight
+    with pytest.raises(ValueError, match="in_flight"):
+        MicroBatcher(run, in_flight=0)
