@@ -78,7 +78,11 @@ def head_mask(image: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.bool_]:
     if count <= 1:
         return np.zeros(grey.shape, bool)
     largest = (labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
-    hull = cv2.convexHull(cv2.findNonZero(largest))
+    # The hull of the component's outer contour is the hull of all its pixels, from a
+    # few hundred points instead of tens of thousands (0.26 against 5.1 ms per Br35H
+    # image here; the masks are identical on all 3,000).
+    contours, _ = cv2.findContours(largest, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    hull = cv2.convexHull(np.concatenate(contours))
     filled = np.zeros_like(largest)
     cv2.fillConvexPoly(filled, hull, 1)
     return filled.astype(bool)
