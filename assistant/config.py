@@ -24,6 +24,9 @@ class Limits(BaseModel):
         40_000_000, gt=0, description="rows x columns of one decoded frame (checked from headers)"
     )
     max_frames: int = Field(2_000, gt=0, description="frames in a multi-frame DICOM")
+    max_batch_frame_bytes: int = Field(
+        512 * 1024 * 1024, gt=0, description="decoded frames one model batch holds at once; "
+        "a batch of larger images runs in parts (at least one image each)")
     max_inflated_bytes: int = Field(
         512 * 1024 * 1024, gt=0, description="a deflated DICOM data set, inflated (checked "
                                              "before parsing)")

@@ -242,20 +242,35 @@ class Pipeline:
     def analyze_many(self, images: Sequence[bytes | Path],
                      contexts: Sequence[Context | None] | None = None,
                      study_ids: Sequence[str] | None = None) -> list[Analysis]:
-        """Several images in one model batch; the first bad image raises."""
+        """Several images in one model batch, in parts when their decoded frames exceed
+        ``limits.max_batch_frame_bytes``; the first bad image raises."""
         contexts = list(contexts) if contexts is not None else [None] * len(images)
         ids = list(study_ids) if study_ids is not None else [uuid.uuid4().hex for _ in images]
         if not len(images) == len(contexts) == len(ids):
             raise ValueError(f"{len(images)} images, {len(contexts)} contexts and "
                              f"{len(ids)} study ids: give one of each per image")
         start = time.perf_counter()
-        decoded = [self._read(image) for image in images]
-        inputs = [self.vision.prepare(img.pixels) for img, _ in decoded]
-        diagnoses = self.vision.diagnose(inputs, heatmap=True)
-        out = [self._compose(img, sha, d, ctx or Context(), sid)
-               for (img, sha), d, ctx, sid in zip(decoded, diagnoses, contexts, ids, strict=True)]
+        out: list[Analysis] = []
+        part: list[tuple[DecodedImage, str, Context | None, str]] = []
+        held = 0  # bytes of the decoded frames in ``part``
+        for image, ctx, sid in zip(images, contexts, ids, strict=True):
+            img, sha = self._read(image)
+            if part and held + img.pixels.nbytes > self.limits.max_batch_frame_bytes:
+                out += self._analyze_part(part)  # large frames: the batch runs in parts
+                part, held = [], 0
+            part.append((img, sha, ctx, sid))
+            held += img.pixels.nbytes
+        out += self._analyze_part(part)
         log.info("analysed %d image(s) in %.2f s", len(out), time.perf_counter() - start)
         return out
+
+    def _analyze_part(self, part: Sequence[tuple[DecodedImage, str, Context | None, str]]
+                      ) -> list[Analysis]:
+        """Decoded images through one model pass, then each composed."""
+        inputs = [self.vision.prepare(img.pixels) for img, _, _, _ in part]
+        diagnoses = self.vision.diagnose(inputs, heatmap=True)
+        return [self._compose(img, sha, d, ctx or Context(), sid)
+                for (img, sha, ctx, sid), d in zip(part, diagnoses, strict=True)]
 
     def _read(self, image: bytes | Path) -> tuple[DecodedImage, str]:
         decoded = read_image(image, self.limits)  # checks the size before reading a path

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -94,6 +95,34 @@ def test_analyze_many_matches_one_at_a_time(pipeline: Pipeline, images: dict[str
         assert single.report.findings == analysis.report.findings
     with pytest.raises(ValueError, match="one of each"):
         pipeline.analyze_many(paths, [None])
+
+
+def test_a_batch_of_large_frames_runs_in_parts(images: dict[str, Path],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoded frames over ``max_batch_frame_bytes`` are not all held at once: the batch
+    runs in model passes of fewer images, with the same results."""
+    paths = [*images.values(), *images.values()]  # four images
+    whole = Pipeline.from_settings(Settings(), citations=False)
+    one_frame = read_image(paths[0]).pixels.nbytes
+    small = Settings(limits={"max_batch_frame_bytes": 2 * one_frame})
+    parted = Pipeline.from_settings(small, citations=False)
+    sizes: list[int] = []
+    diagnose = parted.vision.diagnose
+
+    def counted(inputs: list[Any], **kwargs: Any) -> Any:
+        sizes.append(len(inputs))
+        return diagnose(inputs, **kwargs)
+
+    monkeypatch.setattr(parted.vision, "diagnose", counted)
+    ids = ["a", "b", "c", "d"]
+    expected = whole.analyze_many(paths, study_ids=ids)
+    got = parted.analyze_many(paths, study_ids=ids)
+    assert len(sizes) > 1 and max(sizes) < len(paths) and sum(sizes) == len(paths)
+    assert [a.study_id for a in got] == ids
+    for a, b in zip(got, expected, strict=True):
+        assert a.diagnosis.label == b.diagnosis.label
+        assert a.diagnosis.probability == pytest.approx(b.diagnosis.probability, abs=1e-6)
+        assert a.report == b.report and a.heatmap_png == b.heatmap_png
 
 
 def test_bad_bytes_raise_a_typed_error(pipeline: Pipeline) -> None:
