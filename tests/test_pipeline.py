@@ -122,7 +122,12 @@ def test_a_batch_of_large_frames_runs_in_parts(images: dict[str, Path],
     for a, b in zip(got, expected, strict=True):
         assert a.diagnosis.label == b.diagnosis.label
         assert a.diagnosis.probability == pytest.approx(b.diagnosis.probability, abs=1e-6)
-        assert a.report == b.report and a.heatmap_png == b.heatmap_png
+        assert a.report == b.report and a.location == b.location
+        # the heat may differ in its last float bits between batch sizes: a colour level
+        heat_a, heat_b = (cv2.imdecode(np.frombuffer(x.heatmap_png or b"", np.uint8),
+                                       cv2.IMREAD_COLOR).astype(int) for x in (a, b))
+        assert heat_a.shape == heat_b.shape
+        assert np.abs(heat_a - heat_b).max() <= 8 and np.abs(heat_a - heat_b).mean() < 0.01
 
 
 def test_bad_bytes_raise_a_typed_error(pipeline: Pipeline) -> None:
