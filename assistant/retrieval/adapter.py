@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from assistant.checkpoint_io import CheckpointError, read_payload, write_payload
+from assistant.retrieval.evaluate import ndcg_at
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +126,6 @@ class AdaptedEmbedder:
         return self.adapter.apply(np.asarray(self.base.encode(texts)))
 
 
-def encode_queries(embedder: Any, texts: Sequence[str]) -> np.ndarray:
-    """Query vectors: through the adapter where the embedder has one."""
-    method = getattr(embedder, "encode_queries", None)
-    return np.asarray(method(texts) if method is not None else embedder.encode(texts))
-
-
 # -- training ------------------------------------------------------------------------------
 
 
@@ -143,23 +138,15 @@ def _document_scores(queries: torch.Tensor, passages: torch.Tensor, passage_doc:
                               reduce="amax")
 
 
-def ndcg10(top: np.ndarray, relevant: Sequence[set[int]]) -> float:
-    """Mean binary-gain nDCG@10 of ranked document rows ``top`` (Q, >=10)."""
-    values = []
-    for row, rel in zip(top, relevant, strict=True):
-        gain = sum(1 / np.log2(r + 2) for r, d in enumerate(row[:10]) if d in rel)
-        values.append(gain / sum(1 / np.log2(r + 2) for r in range(min(10, len(rel)))))
-    return float(np.mean(values)) if values else 0.0
-
-
 def dense_ndcg(matrix: torch.Tensor, queries: np.ndarray, relevant: Sequence[set[int]],
                passages: torch.Tensor, passage_doc: torch.Tensor, n_docs: int) -> float:
     with torch.no_grad():
         q = torch.from_numpy(queries)
         z = torch.nn.functional.normalize(q + q @ matrix, dim=-1)
         scores = _document_scores(z, passages, passage_doc, n_docs)
-        top = scores.topk(min(10, n_docs), dim=1).indices
-    return ndcg10(top.numpy(), relevant)
+        top = scores.topk(min(10, n_docs), dim=1).indices.tolist()
+    values = [ndcg_at(row, frozenset(rel)) for row, rel in zip(top, relevant, strict=True)]
+    return float(np.mean(values)) if values else 0.0
 
 
 def train_adapter(train: TrainingSet, tune_queries: np.ndarray,

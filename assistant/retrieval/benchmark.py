@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from assistant.config import Settings
-from assistant.retrieval.adapter import QueryAdapter, encode_queries
+from assistant.retrieval.adapter import QueryAdapter
 from assistant.retrieval.build import build_index, ensure_index, open_searcher, query_embedder
 from assistant.retrieval.corpus import Document, iter_corpus
-from assistant.retrieval.embed import TextEmbedder
+from assistant.retrieval.embed import TextEmbedder, encode_queries
 from assistant.retrieval.evaluate import (
     DEPTH,
     METRICS,

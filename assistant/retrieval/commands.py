@@ -31,7 +31,7 @@ from assistant.retrieval.build import (
 from assistant.retrieval.corpus import iter_corpus
 from assistant.retrieval.dense import INDEX_KINDS, IndexKind
 from assistant.retrieval.embed import Embedder, TextEmbedder
-from assistant.retrieval.evaluate import mesh_major_queries
+from assistant.retrieval.evaluate import major_topics, mesh_major_queries
 from assistant.retrieval.index import (
     MANIFEST_FILE,
     IndexManifest,
@@ -201,18 +201,13 @@ def adapter_training_set(settings: Settings, config: BenchmarkConfig | None = No
     sets = mesh_major_queries(docs, config.min_major, config.n_test, config.n_tune,
                               config.seed)
     held = {q.key for q in [*sets.test, *sets.tune]}
-    names: dict[str, str] = {}
-    relevant: dict[str, set[int]] = {}
-    for doc in docs:
-        for heading in doc.mesh:
-            if heading.major:
-                names[heading.ui] = heading.descriptor
-                relevant.setdefault(heading.ui, set()).add(doc_row[doc.id])
+    names, relevant = major_topics(docs)
     train_uis = sorted(ui for ui in names if ui not in held)
     log.info("adapter training: %d descriptors (%d held out), %d passages of %d citations",
              len(train_uis), len(held), len(rows), len(docs))
     train = TrainingSet(embedder.encode([names[ui] for ui in train_uis], batch_size=256),
-                        [sorted(relevant[ui]) for ui in train_uis], passages, passage_doc)
+                        [sorted(doc_row[d] for d in relevant[ui]) for ui in train_uis],
+                        passages, passage_doc)
     tune_vectors = embedder.encode([q.text for q in sets.tune])
     tune_relevant = [{doc_row[d] for d in q.relevant} for q in sets.tune]
     meta = {"embedder": embedder.name, "embedder_sha256": embedder.fingerprint,

@@ -47,6 +47,13 @@ class TextEmbedder(Protocol):
                progress: bool = False) -> np.ndarray: ...
 
 
+def encode_queries(embedder: TextEmbedder, texts: Sequence[str]) -> np.ndarray:
+    """Query vectors: through the embedder's query adapter where it has one
+    (``adapter.AdaptedEmbedder``), else as passages are embedded."""
+    method = getattr(embedder, "encode_queries", None)
+    return np.asarray(method(texts) if method is not None else embedder.encode(texts))
+
+
 def _offline() -> None:
     """No hub look-ups, whatever the environment says: every file is local."""
     os.environ["HF_HUB_OFFLINE"] = "1"

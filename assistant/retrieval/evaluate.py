@@ -21,15 +21,16 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from assistant.retrieval.adapter import encode_queries
 from assistant.retrieval.corpus import Document
+from assistant.retrieval.embed import encode_queries
 from assistant.retrieval.search import Ranking, Searcher, best_per_document
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,9 @@ class QuerySets:
     eligible: int  # descriptors meeting the threshold, before the cut
 
 
-def mesh_major_queries(docs: Iterable[Document], min_major: int = 5, n_test: int = 300,
-                       n_tune: int = 300, seed: int = 0) -> QuerySets:
-    """Set (a): descriptor names as queries, their major-topic citations as judgments.
-
-    The eligible descriptors (sorted by UI) are shuffled with ``seed``; the first
-    ``n_test`` are the reported queries and the next ``n_tune`` the tuning ones.
-    """
+def major_topics(docs: Iterable[Document]) -> tuple[dict[str, str], dict[str, set[str]]]:
+    """Every MeSH descriptor that is a major topic of one of ``docs``: its name, and the
+    ids of the documents it is a major topic of (both keyed by descriptor UI)."""
     names: dict[str, str] = {}
     relevant: dict[str, set[str]] = defaultdict(set)
     for doc in docs:
@@ -66,6 +63,17 @@ def mesh_major_queries(docs: Iterable[Document], min_major: int = 5, n_test: int
             if heading.major:
                 names[heading.ui] = heading.descriptor
                 relevant[heading.ui].add(doc.id)
+    return names, dict(relevant)
+
+
+def mesh_major_queries(docs: Iterable[Document], min_major: int = 5, n_test: int = 300,
+                       n_tune: int = 300, seed: int = 0) -> QuerySets:
+    """Set (a): descriptor names as queries, their major-topic citations as judgments.
+
+    The eligible descriptors (sorted by UI) are shuffled with ``seed``; the first
+    ``n_test`` are the reported queries and the next ``n_tune`` the tuning ones.
+    """
+    names, relevant = major_topics(docs)
     eligible = sorted(ui for ui, ids in relevant.items() if len(ids) >= min_major)
     random.Random(seed).shuffle(eligible)
     queries = [Query(ui, names[ui], frozenset(relevant[ui])) for ui in eligible]
@@ -84,7 +92,7 @@ def known_item_queries(docs: Iterable[Document], n: int = 1000, seed: int = 0) -
 # -- metrics -------------------------------------------------------------------------------
 
 
-def ndcg_at(ranked: Sequence[str], relevant: frozenset[str], k: int = 10) -> float:
+def ndcg_at(ranked: Sequence[Hashable], relevant: AbstractSet[Hashable], k: int = 10) -> float:
     """Binary-gain nDCG@k: DCG of ``ranked`` over the DCG of an ideal ranking."""
     gains = [1.0 / np.log2(rank + 2) for rank, doc in enumerate(ranked[:k]) if doc in relevant]
     ideal = sum(1.0 / np.log2(rank + 2) for rank in range(min(k, len(relevant))))

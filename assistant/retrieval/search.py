@@ -15,10 +15,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from assistant.retrieval.adapter import encode_queries
 from assistant.retrieval.corpus import SOURCES
 from assistant.retrieval.dense import search_faiss
-from assistant.retrieval.embed import TextEmbedder
+from assistant.retrieval.embed import TextEmbedder, encode_queries
 from assistant.retrieval.index import LoadedIndex
 from assistant.retrieval.lexical import tokenize_terms, top_k
 from assistant.retrieval.passages import split_sentences
@@ -235,16 +234,17 @@ class Searcher:
         self.embed_snippets = embed_snippets
         self.ranking = ranking or Ranking()
 
-    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+    def _require_embedder(self) -> TextEmbedder:
         if self.embedder is None:
             raise ValueError("dense and hybrid search need an embedder; use mode='bm25'")
-        return self.embedder.encode(texts)
+        return self.embedder
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self._require_embedder().encode(texts)
 
     def _embed_query(self, query: str) -> np.ndarray:
         """(d,): through the embedder's query adapter, if it has one."""
-        if self.embedder is None:
-            raise ValueError("dense and hybrid search need an embedder; use mode='bm25'")
-        return encode_queries(self.embedder, [query])[0]
+        return encode_queries(self._require_embedder(), [query])[0]
 
     def lexical_scores(self, query: str, title_weight: float | None = None) -> np.ndarray:
         """(N,) BM25 of every passage, plus ``title_weight`` (default: the ranking's) x

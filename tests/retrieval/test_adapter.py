@@ -17,12 +17,12 @@ from assistant.retrieval.adapter import (
     AdapterError,
     QueryAdapter,
     TrainingSet,
-    encode_queries,
     train_adapter,
 )
 from assistant.retrieval.benchmark import BenchmarkConfig, check_held_out, run_benchmark
 from assistant.retrieval.build import build_index, open_searcher, query_embedder
 from assistant.retrieval.commands import run_train_query_adapter
+from assistant.retrieval.embed import encode_queries
 from assistant.retrieval.evaluate import Query
 from tests.retrieval.conftest import HashingEmbedder
 
