@@ -1,7 +1,8 @@
 """Decoding: greedy and beam search over a batch, with the decoder's key-value cache.
 
 Every step feeds only the newest token; earlier positions come from the cache. Beams are
-rows of one batch (B * beam), so a batch of studies decodes together. Repetition is
+rows of one batch (B * beam), so a batch of studies decodes together; a study whose search
+is done leaves the batch, so a report never depends on the other studies beside it. Repetition is
 controlled by forbidding any repeated n-gram (``no_repeat_ngram``) and by a repetition
 penalty on tokens already written; ``max_tokens`` caps the length; padding, BOS and the
 unknown token are never produced.
@@ -49,16 +50,16 @@ class DecodeConfig:
         return asdict(self)
 
 
-def _banned_ngrams(seqs: torch.Tensor, n: int) -> list[list[int]]:
-    """Per row of seqs (R, T): the tokens that would complete an n-gram already present."""
+def _banned_ngrams(seqs: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tokens that would complete an n-gram already present in a row of seqs (R, T),
+    as (rows, tokens): row ``rows[j]`` may not write ``tokens[j]`` next."""
+    none = torch.zeros(0, dtype=torch.long)
     if n <= 0 or seqs.shape[1] < n:
-        return [[] for _ in range(seqs.shape[0])]
-    out = []
-    for row in seqs.tolist():
-        prefix = tuple(row[len(row) - n + 1:])
-        out.append([row[i + n - 1] for i in range(len(row) - n + 1)
-                    if tuple(row[i:i + n - 1]) == prefix])
-    return out
+        return none, none
+    windows = seqs.unfold(1, n, 1)  # (R, T - n + 1, n)
+    prefix = seqs[:, seqs.shape[1] - n + 1:]  # (R, n - 1): the n-gram being completed
+    rows, at = (windows[:, :, :n - 1] == prefix[:, None, :]).all(-1).nonzero(as_tuple=True)
+    return rows, windows[rows, at, n - 1]
 
 
 def _step(model: ReportDecoder, seqs: torch.Tensor, mem: Memory, step: int,
@@ -102,9 +103,8 @@ def _adjust(logp: torch.Tensor, seqs: torch.Tensor, cfg: DecodeConfig) -> torch.
         seen = torch.zeros_like(logp, dtype=torch.bool).scatter_(1, seqs, True)
         seen[:, EOS_ID] = False
         logp = torch.where(seen, logp * cfg.repetition_penalty, logp)
-    for r, toks in enumerate(_banned_ngrams(seqs, cfg.no_repeat_ngram)):
-        if toks:
-            logp[r, toks] = -torch.inf
+    rows, toks = _banned_ngrams(seqs, cfg.no_repeat_ngram)
+    logp[rows, toks] = -torch.inf
     return logp
 
 
@@ -116,56 +116,75 @@ def generate(model: ReportDecoder, memory: Memory, cfg: DecodeConfig) -> list[li
 @torch.no_grad()
 def candidates(model: ReportDecoder, memory: Memory, cfg: DecodeConfig) -> list[list[list[int]]]:
     """Per study in ``memory`` (batch B): up to ``beam`` finished hypotheses (token ids
-    without BOS and EOS), best score first."""
+    without BOS and EOS), best score first.
+
+    A study leaves the batch as soon as it is done, so the studies still decoding pay
+    for no finished ones, and each study gets what it would get decoded alone.
+    """
     model.eval()
     b, k = memory.states.shape[0], cfg.beam
     limit = min(cfg.max_tokens, model.config.max_len - 1)
+    active = list(range(b))  # the study each group of k rows decodes
     mem = memory.select(torch.arange(b).repeat_interleave(k))  # (B*k, ...)
     seqs = torch.full((b * k, 1), BOS_ID, dtype=torch.long)
     scores = torch.zeros(b, k)
     scores[:, 1:] = -torch.inf  # all beams start identical: keep one
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
+    unfinished: dict[int, list[int]] = {}  # a study that ended with no finished hypothesis
     caches: list[KV] | None = None
     for step in range(limit + 1):  # ``limit`` tokens, then the end
-        logp, caches = _step(model, seqs, mem, step, caches, cfg, limit)  # (B*k, V)
-        vocab = logp.shape[1]
-        total = (scores.view(-1, 1) + logp).view(b, k * vocab)
-        top, idx = total.topk(2 * k, dim=1)  # (B, 2k)
+        logp, caches = _step(model, seqs, mem, step, caches, cfg, limit)  # (n*k, V)
+        n, vocab = len(active), logp.shape[1]
+        total = (scores.view(-1, 1) + logp).view(n, k * vocab)
+        top, idx = total.topk(2 * k, dim=1)  # (n, 2k)
         rows, toks = idx // vocab, idx % vocab
         next_rows, next_toks, next_scores = [], [], []
         length = seqs.shape[1]  # tokens so far, BOS included: an EOS now makes it final
-        for i in range(b):
+        for g, study in enumerate(active):
             kept = 0
-            for rank, (s, r, t) in enumerate(zip(top[i].tolist(), rows[i].tolist(),
-                                                 toks[i].tolist(), strict=True)):
+            for rank, (s, r, t) in enumerate(zip(top[g].tolist(), rows[g].tolist(),
+                                                 toks[g].tolist(), strict=True)):
                 if s == -torch.inf or kept == k:
                     break
-                src = i * k + r
+                src = g * k + r
                 if t == EOS_ID:
                     if rank < k:  # as in common beam search: only a top-k EOS finishes
-                        _keep_best(finished[i], (s / length ** cfg.length_penalty,
-                                                 seqs[src, 1:].tolist()), k)
+                        _keep_best(finished[study], (s / length ** cfg.length_penalty,
+                                                     seqs[src, 1:].tolist()), k)
                     continue
                 next_rows.append(src)
                 next_toks.append(t)
                 next_scores.append(s)
                 kept += 1
             while kept < k:  # pad with a dead beam
-                next_rows.append(i * k)
+                next_rows.append(g * k)
                 next_toks.append(EOS_ID)
                 next_scores.append(-torch.inf)
                 kept += 1
-        scores = torch.tensor(next_scores).view(b, k)
-        if all(_done(f, float(scores[i].max()), length + 1, cfg, k)
-               for i, f in enumerate(finished)):
+        scores = torch.tensor(next_scores).view(n, k)
+        going = [g for g, study in enumerate(active)
+                 if not _done(finished[study], float(scores[g].max()), length + 1, cfg, k)]
+        for g in set(range(n)) - set(going):
+            if not finished[active[g]]:
+                unfinished[active[g]] = seqs[g * k, 1:].tolist()
+        if not going:
             break
-        index = torch.tensor(next_rows)
-        seqs = torch.cat([seqs[index], torch.tensor(next_toks).view(-1, 1)], dim=1)
+        keep = torch.tensor(going)
+        index = torch.tensor(next_rows).view(n, k)[keep].flatten()
+        if len(going) < n:  # drop the studies that are done
+            active = [active[g] for g in going]
+            scores = scores[keep]
+            mem = mem.select((keep[:, None] * k + torch.arange(k)).flatten())
+        new = torch.tensor(next_toks).view(n, k)[keep].view(-1, 1)
+        seqs = torch.cat([seqs[index], new], dim=1)
         caches = [(kc[index], vc[index]) for kc, vc in caches]
+    for g, study in enumerate(active):  # the cap was reached
+        if not finished[study]:
+            unfinished[study] = seqs[g * k, 1:].tolist()
     out = []
     for i in range(b):
         done = sorted(finished[i], key=lambda f: -f[0])
-        out.append([f[1] for f in done] or [seqs[i * k, 1:].tolist()])
+        out.append([f[1] for f in done] or [unfinished.get(i, [])])
     return out
 
 

@@ -54,11 +54,13 @@ def test_config_refuses_a_width_not_divisible_by_heads() -> None:
         DecoderConfig(10, 10, width=30, heads=4)
 
 
-@pytest.mark.parametrize("beam", [1, 3])
+@pytest.mark.parametrize(("beam", "length_penalty"), [(1, 1.0), (3, 1.0), (3, 1.6)])
 def test_generation_respects_the_cap_the_bans_and_the_batch(tiny_bundle: ReportBundle,
-                                                           beam: int) -> None:
+                                                           beam: int, length_penalty: float,
+                                                           ) -> None:
     model, cond = tiny_bundle.model, condition_batch(tiny_bundle)
-    cfg = DecodeConfig(beam=beam, max_tokens=12, no_repeat_ngram=2)
+    cfg = DecodeConfig(beam=beam, max_tokens=12, no_repeat_ngram=2,
+                       length_penalty=length_penalty)
     memory = model.encode(cond)
     out = generate(model, memory, cfg)
     assert len(out) == 3
@@ -66,7 +68,8 @@ def test_generation_respects_the_cap_the_bans_and_the_batch(tiny_bundle: ReportB
         assert len(seq) <= 12 and not {0, 1, 2, 3} & set(seq)
         bigrams = list(itertools.pairwise(seq))
         assert len(bigrams) == len(set(bigrams))  # no repeated 2-gram
-    # Batched decoding gives each study what it gets alone.
+    # Batched decoding gives each study what it gets alone (a study leaves the batch
+    # when it is done instead of decoding on beside the others).
     for i in range(3):
         alone = model.encode({k: v[i:i + 1] for k, v in cond.items()})
         assert generate(model, alone, cfg)[0] == out[i]
@@ -81,9 +84,13 @@ def test_beam_candidates_are_best_first(tiny_bundle: ReportBundle) -> None:
 
 
 def test_banned_ngrams_finds_the_completions() -> None:
-    seqs = torch.tensor([[1, 5, 6, 7, 5, 6]])
-    assert _banned_ngrams(seqs, 3) == [[7]]
-    assert _banned_ngrams(seqs, 0) == [[]]
+    seqs = torch.tensor([[1, 5, 6, 7, 5, 6], [1, 5, 6, 5, 6, 5], [1, 2, 3, 4, 5, 6]])
+    rows, toks = _banned_ngrams(seqs, 3)
+    assert sorted(zip(rows.tolist(), toks.tolist(), strict=True)) == [(0, 7), (1, 6)]
+    rows, toks = _banned_ngrams(seqs, 2)  # row 1 ends in 5: 5 was followed by 6 twice
+    assert sorted(zip(rows.tolist(), toks.tolist(), strict=True)) == [(0, 7), (1, 6), (1, 6)]
+    assert _banned_ngrams(seqs, 0)[0].numel() == 0
+    assert _banned_ngrams(seqs[:, :2], 3)[0].numel() == 0
 
 
 def test_min_tokens_holds_the_end_back(tiny_bundle: ReportBundle) -> None:
