@@ -145,6 +145,9 @@ def train_vision(
     views: Annotated[int, typer.Option(help="Cached augmented views per image.")] = 12,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    ema: Annotated[float, typer.Option(
+        help="Weight averaging: decay per step of the moving average kept (0 = off).")
+                   ] = 0.998,
     val_fold: Annotated[str, typer.Option(help="Validation fold of the split.")] = "0",
     out: Annotated[Path | None, typer.Option(help="Checkpoint path.")] = None,
 ) -> None:
@@ -157,7 +160,7 @@ def train_vision(
         raise typer.BadParameter("variant must be hybrid or vit")
     settings = get_settings()
     cfg = TrainConfig(epochs=epochs, freeze_blocks=freeze_blocks if variant == "hybrid" else 0,
-                      views=views, lr=lr, seed=seed)
+                      views=views, lr=lr, seed=seed, ema=ema)
     run(settings, variant, cfg, val_fold, out or release_path(settings))  # type: ignore[arg-type]
 
 

@@ -104,10 +104,12 @@ def load_bundle(path: Path, expected_sha256: str | None = None) -> VisionBundle:
 @torch.no_grad()
 def ood_features(model: PatchTransformer, images: torch.Tensor, batch: int = 64,
                  ) -> np.ndarray:
-    """Per image: mean stem feature and mean encoded patch token, concatenated (N, D)."""
+    """Per image: mean stem feature and mean encoded patch token, concatenated (N, D);
+    computed on the model's device."""
     model.eval()
-    return torch.cat([logits_and_scope_features(model, images[i:i + batch])[1]
-                      for i in range(0, len(images), batch)]).double().numpy()
+    device = next(model.parameters()).device
+    return torch.cat([logits_and_scope_features(model, images[i:i + batch].to(device))[1]
+                      .cpu() for i in range(0, len(images), batch)]).double().numpy()
 
 
 def logits_and_scope_features(model: PatchTransformer, images: torch.Tensor,

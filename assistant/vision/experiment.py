@@ -42,18 +42,22 @@ def build_model(cfg: VisionConfig, data_dir: Path) -> PatchTransformer:
 def fit_bundle(dataset: Dataset, model_cfg: VisionConfig, preprocess: PreprocessConfig,
                train_cfg: TrainConfig, data_dir: Path, val_fold: str,
                train_mask: npt.NDArray[np.bool_] | None = None, progress: bool = True,
-               bank: torch.Tensor | None = None) -> tuple[VisionBundle, TrainResult]:
-    """Train on ``train_mask`` (default: every fold but ``val_fold`` and test)."""
+               bank: torch.Tensor | None = None, device: str = "cpu",
+               ) -> tuple[VisionBundle, TrainResult]:
+    """Train on ``train_mask`` (default: every fold but ``val_fold`` and test); the
+    training steps run on ``device``."""
     default_train, val_mask, _ = dataset.fold_masks(val_fold)
     train_mask = default_train if train_mask is None else train_mask
     model = build_model(model_cfg, data_dir)
     result = train(model, dataset.images[train_mask], dataset.labels[train_mask],
                    dataset.images[val_mask], dataset.labels[val_mask], train_cfg, progress,
-                   bank)
+                   bank, device)
+    result.model.to(device)
     detector = MahalanobisDetector.fit(
         ood_features(result.model, as_batch(dataset.images[train_mask])),
         dataset.labels[train_mask],
         ood_features(result.model, as_batch(dataset.images[val_mask])))
+    result.model.to("cpu")
     record = Manifest.load(data_dir).sources.get("br35h")
     provenance: dict[str, Any] = {
         "split_sha256": dataset.split_sha256,
@@ -91,7 +95,7 @@ class FoldOutcome:
 
 def cross_validate(dataset: Dataset, model_cfg: VisionConfig, preprocess: PreprocessConfig,
                    train_cfg: TrainConfig, data_dir: Path, progress: bool = True,
-                   ) -> list[FoldOutcome]:
+                   device: str = "cpu") -> list[FoldOutcome]:
     outcomes = []
     # The frozen stem is the same ImageNet network in every fold: its outputs for all
     # non-test images are computed once and each fold takes its training rows.
@@ -102,14 +106,15 @@ def cross_validate(dataset: Dataset, model_cfg: VisionConfig, preprocess: Prepro
     if frozen is not None:
         gen = torch.Generator().manual_seed(train_cfg.seed)
         shared = feature_bank(frozen, torch.from_numpy(dataset.images[pool]).unsqueeze(1),
-                              train_cfg.views, train_cfg, gen, progress)
+                              train_cfg.views, train_cfg, gen, progress, device)
     for k in range(N_FOLDS):
         eval_fold, val_fold = str(k), str((k + 1) % N_FOLDS)
         train_mask, _, _ = dataset.fold_masks(val_fold)
         train_mask &= dataset.folds != eval_fold
-        bank = shared[row[train_mask]] if shared is not None else None
+        bank = (shared[torch.from_numpy(row[train_mask]).to(shared.device)]
+                if shared is not None else None)
         bundle, result = fit_bundle(dataset, model_cfg, preprocess, train_cfg, data_dir,
-                                    val_fold, train_mask, progress, bank)
+                                    val_fold, train_mask, progress, bank, device)
         mask = dataset.folds == eval_fold
         p = predict_proba(bundle, dataset.images[mask])[:, 1]
         outcomes.append(FoldOutcome(eval_fold, dataset.labels[mask], dataset.groups[mask], p,

@@ -24,6 +24,7 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from assistant.vision.augment import AugmentConfig, augment
@@ -52,6 +53,9 @@ class TrainConfig:
     views: int = 12  # cached augmented views per training image (frozen stem only)
     min_sensitivity: float = 0.98  # the operating threshold's floor on validation
     miss_cost: float = 3.0  # a missed tumour costs this many false alarms (caps the threshold)
+    # Exponential moving average of the weights, per step (0 = off): validation, early
+    # stopping and the kept model use the averaged weights.
+    ema: float = 0.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,15 +88,16 @@ def _trainable_forward(model: PatchTransformer, cfg: TrainConfig, x: Tensor) -> 
 
 @torch.no_grad()
 def feature_bank(frozen: nn.Module, images: Tensor, views: int, cfg: TrainConfig,
-                 gen: torch.Generator, progress: bool) -> Tensor:
-    """(N, views + 1, C, H, W) float16 frozen-stem outputs; view 0 is the clean image."""
-    frozen.eval()
+                 gen: torch.Generator, progress: bool, device: str = "cpu") -> Tensor:
+    """(N, views + 1, C, H, W) float16 frozen-stem outputs, on ``device``; view 0 is the
+    clean image. Augmentation runs on the CPU (its generator), the stem on ``device``."""
+    frozen.eval().to(device)
     out: list[Tensor] = []
     for start in tqdm(range(0, len(images), 64), desc="frozen stem", disable=not progress,
                       leave=False):
         batch = images[start:start + 64]
         stack = [batch] + [augment(batch, cfg.augment, gen) for _ in range(views)]
-        feats = [frozen((v - 0.5) / 0.5).half() for v in stack]
+        feats = [frozen(((v - 0.5) / 0.5).to(device)).half() for v in stack]
         out.append(torch.stack(feats, dim=1))
     return torch.cat(out)
 
@@ -115,13 +120,15 @@ def _optimizer(model: PatchTransformer, cfg: TrainConfig) -> torch.optim.Optimiz
 
 
 @torch.no_grad()
-def predict_logits(model: PatchTransformer, images: npt.NDArray[np.float32] | Tensor,
+def predict_logits(model: nn.Module, images: npt.NDArray[np.float32] | Tensor,
                    batch: int = 64) -> npt.NDArray[np.float32]:
-    """Logits (N, classes) for preprocessed images (N, S, S) or (N, 1, S, S)."""
+    """Logits (N, classes) for preprocessed images (N, S, S) or (N, 1, S, S), on the
+    model's device."""
     model.eval()
+    device = next(model.parameters()).device
     x = torch.as_tensor(images)
     x = x.unsqueeze(1) if x.dim() == 3 else x
-    out = [model(x[i:i + batch]).logits for i in range(0, len(x), batch)]
+    out = [model(x[i:i + batch].to(device)).logits.cpu() for i in range(0, len(x), batch)]
     return torch.cat(out).numpy().astype(np.float32)
 
 
@@ -151,23 +158,30 @@ def _set_train_mode(model: PatchTransformer, cfg: TrainConfig) -> None:
 def train(model: PatchTransformer, x_train: npt.NDArray[np.float32],
           y_train: npt.NDArray[np.int64], x_val: npt.NDArray[np.float32],
           y_val: npt.NDArray[np.int64], cfg: TrainConfig, progress: bool = True,
-          bank: Tensor | None = None) -> TrainResult:
+          bank: Tensor | None = None, device: str = "cpu") -> TrainResult:
     """Train, keep the epoch with the lowest validation loss, then calibrate on validation.
 
     ``bank``: frozen-stem outputs of ``x_train`` already computed (``feature_bank``), e.g.
-    shared by the folds of a cross-validation; computed here when absent.
+    shared by the folds of a cross-validation; computed here when absent. ``device``: where
+    the training steps run; the model returned is on the CPU.
     """
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     images = torch.from_numpy(x_train).unsqueeze(1)
-    labels = torch.from_numpy(y_train)
+    labels = torch.from_numpy(y_train).to(device)
+    model.to(device)
     _set_train_mode(model, cfg)
     frozen = frozen_part(model, cfg)
     if frozen is not None and bank is None:
-        bank = feature_bank(frozen, images, cfg.views, cfg, gen, progress)
+        bank = feature_bank(frozen, images, cfg.views, cfg, gen, progress, device)
     elif frozen is None:
         bank = None
+    if bank is not None:
+        bank = bank.to(device)
+    averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema),
+                              use_buffers=True) if cfg.ema > 0 else None)
+    scored: nn.Module = model if averaged is None else averaged.module
     opt = _optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(images) / cfg.batch_size)
     total, warmup = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
@@ -183,18 +197,20 @@ def train(model: PatchTransformer, x_train: npt.NDArray[np.float32],
             idx = order[i:i + cfg.batch_size]
             if bank is not None:
                 view = torch.randint(1, cfg.views + 1, (len(idx),), generator=gen)
-                x = bank[idx, view].float()
+                x = bank[idx.to(device), view.to(device)].float()
             else:
-                x = augment(images[idx], cfg.augment, gen)
+                x = augment(images[idx], cfg.augment, gen).to(device)
             for group in opt.param_groups:
                 group["lr"] = group["base_lr"] * _lr_factor(step, warmup, total)
-            loss = F.cross_entropy(_trainable_forward(model, cfg, x), labels[idx])
+            loss = F.cross_entropy(_trainable_forward(model, cfg, x), labels[idx.to(device)])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             losses.append(loss.item())
             step += 1
-        val_logits = predict_logits(model, x_val)
+        val_logits = predict_logits(scored, x_val)
         val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(y_val)))
         val_p = softmax_with_temperature(val_logits, 1.0)[:, 1]
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
@@ -205,12 +221,12 @@ def train(model: PatchTransformer, x_train: npt.NDArray[np.float32],
                         val_auc=f"{record['val_auc']:.4f}", val_acc=f"{record['val_acc']:.3f}")
         log.debug("epoch %s", record)
         if val_loss < best[0]:
-            best = (val_loss, epoch, copy.deepcopy(model.state_dict()))
+            best = (val_loss, epoch, copy.deepcopy(scored.state_dict()))
         elif epoch - best[1] >= cfg.patience:
             log.info("early stop at epoch %d (best %d)", epoch, best[1])
             break
     model.load_state_dict(best[2])
-    model.eval()
+    model.to("cpu").eval()
     val_logits = predict_logits(model, x_val)
     temperature = fit_temperature(val_logits, y_val)
     val_p = softmax_with_temperature(val_logits, temperature)[:, 1]
