@@ -195,14 +195,15 @@ def train(model: PatchTransformer, x_train: npt.NDArray[np.float32],
         losses = []
         for i in range(0, len(order), cfg.batch_size):
             idx = order[i:i + cfg.batch_size]
+            at = idx.to(device)
             if bank is not None:
                 view = torch.randint(1, cfg.views + 1, (len(idx),), generator=gen)
-                x = bank[idx.to(device), view.to(device)].float()
+                x = bank[at, view.to(device)].float()
             else:
                 x = augment(images[idx], cfg.augment, gen).to(device)
             for group in opt.param_groups:
                 group["lr"] = group["base_lr"] * _lr_factor(step, warmup, total)
-            loss = F.cross_entropy(_trainable_forward(model, cfg, x), labels[idx.to(device)])
+            loss = F.cross_entropy(_trainable_forward(model, cfg, x), labels[at])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -162,12 +162,13 @@ def candidates(model: ReportDecoder, memory: Memory, cfg: DecodeConfig) -> list[
                 next_scores.append(-torch.inf)
                 kept += 1
         scores = torch.tensor(next_scores).view(n, k)
-        going = [g for g, study in enumerate(active)
-                 if not _done(finished[study], float(scores[g].max()), length + 1, cfg, k)]
-        for g in set(range(n)) - set(going):
-            if not finished[active[g]]:
-                unfinished[active[g]] = seqs[g * k, 1:].tolist()
-        if not going:
+        ended = [_done(finished[study], float(scores[g].max()), length + 1, cfg, k)
+                 for g, study in enumerate(active)]
+        for g, study in enumerate(active):
+            if ended[g] and not finished[study]:  # every beam died without an end
+                unfinished[study] = seqs[g * k, 1:].tolist()
+        going = [g for g, e in enumerate(ended) if not e]
+        if not going:  # at the latest at ``limit``, where only the end may follow
             break
         keep = torch.tensor(going)
         index = torch.tensor(next_rows).view(n, k)[keep].flatten()
@@ -178,9 +179,6 @@ def candidates(model: ReportDecoder, memory: Memory, cfg: DecodeConfig) -> list[
         new = torch.tensor(next_toks).view(n, k)[keep].view(-1, 1)
         seqs = torch.cat([seqs[index], new], dim=1)
         caches = [(kc[index], vc[index]) for kc, vc in caches]
-    for g, study in enumerate(active):  # the cap was reached
-        if not finished[study]:
-            unfinished[study] = seqs[g * k, 1:].tolist()
     out = []
     for i in range(b):
         done = sorted(finished[i], key=lambda f: -f[0])
