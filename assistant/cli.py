@@ -114,10 +114,11 @@ def serve(
         raise typer.Exit(2)
     import uvicorn
 
+    from assistant.malloc import tune_malloc
     from assistant.service.app import create_app
-    from assistant.service.memory import tune_malloc
 
-    tune_malloc(settings.service.malloc_mmap_threshold, settings.service.malloc_arena_max)
+    svc = settings.service
+    tune_malloc(svc.malloc_mmap_threshold, svc.malloc_arena_max, svc.malloc_trim_threshold)
     uvicorn.run(create_app(settings), host=bind,
                 port=port or settings.service.port, log_level=settings.log_level.lower())
 

@@ -63,8 +63,11 @@ class ServiceConfig(BaseModel):
         1, ge=0, le=64, description="torch intra-op threads in the service; 0: torch's "
         "default (one per core). One per batch in flight kept both cores busiest here")
     malloc_mmap_threshold: int = Field(
-        1024 * 1024, ge=0, le=2**25, description="glibc: blocks from this size up are mapped "
+        1024 * 1024, ge=0, le=2**30, description="glibc: blocks from this size up are mapped "
         "and returned when freed (keeps the heap from fragmenting); 0: glibc's default")
+    malloc_trim_threshold: int = Field(
+        0, ge=0, le=2**30, description="glibc: free memory at the heap's top kept for reuse "
+        "up to this size before it is returned to the system; 0: glibc's default")
     malloc_arena_max: int = Field(2, ge=0, le=64, description="glibc malloc arenas; 0: default")
 
 
@@ -107,6 +110,13 @@ class BatchConfig(BaseModel):
         0, ge=0, le=64, description="model batches in flight at once; 0: twice the CPU count, "
                                     "at most 8")
     max_files: int = Field(10_000, gt=0, description="studies in one HTTP batch job at most")
+    malloc_mmap_threshold: int = Field(
+        64 * 1024 * 1024, ge=0, le=2**30, description="assistant draft, glibc: blocks from "
+        "this size up are mapped (zero-filled anew each time); smaller ones are reused from "
+        "the heap; 0: glibc's default")
+    malloc_trim_threshold: int = Field(
+        256 * 1024 * 1024, ge=0, le=2**30, description="assistant draft, glibc: free heap "
+        "kept for the next batch up to this size; 0: glibc's default")
     allowed_roots: list[Path] = Field(
         default_factory=list, description="server folders a job may read (POST /v1/batches "
                                           "with a folder); empty: none")

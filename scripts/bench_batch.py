@@ -29,6 +29,7 @@ from assistant.batch.engine import EmbeddedEngine, Outcome, Summary
 from assistant.batch.inputs import Item, discover
 from assistant.batch.store import BatchStore
 from assistant.config import Settings
+from assistant.malloc import keep_heap
 from assistant.pipeline import Pipeline
 from assistant.vision.splits import BR35H_SPLIT_PATH, TEST_FOLD, read_split_manifest
 
@@ -136,10 +137,15 @@ def main() -> None:
     parser.add_argument("--actors", type=int, default=2)
     parser.add_argument("--no-ray", action="store_true")
     parser.add_argument("--no-loop", action="store_true", help="engines only (large --n)")
+    parser.add_argument("--malloc", choices=("batch", "default"), default="batch",
+                        help="batch: glibc tuned as `assistant draft` tunes it, for every run "
+                             "here; default: glibc as it comes")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     log.setLevel(logging.INFO)
     settings = Settings()
+    if args.malloc == "batch":
+        keep_heap(settings.batch)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "in").mkdir()
@@ -162,7 +168,8 @@ def main() -> None:
         ray_t = (None if args.no_ray
                  else run_ray_engine(settings, items, work, args.batch_size, args.actors))
     base = min(loops, key=lambda t: t.draft_s) if loops else embedded
-    print(f"\n{args.n} Br35H images; ratio: drafting speed against {base.name}\n")
+    print(f"\n{args.n} Br35H images, malloc {args.malloc}; ratio: drafting speed against "
+          f"{base.name}\n")
     print("| run | studies | drafting s | studies/s | speed vs loop | CPU ms/study / cores "
           "| set-up s | total s |")
     print("|---|---|---|---|---|---|---|---|")

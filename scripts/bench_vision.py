@@ -1,5 +1,7 @@
-"""Vision model speed on this CPU: eager fp32 (the baseline), TorchScript-frozen fp32 and
-dynamic int8, all in one process; with --accuracy, the test-fold accuracy of each.
+"""Vision model speed on this CPU: eager fp32 (the baseline), TorchScript-frozen fp32
+(channels-last; and the earlier MKL-DNN path) and dynamic int8,
+all in one process; with --accuracy, the test-fold accuracy of each. glibc's allocator is
+tuned as ``assistant draft`` tunes it unless ``--malloc default``.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python scripts/bench_vision.py [--checkpoint PATH]
 
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 
 from assistant.config import Settings
+from assistant.malloc import keep_heap
 from assistant.vision.checkpoint import VisionBundle, load_bundle
 from assistant.vision.commands import release_path
 from assistant.vision.evaluate import timing
@@ -47,16 +50,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[2, 1],
                         help="torch thread counts to measure, the first is the baseline's")
     parser.add_argument("--accuracy", action="store_true")
+    parser.add_argument("--malloc", choices=("batch", "default"), default="batch",
+                        help="batch: glibc tuned as `assistant draft` tunes it (freed "
+                             "activations reused from the heap); default: glibc as it comes")
     args = parser.parse_args()
     settings = Settings()
+    if args.malloc == "batch":
+        keep_heap(settings.batch)
     bundle = load_bundle(args.checkpoint or release_path(settings))
     size = bundle.model.config.image_size
     runners: dict[str, Runner] = {"eager fp32": _Scorer(bundle).eval(),
                                   "torchscript fp32": compile_scorer(bundle),
+                                  "torchscript mkldnn": compile_scorer(bundle, mkldnn=True),
                                   "dynamic int8 (Linear)": _int8(bundle)}
     base: tuple[float, float] | None = None
-    print(f"{bundle.name} ({bundle.sha256[:12]}), input {size} px; ratios against the first "
-          "line (eager fp32)")
+    print(f"{bundle.name} ({bundle.sha256[:12]}), input {size} px, malloc {args.malloc}; "
+          "ratios against the first line (eager fp32)")
     for threads in args.threads:
         torch.set_num_threads(threads)
         for name, run in runners.items():

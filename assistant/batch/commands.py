@@ -26,6 +26,7 @@ from assistant.batch.errors import BatchInputError
 from assistant.batch.inputs import Item, discover
 from assistant.batch.store import BatchStore
 from assistant.config import Settings
+from assistant.malloc import keep_heap
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ def run_draft(settings: Settings, input_path: Path, options: DraftOptions) -> Su
     (raises ``BatchInputError`` for an input that is no folder or manifest)."""
     start = time.perf_counter()
     _check_out(options.out)
+    keep_heap(settings.batch)
     items, ignored = discover(input_path)
     if not items:
         log.warning("no PNG, JPEG or DICOM files in %s", input_path)

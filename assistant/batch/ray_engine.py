@@ -33,6 +33,7 @@ from assistant.batch.errors import BatchInputError
 from assistant.batch.inputs import Item
 from assistant.batch.store import BatchStore, StudyRecord
 from assistant.config import Settings
+from assistant.malloc import keep_heap
 from assistant.report import Context
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class DraftActor:
         from assistant.pipeline import Pipeline
 
         self.settings = Settings(**settings)
+        keep_heap(self.settings.batch)
         self.pipeline = Pipeline.from_settings(self.settings, citations=True)
         warm_citations(self.pipeline)
 

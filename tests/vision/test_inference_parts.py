@@ -184,3 +184,33 @@ def test_weight_averaging_learns_and_keeps_the_averaged_weights() -> None:
     assert any(not torch.equal(a, b) for a, b in zip(result.model.state_dict().values(),
                                                      plain.model.state_dict().values(),
                                                      strict=True))
+
+
+def test_compiled_scorers_agree_with_the_eager_model_on_the_cnn_stem() -> None:
+    """The channels-last TorchScript scorer (and the MKL-DNN one) give the eager model's
+    probabilities and scope features; converting the eager model changes no output."""
+    from assistant.vision.infer import _Scorer, channels_last, compile_scorer
+
+    torch.manual_seed(0)
+    cfg = VisionConfig(image_size=64, width=32, depth=1, heads=2, stem_stages=4, dropout=0.0)
+    model = PatchTransformer(cfg).eval()
+    with torch.no_grad():  # batch norms away from identity, so folding them is exercised
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    bundle = VisionBundle(model, PreprocessConfig(image_size=64), ("none", "spot"), 1.3, 0.2,
+                          MahalanobisDetector.fit(np.random.default_rng(0).normal(size=(8, 4)),
+                                                  np.array([0, 1] * 4),
+                                                  np.random.default_rng(1).normal(size=(4, 4))),
+                          {"name": "tiny-hybrid"})
+    x = torch.rand(5, 1, 64, 64)
+    with torch.no_grad():
+        p_ref, f_ref = _Scorer(bundle)(x)
+        for scorer in (compile_scorer(bundle), compile_scorer(bundle, mkldnn=True)):
+            p, f = scorer(x)
+            assert torch.allclose(p, p_ref, atol=1e-5) and torch.allclose(f, f_ref, atol=1e-4)
+        channels_last(model)
+        assert model.stem.blocks[0][1].weight.is_contiguous(memory_format=torch.channels_last)
+        p_cl, f_cl = _Scorer(bundle)(x)
+    assert torch.allclose(p_cl, p_ref, atol=1e-5) and torch.allclose(f_cl, f_ref, atol=1e-4)
