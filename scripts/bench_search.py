@@ -25,6 +25,7 @@ import torch
 from assistant.config import Settings
 from assistant.retrieval.build import open_searcher
 from assistant.retrieval.dense import build_faiss
+from assistant.retrieval.embed import Embedder
 from assistant.retrieval.search import MODES, Searcher
 
 log = logging.getLogger("bench_search")
@@ -110,6 +111,18 @@ def main() -> None:
         p50, p90 = _p50(lambda q, m=mode: searcher.search(q, k=10, mode=m), queries)
         log.info("search k=10 %-12s p50 %6.2f ms, p90 %6.2f ms (embed + rank + snippets)",
                  mode, p50, p90)
+    # The baseline in this process: queries through SentenceTransformer.encode, as before
+    # the traced encoder.
+    base = getattr(searcher.embedder, "base", searcher.embedder)
+    if isinstance(base, Embedder):
+        traced = {}
+        for on in (False, True):
+            base.traced = on
+            traced[on] = _p50(lambda q: searcher.search(q, k=10, mode="hybrid"), queries)
+            log.info("search k=10 hybrid, %-38s p50 %6.2f ms, p90 %6.2f ms",
+                     "traced query encoder" if on else "SentenceTransformer.encode (baseline)",
+                     *traced[on])
+        log.info("hybrid p50: traced / baseline %.2fx", traced[True][0] / traced[False][0])
     if not args.no_kinds:
         vectors = searcher.index.dense.reconstruct_n(0, manifest.passage_count)
         _dense_kinds(searcher, vectors, embed(queries))

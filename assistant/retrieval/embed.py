@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -21,6 +22,7 @@ import numpy as np
 from assistant.data.manifest import DataError, require
 
 if TYPE_CHECKING:
+    import torch
     from sentence_transformers import SentenceTransformer
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,11 @@ EMBEDDER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDER_DIM = 384
 MAX_SEQ_LENGTH = 256  # word pieces, [CLS] and [SEP] included: the model's training length
 _WEIGHTS = "model.safetensors"
+# Up to this many texts are encoded by the traced, frozen BERT encoder instead of
+# SentenceTransformer.encode: one query took 9.1 instead of 11.7 ms on one thread here
+# (scripts/bench_search.py). Batches keep encode(), which sorts texts by length.
+TRACED_MAX_TEXTS = 8
+_ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class TextEmbedder(Protocol):
@@ -66,7 +73,8 @@ class Embedder:
     name = EMBEDDER_NAME
     dim = EMBEDDER_DIM
 
-    def __init__(self, data_dir: Path, max_seq_length: int = MAX_SEQ_LENGTH) -> None:
+    def __init__(self, data_dir: Path, max_seq_length: int = MAX_SEQ_LENGTH,
+                 traced: bool = True) -> None:
         files = require(data_dir, "minilm")  # verified now; raises DataError if not fetched
         weights = [(path, sha) for path, sha in files.items() if path.name == _WEIGHTS]
         if len(weights) != 1:
@@ -77,7 +85,9 @@ class Embedder:
         self._fingerprint = sha
         self.max_seq_length = max_seq_length
         self._model: SentenceTransformer | None = None
-        self._lock = threading.Lock()
+        self._traced: torch.jit.ScriptModule | None = None
+        self.traced = traced
+        self._lock = threading.RLock()
 
     @property
     def fingerprint(self) -> str:
@@ -108,10 +118,56 @@ class Embedder:
 
     def encode(self, texts: Sequence[str], batch_size: int = 64,
                progress: bool = False) -> np.ndarray:
-        """(N, 384) float32, each row of unit length; (0, 384) for no texts."""
+        """(N, 384) float32, each row of unit length; (0, 384) for no texts. A few texts
+        (a search's query) go through the traced encoder, more through
+        ``SentenceTransformer.encode``: the same vectors (a test compares them)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if len(texts) <= TRACED_MAX_TEXTS and self.traced:
+            return self._encode_traced(list(texts))
         vectors = self.model.encode(list(texts), batch_size=batch_size,
                                     show_progress_bar=progress, convert_to_numpy=True,
                                     normalize_embeddings=True)
         return np.ascontiguousarray(vectors, dtype=np.float32)  # (N, 384)
+
+    def _traced_encoder(self) -> torch.jit.ScriptModule:
+        """The BERT encoder traced and frozen on a padded pair of texts (so the padding
+        mask is part of the graph), built on first use (about 1 s)."""
+        with self._lock:
+            if self._traced is None:
+                import torch
+
+                model = self.model
+                features = model.preprocess(["a padded example", "a much longer padded "
+                                             "example of a query text"])
+                args = tuple(features[k] for k in _ENCODER_INPUTS)
+                from transformers.utils import logging as hf_logging
+
+                verbosity = hf_logging.get_verbosity()
+                hf_logging.set_verbosity_error()  # a config note printed while tracing
+                try:
+                    with warnings.catch_warnings(), torch.no_grad():
+                        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                        warnings.simplefilter("ignore", FutureWarning)
+                        bert: torch.nn.Module = model[0].model  # type: ignore[assignment]
+                        traced = torch.jit.trace(bert.eval(), args, strict=False,
+                                                 check_trace=False)
+                        self._traced = torch.jit.freeze(traced.eval())
+                finally:
+                    hf_logging.set_verbosity(verbosity)
+            return self._traced
+
+    def _encode_traced(self, texts: list[str]) -> np.ndarray:
+        """Mean of the token vectors over the attention mask, then unit length: the
+        model's own pooling and normalisation (modules 1 and 2 of all-MiniLM-L6-v2)."""
+        import torch
+
+        encoder = self._traced_encoder()
+        features = self.model.preprocess(texts)
+        with torch.no_grad():
+            out = encoder(*(features[k] for k in _ENCODER_INPUTS))
+            tokens = out["last_hidden_state"] if isinstance(out, dict) else out[0]
+            mask = features["attention_mask"].unsqueeze(-1).to(tokens.dtype)
+            pooled = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            vectors = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        return np.ascontiguousarray(vectors.numpy(), dtype=np.float32)

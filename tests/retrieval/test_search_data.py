@@ -47,6 +47,25 @@ def test_embedder_gives_unit_vectors(searcher: Searcher) -> None:
     assert abs(float((vectors**2).sum(axis=1).max()) - 1.0) < 1e-5
 
 
+def test_traced_query_encoder_gives_the_sentence_transformer_vectors(searcher: Searcher
+                                                                     ) -> None:
+    """A search's few texts take the traced encoder, batches SentenceTransformer.encode:
+    the same vectors either way, one text at a time or padded together, truncated ones
+    included."""
+    import numpy as np
+
+    embedder = searcher.embedder
+    assert isinstance(embedder, Embedder) and embedder.traced
+    texts = ["Seizure", "  spaces around  ", "Carcinoma, Hepatocellular", "é ü 脑肿瘤 🧠",
+             "word " * 400, "Dravet syndrome SCN1A in infants with febrile seizures"]
+    reference = embedder.model.encode(texts, convert_to_numpy=True, normalize_embeddings=True)
+    one_by_one = np.concatenate([embedder.encode([t]) for t in texts])
+    together = embedder.encode(texts)
+    assert embedder._traced is not None  # both went through the traced encoder
+    assert np.abs(one_by_one - reference).max() < 1e-5
+    assert np.abs(together - reference).max() < 1e-5
+
+
 @pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
 @pytest.mark.parametrize(("name", "term"), TERMS.items())
 def test_a_term_name_finds_its_term(searcher: Searcher, mode: str, name: str,
