@@ -153,7 +153,7 @@ def train_vision(
     out: Annotated[Path | None, typer.Option(help="Checkpoint path.")] = None,
 ) -> None:
     """Train the Br35H tumour classifier on the committed grouped split."""
-    from assistant.vision.commands import release_path
+    from assistant.vision.checkpoint import release_path
     from assistant.vision.commands import train_vision as run
     from assistant.vision.train import TrainConfig
 
@@ -240,8 +240,8 @@ def eval_vision(
     card: Annotated[Path | None, typer.Option(help="Write the model card here.")] = None,
 ) -> None:
     """Test-fold metrics with intervals, calibration, scope, heatmaps (and CV, baselines)."""
+    from assistant.vision.checkpoint import release_path
     from assistant.vision.commands import eval_vision as run
-    from assistant.vision.commands import release_path
 
     settings = get_settings()
     run(settings, checkpoint or release_path(settings),

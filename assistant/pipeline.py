@@ -52,8 +52,7 @@ from assistant.report.evidence import FrameGeometry
 from assistant.retrieval.index import IndexUnusableError
 from assistant.retrieval.search import Hit, Searcher
 from assistant.security import load_study_key, study_hash
-from assistant.vision.checkpoint import VisionBundle, load_bundle
-from assistant.vision.commands import release_path
+from assistant.vision.checkpoint import VisionBundle, load_bundle, release_path
 from assistant.vision.infer import Diagnosis, VisionModel
 
 log = logging.getLogger(__name__)
@@ -88,6 +87,17 @@ class Citations:
     def to_list(self) -> list[dict[str, Any]]:
         return [{"id": h.id, "source": h.source, "title": h.title, "snippet": h.snippet,
                  "citation": h.citation, "url": h.url, "year": h.year} for h in self.hits]
+
+
+@dataclass(frozen=True)
+class CitationSnapshot:
+    """Each label's citations and the retrieval models that found them, searched once by
+    a batch driver and handed to pipelines that open no index (Ray actors): an actor then
+    loads neither the literature index nor the embedder, and its analyses carry the same
+    citations and model records as the embedded engine's."""
+
+    citations: dict[str, Citations]  # by diagnosis label
+    models: tuple[ModelRecord, ...]  # the retrieval records of the searching pipeline
 
 
 @dataclass(frozen=True)
@@ -204,6 +214,7 @@ class Pipeline:
         self.info = model_info(vision.bundle, vision.heat_method)
         self.models = self._models(vision_version)
         self._hits: dict[str, tuple[Hit, ...]] = {}
+        self._snapshot: CitationSnapshot | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, citations: bool = True) -> Pipeline:
@@ -296,10 +307,27 @@ class Pipeline:
                         self.info.heat_method, location, image.meta.to_dict(), quality,
                         context, self.citations(diagnosis), self.models, uid_hash)
 
+    def citation_snapshot(self) -> CitationSnapshot:
+        """Every label's citations, searched now (see ``CitationSnapshot``)."""
+        threshold = self.vision.bundle.threshold
+        found = {label: self.citations(Diagnosis(True, None, label, threshold, threshold, 0.0))
+                 for label in CITATION_QUERIES}
+        return CitationSnapshot(found, tuple(m for m in self.models
+                                             if m.role.startswith("retrieval")))
+
+    def use_citations(self, snapshot: CitationSnapshot) -> None:
+        """Answer citations from ``snapshot`` (a pipeline without a searcher)."""
+        if self.searcher is not None:
+            raise ValueError("this pipeline searches its own index")
+        self._snapshot = snapshot
+        self.models = self.models + snapshot.models
+
     def citations(self, diagnosis: Diagnosis) -> Citations:
         """Literature for the diagnosis: a fixed query per label, searched once and kept."""
         if not diagnosis.in_scope or diagnosis.label is None:
             return Citations(note="no diagnosis was given, so no literature was searched")
+        if self._snapshot is not None and diagnosis.label in self._snapshot.citations:
+            return self._snapshot.citations[diagnosis.label]
         query = CITATION_QUERIES.get(diagnosis.label)
         if query is None:
             return Citations(note=f"no literature query is defined for {diagnosis.label!r}")

@@ -25,7 +25,7 @@ import torch
 from assistant.config import Settings
 from assistant.retrieval.build import open_searcher
 from assistant.retrieval.dense import build_faiss
-from assistant.retrieval.embed import Embedder
+from assistant.retrieval.embed import Embedder, trace_queries
 from assistant.retrieval.search import MODES, Searcher
 
 log = logging.getLogger("bench_search")
@@ -95,7 +95,9 @@ def main() -> None:
     faiss.omp_set_num_threads(args.threads)
     start = time.perf_counter()
     searcher = open_searcher(Settings(), rebuild=False)
-    searcher.embedder.encode(["warm-up"])  # type: ignore[union-attr]
+    assert searcher.embedder is not None
+    trace_queries(searcher.embedder)  # as the service does
+    searcher.embedder.encode(["warm-up"])
     manifest = searcher.index.manifest
     log.info("index: %d passages (%s), %s; opened and embedder loaded in %.1f s; %d threads",
              manifest.passage_count, manifest.source_counts, manifest.index_kind,

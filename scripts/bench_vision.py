@@ -19,8 +19,7 @@ import torch
 
 from assistant.config import Settings
 from assistant.malloc import keep_heap
-from assistant.vision.checkpoint import VisionBundle, load_bundle
-from assistant.vision.commands import release_path
+from assistant.vision.checkpoint import VisionBundle, load_bundle, release_path
 from assistant.vision.evaluate import timing
 from assistant.vision.infer import _Scorer, compile_scorer
 

@@ -21,8 +21,7 @@ from assistant.imaging import UnsupportedFormatError, read_image
 from assistant.pipeline import Pipeline
 from assistant.report import Context
 from assistant.retrieval import Searcher, build_index, ensure_index
-from assistant.vision.checkpoint import load_bundle
-from assistant.vision.commands import release_path
+from assistant.vision.checkpoint import load_bundle, release_path
 from assistant.vision.infer import VisionModel
 from assistant.vision.splits import BR35H_SPLIT_PATH, TEST_FOLD, read_split_manifest
 from tests.retrieval.conftest import HPO_OBO, ICD_XML, MEDLINE_XML, HashingEmbedder, make_data_dir
@@ -175,6 +174,32 @@ def test_citations_come_from_the_index_once_per_query(tmp_path: Path,
     assert again["citations"] == out["citations"] and embedder.calls == calls  # cached
     assert pipeline.analyze(images["no tumour"]).to_dict()["citations_query"] == (
         "normal brain MRI")
+
+
+def test_a_citation_snapshot_gives_a_pipeline_without_an_index_the_same_analysis(
+        tmp_path: Path, images: dict[str, Path]) -> None:
+    """What a Ray actor gets: the driver's citations and retrieval model records, the
+    same JSON as a pipeline that searches itself (the study id and time aside)."""
+    settings = _tiny_index_settings(tmp_path)
+    embedder = HashingEmbedder()
+    build_index(settings, embedder=embedder, progress=False)
+    searcher = Searcher(ensure_index(settings, rebuild=False, embedder=embedder), embedder)
+    bundle = load_bundle(release_path(Settings()))
+    searching = Pipeline(VisionModel(bundle), searcher)
+    snapshot = searching.citation_snapshot()
+    assert set(snapshot.citations) == {"tumour", "no tumour"}
+    assert {m.role for m in snapshot.models} == {"retrieval-embedder", "retrieval-index"}
+    given = Pipeline(VisionModel(bundle))
+    given.use_citations(snapshot)
+    calls = embedder.calls
+    for name in ("tumour", "no tumour"):
+        a = searching.analyze(images[name], study_id="s").to_dict()
+        b = given.analyze(images[name], study_id="s").to_dict()
+        a.pop("created", None), b.pop("created", None)
+        assert b["citations"] and a == b
+    assert embedder.calls == calls  # neither searched again
+    with pytest.raises(ValueError, match="searches its own index"):
+        searching.use_citations(snapshot)
 
 
 def _cli(*args: str, index_dir: Path) -> subprocess.CompletedProcess[str]:

@@ -28,8 +28,7 @@ from assistant.batch.inputs import Item, study_id, study_key
 from assistant.batch.store import BatchStore, StudyRecord
 from assistant.config import Limits
 from assistant.imaging import ImageInputError
-from assistant.pipeline import CITATION_QUERIES, Analysis, Pipeline
-from assistant.vision.infer import Diagnosis
+from assistant.pipeline import Analysis, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +129,7 @@ def _record(study: Loaded, analysis: Analysis) -> StudyRecord:
 def warm_citations(pipeline: Pipeline) -> None:
     """Search each citation query now, once: the pipeline keeps the hits, so that worker
     threads never use the searcher (its embedder's tokenizer is not thread-safe)."""
-    threshold = pipeline.vision.bundle.threshold
-    for label in CITATION_QUERIES:
-        pipeline.citations(Diagnosis(True, None, label, threshold, threshold, 0.0))
+    pipeline.citation_snapshot()
 
 
 def analyze_chunk(pipeline: Pipeline, studies: Sequence[Loaded]) -> list[StudyRecord]:

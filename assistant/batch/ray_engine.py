@@ -6,7 +6,9 @@ The driver (this process) reads and keys every study, skips those already in the
 exactly as the embedded engine does (``Tracker``), and hands the rest to Ray Data:
 ``from_items(...).map_batches(DraftActor, compute=ActorPoolStrategy(size=actors), ...)``
 (Ray 2.60's spelling of ``concurrency=actors``). Each actor builds the pipeline once
-(``Pipeline.from_settings``) and drafts its batches with the same ``analyze_chunk``; the
+(``Pipeline.from_settings``, its vision model only) and drafts its batches with the same
+``analyze_chunk``; the citations come from one Ray task that opens the literature index
+and searches each label's query while the actors load (``CitationSnapshot``). The
 driver stores each finished batch in the same SQLite store, so resuming after a kill and
 the output are the embedded engine's.
 
@@ -24,17 +26,20 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from assistant.batch.engine import Loaded, Outcome, Tracker, analyze_chunk, load, warm_citations
+from assistant.batch.engine import Loaded, Outcome, Tracker, analyze_chunk, load
 from assistant.batch.errors import BatchInputError
 from assistant.batch.inputs import Item
 from assistant.batch.store import BatchStore, StudyRecord
 from assistant.config import Settings
 from assistant.malloc import keep_heap
 from assistant.report import Context
+
+if TYPE_CHECKING:
+    from assistant.pipeline import CitationSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +50,11 @@ _QUIET = ("assistant", "ray", "ray.data")
 class DraftActor:
     """A Ray Data actor: the pipeline, built once, drafting batches of studies."""
 
-    def __init__(self, settings: dict[str, Any], torch_threads: int = 1) -> None:
+    def __init__(self, settings: dict[str, Any], citations: list[Any],
+                 torch_threads: int = 1) -> None:
+        """``citations``: [the ObjectRef of a ``CitationSnapshot``], in a list so that Ray
+        hands it over unresolved: the actor loads its model while the snapshot is made."""
+        import ray
         import torch
 
         torch.set_num_threads(torch_threads)
@@ -55,8 +64,8 @@ class DraftActor:
 
         self.settings = Settings(**settings)
         keep_heap(self.settings.batch)
-        self.pipeline = Pipeline.from_settings(self.settings, citations=True)
-        warm_citations(self.pipeline)
+        self.pipeline = Pipeline.from_settings(self.settings, citations=False)
+        self.pipeline.use_citations(ray.get(citations[0]))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         studies: list[Loaded] = []
@@ -81,6 +90,16 @@ class DraftActor:
                 "in_scope": [_scope_code(records[s].in_scope) for s in order],
                 "result": [records[s].result or "" for s in order],
                 "error": [records[s].error or "" for s in order]}
+
+
+def citation_snapshot(settings: dict[str, Any]) -> CitationSnapshot:
+    """Every label's citations from the literature index, searched once for all actors
+    (a Ray task: one process opens the index and the embedder, not every actor)."""
+    for name in _QUIET:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    from assistant.pipeline import Pipeline
+
+    return Pipeline.from_settings(Settings(**settings), citations=True).citation_snapshot()
 
 
 def _scope_code(in_scope: bool | None) -> int:
@@ -138,10 +157,13 @@ def run_ray(settings: Settings, store: BatchStore, items: Iterable[Item],
     rows = [{"seq": seq, "path": str(s.item.path), "context": s.item.context_json() or "",
              "key": s.key} for seq, s in pending.items()]
     dataset = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / batch_size))
+    config = settings.model_dump(mode="json")
+    # No CPU reserved: it runs while the actors, one per CPU, load their models.
+    snapshot = ray.remote(num_cpus=0)(citation_snapshot).remote(config)
     drafted = dataset.map_batches(
         DraftActor, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=pool),
         num_cpus=1, batch_format="numpy",
-        fn_constructor_kwargs={"settings": settings.model_dump(mode="json")})
+        fn_constructor_kwargs={"settings": config, "citations": [snapshot]})
     for batch in drafted.iter_batches(batch_size=None, batch_format="numpy"):
         records = _records(batch)
         tracker.finish([pending.pop(seq) for seq in records], list(records.values()))

@@ -31,9 +31,11 @@ EMBEDDER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDER_DIM = 384
 MAX_SEQ_LENGTH = 256  # word pieces, [CLS] and [SEP] included: the model's training length
 _WEIGHTS = "model.safetensors"
-# Up to this many texts are encoded by the traced, frozen BERT encoder instead of
-# SentenceTransformer.encode: one query took 9.1 instead of 11.7 ms on one thread here
-# (scripts/bench_search.py). Batches keep encode(), which sorts texts by length.
+# With ``Embedder.traced`` (the service: trace_queries), up to this many texts are encoded
+# by the traced, frozen BERT encoder instead of SentenceTransformer.encode: one query took
+# 9.1 instead of 11.7 ms on one thread here (scripts/bench_search.py). Tracing costs about
+# a second once, so one-off searches do without. Batches keep encode(), which sorts texts
+# by length.
 TRACED_MAX_TEXTS = 8
 _ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -61,6 +63,16 @@ def encode_queries(embedder: TextEmbedder, texts: Sequence[str]) -> np.ndarray:
     return np.asarray(method(texts) if method is not None else embedder.encode(texts))
 
 
+def trace_queries(embedder: TextEmbedder) -> bool:
+    """Turn on the traced query encoder of ``embedder`` (or of the Embedder a query adapter
+    wraps); False when it has none (tests' tiny embedders)."""
+    base = getattr(embedder, "base", embedder)
+    if isinstance(base, Embedder):
+        base.traced = True
+        return True
+    return False
+
+
 def _offline() -> None:
     """No hub look-ups, whatever the environment says: every file is local."""
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -74,7 +86,7 @@ class Embedder:
     dim = EMBEDDER_DIM
 
     def __init__(self, data_dir: Path, max_seq_length: int = MAX_SEQ_LENGTH,
-                 traced: bool = True) -> None:
+                 traced: bool = False) -> None:
         files = require(data_dir, "minilm")  # verified now; raises DataError if not fetched
         weights = [(path, sha) for path, sha in files.items() if path.name == _WEIGHTS]
         if len(weights) != 1:

@@ -22,8 +22,9 @@ from collections.abc import Sequence
 from assistant.config import Settings
 from assistant.data.manifest import DataError
 from assistant.imaging import ImageInputError
-from assistant.pipeline import CITATION_QUERIES, Analysis, Pipeline
+from assistant.pipeline import Analysis, Pipeline
 from assistant.report import Context
+from assistant.retrieval.embed import trace_queries
 from assistant.retrieval.index import IndexUnusableError
 from assistant.retrieval.search import Hit, Mode, Searcher
 from assistant.service.batching import MicroBatcher
@@ -35,7 +36,6 @@ from assistant.service.errors import (
 )
 from assistant.service.metrics import Metrics
 from assistant.service.schemas import AnalyzeForm
-from assistant.vision.infer import Diagnosis
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +108,9 @@ class Services:
     def _warm(pipeline: Pipeline) -> None:
         """Load the embedder and search each citation query once, now, so that no request
         waits for either (and the pipeline never touches the searcher again)."""
-        threshold = pipeline.vision.bundle.threshold
-        for label in CITATION_QUERIES:
-            pipeline.citations(Diagnosis(True, None, label, threshold, threshold, 0.0))
+        if pipeline.searcher is not None and pipeline.searcher.embedder is not None:
+            trace_queries(pipeline.searcher.embedder)  # every search's query, from now on
+        pipeline.citation_snapshot()
 
     async def stop(self) -> None:
         if self.batcher is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,7 +22,11 @@ from assistant.imaging.preprocess import PreprocessConfig
 from assistant.vision.model import PatchTransformer, VisionConfig
 from assistant.vision.ood import MahalanobisDetector
 
+if TYPE_CHECKING:
+    from assistant.config import Settings
+
 FORMAT = "assistant-vision-checkpoint/1"
+RELEASE_NAME = "vision-br35h"  # the release checkpoint in the weights folder: <name>.pt
 
 
 @dataclass
@@ -136,3 +140,8 @@ def predict_proba(bundle: VisionBundle, images: np.ndarray, batch: int = 64) -> 
         logits = torch.cat([bundle.model(x[i:i + batch]).logits
                             for i in range(0, len(x), batch)])
     return (logits / bundle.temperature).softmax(dim=-1).double().numpy()
+
+
+def release_path(settings: Settings) -> Path:
+    """The release checkpoint shipped in the package's weights folder."""
+    return settings.weights_dir / f"{RELEASE_NAME}.pt"

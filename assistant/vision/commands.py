@@ -15,7 +15,7 @@ from assistant.imaging.preprocess import PreprocessConfig
 from assistant.vision import evaluate
 from assistant.vision.baselines import BASELINE_THRESHOLD, run_baselines
 from assistant.vision.card import render_card
-from assistant.vision.checkpoint import VisionBundle, load_bundle
+from assistant.vision.checkpoint import RELEASE_NAME, VisionBundle, load_bundle
 from assistant.vision.data import LABELS, Dataset, load_br35h
 from assistant.vision.experiment import cross_validate, fit_bundle
 from assistant.vision.explain import Method
@@ -26,7 +26,6 @@ from assistant.vision.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
-RELEASE_NAME = "vision-br35h"
 Variant = Literal["hybrid", "vit"]
 
 
@@ -34,10 +33,6 @@ def model_config(variant: Variant) -> VisionConfig:
     if variant == "vit":
         return VisionConfig(stem="patch", patch_size=16, width=128, depth=4, heads=4)
     return VisionConfig()
-
-
-def release_path(settings: Settings) -> Path:
-    return settings.weights_dir / f"{RELEASE_NAME}.pt"
 
 
 def train_vision(settings: Settings, variant: Variant, train_cfg: TrainConfig, val_fold: str,

@@ -38,8 +38,8 @@ def test_ray_gives_the_embedded_engines_results(tmp_path: Path, settings: Settin
         assert (a["status"], a["error"]) == (b["status"], b["error"])
         if a["status"] == "failed":
             continue
-        for field in ("study_id", "image_sha256", "in_scope", "context", "citations_note",
-                      "models", "image"):
+        for field in ("study_id", "image_sha256", "in_scope", "context", "citations",
+                      "citations_query", "citations_note", "models", "image"):
             assert a[field] == b[field], field
         assert a["diagnosis"]["label"] == b["diagnosis"]["label"]
         assert a["diagnosis"]["probability"] == pytest.approx(b["diagnosis"]["probability"],

@@ -12,7 +12,7 @@ import pytest
 
 from assistant.config import Settings
 from assistant.retrieval.build import build_index, open_searcher
-from assistant.retrieval.embed import EMBEDDER_NAME, Embedder
+from assistant.retrieval.embed import EMBEDDER_NAME, Embedder, trace_queries
 from assistant.retrieval.search import Searcher
 from tests.conftest import data_dir
 
@@ -55,7 +55,8 @@ def test_traced_query_encoder_gives_the_sentence_transformer_vectors(searcher: S
     import numpy as np
 
     embedder = searcher.embedder
-    assert isinstance(embedder, Embedder) and embedder.traced
+    assert isinstance(embedder, Embedder) and not embedder.traced  # off unless asked for
+    assert trace_queries(embedder) and embedder.traced
     texts = ["Seizure", "  spaces around  ", "Carcinoma, Hepatocellular", "é ü 脑肿瘤 🧠",
              "word " * 400, "Dravet syndrome SCN1A in infants with febrile seizures"]
     reference = embedder.model.encode(texts, convert_to_numpy=True, normalize_embeddings=True)

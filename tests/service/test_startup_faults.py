@@ -15,7 +15,7 @@ import pytest
 from assistant.config import Settings
 from assistant.retrieval.build import index_path
 from assistant.retrieval.index import DENSE_FILE, MANIFEST_FILE
-from assistant.vision.commands import release_path
+from assistant.vision.checkpoint import release_path
 from tests.service.conftest import run_server
 
 pytestmark = pytest.mark.slow

@@ -15,8 +15,7 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 from assistant.config import Settings
 from assistant.imaging import read_image
 from assistant.imaging.preprocess import to_grey
-from assistant.vision.checkpoint import as_batch, load_bundle
-from assistant.vision.commands import RELEASE_NAME, release_path
+from assistant.vision.checkpoint import RELEASE_NAME, as_batch, load_bundle, release_path
 from assistant.vision.explain import patch_heat
 from assistant.vision.infer import VisionModel
 from assistant.vision.splits import BR35H_SPLIT_PATH, manifest_sha256, read_split_manifest

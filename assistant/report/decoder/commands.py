@@ -104,8 +104,7 @@ def train_report_pairs(settings: Settings, pairs: Path, cfg: TrainReportConfig, 
     import random
 
     from assistant.report.decoder.paired import image_tokens, paired_examples, read_pairs
-    from assistant.vision.checkpoint import load_bundle
-    from assistant.vision.commands import release_path
+    from assistant.vision.checkpoint import load_bundle, release_path
 
     rows = read_pairs(pairs)
     if len(rows) < 2:

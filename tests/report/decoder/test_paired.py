@@ -17,8 +17,7 @@ import pytest
 from assistant.config import Settings
 from assistant.report.decoder.bundle import Drafter, load_report_bundle
 from assistant.report.decoder.paired import image_tokens, read_pairs
-from assistant.vision.checkpoint import load_bundle
-from assistant.vision.commands import release_path
+from assistant.vision.checkpoint import load_bundle, release_path
 
 LESION, CLEAR = "A bright round lesion is seen on the left.", "No lesion is seen."
 
