@@ -278,10 +278,15 @@ class Pipeline:
     def _analyze_part(self, part: Sequence[tuple[DecodedImage, str, Context | None, str]]
                       ) -> list[Analysis]:
         """Decoded images through one model pass, then each composed."""
-        inputs = [self.vision.prepare(img.pixels) for img, _, _, _ in part]
+        cfg = self.vision.bundle.preprocess
+        geometries = [frame_geometry(img.pixels, cfg) for img, _, _, _ in part]
+        # A grey model takes its input from the geometry's normalised frame and crop (the
+        # same steps; a test compares them), a colour one from the full preprocessing.
+        inputs = [g.model_input() if cfg.grey else self.vision.prepare(img.pixels)
+                  for g, (img, _, _, _) in zip(geometries, part, strict=True)]
         diagnoses = self.vision.diagnose(inputs, heatmap=True)
-        return [self._compose(img, sha, d, ctx or Context(), sid)
-                for (img, sha, ctx, sid), d in zip(part, diagnoses, strict=True)]
+        return [self._compose(img, sha, d, ctx or Context(), sid, g)
+                for (img, sha, ctx, sid), d, g in zip(part, diagnoses, geometries, strict=True)]
 
     def _read(self, image: bytes | Path) -> tuple[DecodedImage, str]:
         decoded = read_image(image, self.limits)  # checks the size before reading a path
@@ -289,8 +294,7 @@ class Pipeline:
         return decoded, hashlib.sha256(data).hexdigest()
 
     def _compose(self, image: DecodedImage, sha: str, diagnosis: Diagnosis, context: Context,
-                 study_id: str) -> Analysis:
-        geometry = frame_geometry(image.pixels, self.vision.bundle.preprocess)
+                 study_id: str, geometry: FrameGeometry) -> Analysis:
         quality = image_quality(image.pixels, geometry)
         location, png = None, None
         if diagnosis.heat is not None:

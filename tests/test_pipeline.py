@@ -129,6 +129,28 @@ def test_a_batch_of_large_frames_runs_in_parts(images: dict[str, Path],
         assert np.abs(heat_a - heat_b).max() <= 8 and np.abs(heat_a - heat_b).mean() < 0.01
 
 
+def test_the_geometry_gives_the_preprocessed_model_input(pipeline: Pipeline,
+                                                        images: dict[str, Path]) -> None:
+    """The pipeline takes the model input from the frame geometry it needs anyway: the
+    same array as the full preprocessing, on real slices, colour, odd shapes and flat
+    frames, with and without the crop."""
+    from dataclasses import replace
+
+    from assistant.imaging.preprocess import preprocess
+    from assistant.report.evidence import frame_geometry
+
+    rng = np.random.default_rng(0)
+    frames = [read_image(p).pixels for p in images.values()]
+    frames += [rng.random((97, 203, 3)).astype(np.float32) * 255,
+               np.pad(rng.random((40, 60)), ((30, 5), (2, 50))).astype(np.float32),
+               np.zeros((33, 17), np.float32), (rng.random((300, 280)) * 4095).astype(np.uint16)]
+    cfg = pipeline.vision.bundle.preprocess
+    for c in (cfg, replace(cfg, crop=False), replace(cfg, crop_threshold=0.3)):
+        for frame in frames:
+            expected = preprocess(frame.astype(np.float32), c)
+            assert np.array_equal(frame_geometry(frame, c).model_input(), expected)
+
+
 def test_bad_bytes_raise_a_typed_error(pipeline: Pipeline) -> None:
     with pytest.raises(UnsupportedFormatError):
         pipeline.analyze(b"%PDF-1.4 not an image")

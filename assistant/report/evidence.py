@@ -30,6 +30,7 @@ from assistant.imaging.preprocess import (
     content_bbox,
     denoise_nlm,
     normalize_percentile,
+    resize_and_pad,
     to_grey,
 )
 from assistant.vision.explain import upsample
@@ -119,6 +120,12 @@ class FrameGeometry:
         out[y0:y1, x0:x1] = cv2.resize(region, (x1 - x0, y1 - y0),
                                        interpolation=cv2.INTER_LINEAR)
         return out
+
+    def model_input(self) -> npt.NDArray[np.float32]:
+        """The model input ``imaging.preprocess`` makes from the same grey frame, from the
+        normalised frame and crop already computed here (the pipeline computes both once)."""
+        y0, y1, x0, x1 = self.bbox
+        return resize_and_pad(self.normalised[y0:y1, x0:x1], self.size)
 
     def head_on_input(self) -> npt.NDArray[np.bool_]:
         """The head mask over the model input (S, S)."""
