@@ -25,7 +25,7 @@ import torch
 from assistant.config import Settings
 from assistant.retrieval.build import open_searcher
 from assistant.retrieval.dense import build_faiss
-from assistant.retrieval.embed import Embedder, trace_queries
+from assistant.retrieval.embed import base_embedder, trace_queries
 from assistant.retrieval.search import MODES, Searcher
 
 log = logging.getLogger("bench_search")
@@ -115,8 +115,8 @@ def main() -> None:
                  mode, p50, p90)
     # The baseline in this process: queries through SentenceTransformer.encode, as before
     # the traced encoder.
-    base = getattr(searcher.embedder, "base", searcher.embedder)
-    if isinstance(base, Embedder):
+    base = base_embedder(searcher.embedder)
+    if base is not None:
         traced = {}
         for on in (False, True):
             base.traced = on

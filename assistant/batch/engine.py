@@ -126,12 +126,6 @@ def _record(study: Loaded, analysis: Analysis) -> StudyRecord:
                        json.dumps(analysis.to_dict()))
 
 
-def warm_citations(pipeline: Pipeline) -> None:
-    """Search each citation query now, once: the pipeline keeps the hits, so that worker
-    threads never use the searcher (its embedder's tokenizer is not thread-safe)."""
-    pipeline.citation_snapshot()
-
-
 def analyze_chunk(pipeline: Pipeline, studies: Sequence[Loaded]) -> list[StudyRecord]:
     """One model batch -> a record per study; a failing batch is retried one by one."""
     if not studies:
@@ -200,7 +194,9 @@ class EmbeddedEngine:
         self.batch_size = batch_size
         self.workers = default_workers(workers)
         self.torch_threads = torch_threads
-        warm_citations(pipeline)
+        # Each citation query searched now, once: the pipeline keeps the hits, so worker
+        # threads never use the searcher (its embedder's tokenizer is not thread-safe).
+        pipeline.citation_snapshot()
 
     def run(self, items: Iterable[Item], on_outcome: Callable[[Outcome], None],
             stop: threading.Event | None = None) -> None:

@@ -47,6 +47,12 @@ OBJECT_STORE_BYTES = 512 * 1024 * 1024  # of a local cluster: only paths and res
 _QUIET = ("assistant", "ray", "ray.data")
 
 
+def _quiet_logs() -> None:
+    """In a Ray worker: warnings only from our loggers and Ray's."""
+    for name in _QUIET:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 class DraftActor:
     """A Ray Data actor: the pipeline, built once, drafting batches of studies."""
 
@@ -58,8 +64,7 @@ class DraftActor:
         import torch
 
         torch.set_num_threads(torch_threads)
-        for name in _QUIET:
-            logging.getLogger(name).setLevel(logging.WARNING)
+        _quiet_logs()
         from assistant.pipeline import Pipeline
 
         self.settings = Settings(**settings)
@@ -95,8 +100,7 @@ class DraftActor:
 def citation_snapshot(settings: dict[str, Any]) -> CitationSnapshot:
     """Every label's citations from the literature index, searched once for all actors
     (a Ray task: one process opens the index and the embedder, not every actor)."""
-    for name in _QUIET:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    _quiet_logs()
     from assistant.pipeline import Pipeline
 
     return Pipeline.from_settings(Settings(**settings), citations=True).citation_snapshot()

@@ -63,14 +63,20 @@ def encode_queries(embedder: TextEmbedder, texts: Sequence[str]) -> np.ndarray:
     return np.asarray(method(texts) if method is not None else embedder.encode(texts))
 
 
-def trace_queries(embedder: TextEmbedder) -> bool:
-    """Turn on the traced query encoder of ``embedder`` (or of the Embedder a query adapter
-    wraps); False when it has none (tests' tiny embedders)."""
+def base_embedder(embedder: TextEmbedder) -> Embedder | None:
+    """The MiniLM ``Embedder`` itself, or the one a query adapter wraps; None for others
+    (tests' tiny embedders)."""
     base = getattr(embedder, "base", embedder)
-    if isinstance(base, Embedder):
+    return base if isinstance(base, Embedder) else None
+
+
+def trace_queries(embedder: TextEmbedder) -> bool:
+    """Turn on the traced query encoder of ``embedder``'s ``base_embedder``; False when it
+    has none."""
+    base = base_embedder(embedder)
+    if base is not None:
         base.traced = True
-        return True
-    return False
+    return base is not None
 
 
 def _offline() -> None:
