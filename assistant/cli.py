@@ -272,6 +272,26 @@ def train_query_adapter(
     run_train_query_adapter(settings, config, out or settings.weights_dir / RELEASE_NAME)
 
 
+@train_app.command("reranker")
+def train_reranker(
+    c: Annotated[float, typer.Option(help="Inverse L2 strength of the logistic regression.")
+                 ] = 1.0,
+    depth: Annotated[int, typer.Option(min=10, help="Passages each ranker hands to fusion.")
+                     ] = 200,
+    out: Annotated[Path | None, typer.Option(help="Re-ranker path (default: the release).")
+                   ] = None,
+) -> None:
+    """Train the literature search's re-ranker on MeSH major-topic judgments, the relevance
+    benchmark's reported and tuning descriptors held out (about 2 min on 2 cores; needs the
+    built index and uses the query adapter in use)."""
+    from assistant.retrieval.commands import run_train_reranker
+    from assistant.retrieval.rerank import RELEASE_NAME, RerankerConfig
+
+    settings = get_settings()
+    run_train_reranker(settings, RerankerConfig(c=c, depth=depth),
+                       out or settings.weights_dir / RELEASE_NAME)
+
+
 @eval_app.command("retrieval")
 def eval_retrieval(
     n_test: Annotated[int, typer.Option(min=1, help="MeSH descriptors reported.")] = 300,
@@ -283,16 +303,19 @@ def eval_retrieval(
     known_item_dense: Annotated[bool, typer.Option(
         help="Known item with dense and hybrid too: embeds the abstracts without titles "
              "once (about 45 min on 2 cores; cached).")] = True,
+    n_pairs: Annotated[int, typer.Option(
+        min=0, help="Two-topic queries (a reported descriptor with another); 0: none.")
+                       ] = 300,
     seed: Annotated[int, typer.Option(help="Query sampling seed.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Write the figures here (JSON).")] = None,
 ) -> None:
-    """Relevance: nDCG@10, Recall@100, MRR of BM25, dense and hybrid on MeSH major-topic
-    and known-item queries (judgments from NLM's indexers)."""
+    """Relevance: nDCG@10, Recall@100, MRR of BM25, dense and hybrid on MeSH major-topic,
+    two-topic and known-item queries (judgments from NLM's indexers)."""
     from assistant.retrieval.benchmark import BenchmarkConfig, run_benchmark
 
     settings = get_settings()
     config = BenchmarkConfig(min_major, n_test, n_tune, n_known, seed, known_item,
-                             known_item_dense)
+                             known_item_dense, n_pairs=n_pairs)
     report = run_benchmark(settings, config, out or settings.data_dir / "reports"
                            / "retrieval" / "results.json")
     typer.echo("\n".join(report["table"]))

@@ -144,6 +144,9 @@ class Settings(BaseSettings):
     # Literature queries go through the committed query adapter (weights_dir) when it is
     # there and made for the embedder in use; False: the embedder's vectors unchanged.
     query_adapter: bool = True
+    # Hybrid literature search re-orders its candidates with the committed re-ranker
+    # (weights_dir) when it is there and made for this embedder, adapter and fusion.
+    reranker: bool = True
     log_level: str = "INFO"
     limits: Limits = Limits()
     service: ServiceConfig = ServiceConfig()

@@ -17,6 +17,7 @@ import logging
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import faiss
 import numpy as np
@@ -103,14 +104,14 @@ def main() -> None:
              manifest.passage_count, manifest.source_counts, manifest.index_kind,
              time.perf_counter() - start, args.threads)
     queries = _queries(searcher, args.queries)
-    embed = searcher.embedder.encode  # type: ignore[union-attr]
-    parts = {"embed query": lambda q: embed([q]),
+    embed = searcher.embedder.encode
+    parts: dict[str, Callable[[str], object]] = {"embed query": lambda q: embed([q]),
              "bm25 passages + titles": searcher.lexical_scores}
     for name, fn in parts.items():
         p50, p90 = _p50(fn, queries)
         log.info("%-24s p50 %6.2f ms, p90 %6.2f ms", name, p50, p90)
     for mode in MODES:
-        p50, p90 = _p50(lambda q, m=mode: searcher.search(q, k=10, mode=m), queries)
+        p50, p90 = _p50(partial(searcher.search, k=10, mode=mode), queries)
         log.info("search k=10 %-12s p50 %6.2f ms, p90 %6.2f ms (embed + rank + snippets)",
                  mode, p50, p90)
     # The baseline in this process: queries through SentenceTransformer.encode, as before
@@ -125,6 +126,15 @@ def main() -> None:
                      "traced query encoder" if on else "SentenceTransformer.encode (baseline)",
                      *traced[on])
         log.info("hybrid p50: traced / baseline %.2fx", traced[True][0] / traced[False][0])
+    if searcher.reranks():
+        # The re-ranker's cost, against the fused ranking alone in the same process.
+        timed = {}
+        for rerank in (False, True):
+            searcher.ranking = searcher.ranking.but(rerank=rerank)
+            timed[rerank] = _p50(lambda q: searcher.search(q, k=10, mode="hybrid"), queries)
+            log.info("search k=10 hybrid, %-38s p50 %6.2f ms, p90 %6.2f ms",
+                     "re-ranked" if rerank else "fused only (baseline)", *timed[rerank])
+        log.info("hybrid p50: re-ranked / fused only %.2fx", timed[True][0] / timed[False][0])
     if not args.no_kinds:
         vectors = searcher.index.dense.reconstruct_n(0, manifest.passage_count)
         _dense_kinds(searcher, vectors, embed(queries))

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +33,13 @@ from assistant.retrieval.evaluate import (
     evaluate_methods,
     known_item_queries,
     mesh_major_queries,
+    mesh_pair_queries,
     query_metrics,
 )
 from assistant.retrieval.index import IndexUnusableError
 from assistant.retrieval.lexical import LexicalIndex, top_k
 from assistant.retrieval.passages import split_passages
+from assistant.retrieval.rerank import Reranker
 from assistant.retrieval.search import Ranking, Searcher, best_per_document
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,8 @@ class BenchmarkConfig:
     seed: int = 0
     known_item: bool = True
     known_item_dense: bool = True  # False: BM25 only, no abstract-only embeddings needed
+    n_pairs: int = 300  # set (c), two descriptors together; 0: not run
+    min_both: int = 3  # citations a pair needs as major topics of both
 
 
 @dataclass(frozen=True)
@@ -67,15 +71,16 @@ class Tuned:
 
 def base_methods(tuned: Tuned) -> list[Method]:
     """Plain stemmed BM25, BM25 with the title channel, dense, both fusions, and the tuned
-    ranking (with feedback, if tuning chose it)."""
+    ranking (with feedback, if tuning chose it; re-ranked, if tuning chose that)."""
     tw = tuned.ranking.title_weight
-    methods = [Method("bm25", Ranking("bm25", title_weight=0.0)),
-               Method(f"bm25 + title x{tw:g}", Ranking("bm25", title_weight=tw)),
-               Method("dense", Ranking("dense")),
-               Method("hybrid rrf", Ranking("hybrid", "rrf", title_weight=tw)),
+    methods = [Method("bm25", Ranking("bm25", title_weight=0.0, rerank=False)),
+               Method(f"bm25 + title x{tw:g}", Ranking("bm25", title_weight=tw, rerank=False)),
+               Method("dense", Ranking("dense", rerank=False)),
+               Method("hybrid rrf", Ranking("hybrid", "rrf", title_weight=tw, rerank=False)),
                Method(f"hybrid weighted {tuned.weight:g}",
-                      Ranking("hybrid", "weighted", tuned.weight, title_weight=tw))]
-    if tuned.ranking.feedback:
+                      Ranking("hybrid", "weighted", tuned.weight, title_weight=tw,
+                              rerank=False))]
+    if tuned.ranking.feedback or tuned.ranking.rerank:
         methods.append(Method(f"tuned: {describe(tuned.ranking)}", tuned.ranking))
     return methods
 
@@ -83,7 +88,8 @@ def base_methods(tuned: Tuned) -> list[Method]:
 def describe(r: Ranking) -> str:
     fusion = "rrf" if r.fusion == "rrf" else f"weighted {r.weight:g}"
     feedback = f", feedback {r.feedback} x{r.feedback_weight:g}" if r.feedback else ""
-    return f"{r.mode} {fusion}, title x{r.title_weight:g}{feedback}"
+    rerank = ", re-ranked" if r.rerank else ""
+    return f"{r.mode} {fusion}, title x{r.title_weight:g}{feedback}{rerank}"
 
 
 def abstract_mask(searcher: Searcher, with_abstract: set[str]) -> np.ndarray:
@@ -106,35 +112,44 @@ def _best(searcher: Searcher, tune: Sequence[Query], mask: np.ndarray, vectors: 
 def tune(searcher: Searcher, queries: Sequence[Query], mask: np.ndarray,
          vectors: np.ndarray) -> Tuned:
     """On the tuning queries, in turn: the title weight (BM25 alone), the fusion (RRF or a
-    weighted share), then dense feedback on the best fusion."""
+    weighted share), dense feedback on the best fusion, then the searcher's re-ranker (if
+    it has one made for the chosen fusion)."""
     bm25, title_scores = _best(searcher, queries, mask, vectors,
-                               [Ranking("bm25", title_weight=tw) for tw in TITLE_WEIGHTS])
+                               [Ranking("bm25", title_weight=tw, rerank=False)
+                                for tw in TITLE_WEIGHTS])
     tw = bm25.title_weight
-    fusions = [Ranking("hybrid", "rrf", title_weight=tw)] + [
-        Ranking("hybrid", "weighted", w, title_weight=tw) for w in WEIGHTS]
+    fusions = [Ranking("hybrid", "rrf", title_weight=tw, rerank=False)] + [
+        Ranking("hybrid", "weighted", w, title_weight=tw, rerank=False) for w in WEIGHTS]
     fused, fusion_scores = _best(searcher, queries, mask, vectors, fusions)
     weighted = max(fusions[1:], key=lambda r: fusion_scores[describe(r)]).weight
     shipped, feedback_scores = _best(searcher, queries, mask, vectors, [fused] + [
         fused.but(feedback=m, feedback_weight=b) for m, b in FEEDBACK])
+    rerank_scores: dict[str, float] = {}
+    if searcher.reranks(shipped.but(rerank=True)):
+        shipped, rerank_scores = _best(searcher, queries, mask, vectors,
+                                       [shipped, shipped.but(rerank=True)])
     log.info("tuning nDCG@10: %s; chosen: %s", {**title_scores, **fusion_scores,
-                                                **feedback_scores}, describe(shipped))
+                                                **feedback_scores, **rerank_scores},
+             describe(shipped))
     return Tuned(shipped, weighted, {"title": title_scores, "fusion": fusion_scores,
-                                     "feedback": feedback_scores})
+                                     "feedback": feedback_scores, "rerank": rerank_scores})
 
 
-def known_item_searcher(settings: Settings, embedder: TextEmbedder) -> Searcher:
-    """The abstract-only MEDLINE index, built (once) beside the data."""
+def known_item_searcher(settings: Settings, embedder: TextEmbedder,
+                        reranker: Reranker | None = None) -> Searcher:
+    """The abstract-only MEDLINE index, built (once) beside the data; ``reranker``: the
+    literature searcher's, so that the shipped ranking is measured as it ships."""
     bench = settings.model_copy(update={"index_dir": settings.data_dir / "cache" / "bench"
                                         / "known-item"})
     spec = {"sources": ["medline"], "titles": False, "abstracts_only": True}
     try:
         return Searcher(ensure_index(bench, rebuild=False, embedder=embedder), embedder,
-                        embed_snippets=False)
+                        embed_snippets=False, reranker=reranker)
     except IndexUnusableError as exc:  # missing, stale or corrupt: (re)build it
         log.info("building the abstract-only index for the known-item queries (%s)", exc)
     build_index(bench, embedder=embedder, progress=True, **spec)  # type: ignore[arg-type]
     return Searcher(ensure_index(bench, rebuild=False, embedder=embedder), embedder,
-                    embed_snippets=False)
+                    embed_snippets=False, reranker=reranker)
 
 
 def known_item_bm25(docs: Sequence[Document], queries: Sequence[Query],
@@ -165,19 +180,22 @@ def _table(title: str, results: dict[str, MethodResult], queries: int) -> list[s
     return lines
 
 
-def check_held_out(adapter: QueryAdapter, queries: Sequence[Query]) -> None:
-    """Refuses (ValueError) to report on descriptors whose judgments trained the adapter."""
-    seen = {q.key for q in queries} - adapter.held_out
+def check_held_out(model: QueryAdapter | Reranker, queries: Sequence[Query]) -> None:
+    """Refuses (ValueError) to report on descriptors whose judgments trained the query
+    adapter or the re-ranker."""
+    seen = {q.key for q in queries} - model.held_out
     if seen:
+        what, setting = (("query adapter", "ASSISTANT_QUERY_ADAPTER") if isinstance(
+            model, QueryAdapter) else ("re-ranker", "ASSISTANT_RERANKER"))
         raise ValueError(
-            f"the query adapter was trained on {len(seen)} of these descriptors' judgments "
-            f"(e.g. {sorted(seen)[:3]}): report with the adapter's own query sets (the "
-            "defaults), or without it (ASSISTANT_QUERY_ADAPTER=false)")
+            f"the {what} was trained on {len(seen)} of these descriptors' judgments "
+            f"(e.g. {sorted(seen)[:3]}): report with its own query sets (the defaults), "
+            f"or without it ({setting}=false)")
 
 
 def run_benchmark(settings: Settings, config: BenchmarkConfig, out: Path | None = None,
                   embedder: TextEmbedder | None = None) -> dict[str, Any]:
-    """Both query sets, every method: the figures (written to ``out`` as JSON), with the
+    """Every query set, every method: the figures (written to ``out`` as JSON), with the
     printable tables under "table"."""
     start = time.perf_counter()
     docs: list[Document] = [d for d in iter_corpus(settings.data_dir, ("medline",))
@@ -188,10 +206,13 @@ def run_benchmark(settings: Settings, config: BenchmarkConfig, out: Path | None 
     sets = mesh_major_queries(docs, config.min_major, config.n_test, config.n_tune,
                               config.seed)
     adapter = getattr(embedder, "adapter", None)
-    if adapter is not None:
-        check_held_out(adapter, [*sets.test, *sets.tune])
+    for model in (adapter, searcher.reranker):
+        if model is not None:
+            check_held_out(model, [*sets.test, *sets.tune])
     report: dict[str, Any] = {"config": config.__dict__, "documents": len(docs),
                               "query_adapter": adapter.sha256 if adapter else None,
+                              "reranker": (searcher.reranker.sha256 if searcher.reranker
+                                           else None),
                               "eligible_descriptors": sets.eligible,
                               "index": searcher.index.manifest.corpus_sha256}
     tune_vecs = encode_queries(embedder, [q.text for q in sets.tune])
@@ -204,13 +225,25 @@ def run_benchmark(settings: Settings, config: BenchmarkConfig, out: Path | None 
     if config.known_item:
         known = known_item_queries(docs, config.n_known, config.seed)
         if config.known_item_dense:
-            ki = known_item_searcher(settings, embedder)
-            results = evaluate_methods(ki, known, base_methods(tuned), None, progress=True,
+            ki = known_item_searcher(settings, embedder, searcher.reranker)
+            # the shipped ranking as it runs there (an index without titles is not re-ranked)
+            shipped = replace(tuned, ranking=tuned.ranking.but(
+                rerank=tuned.ranking.rerank and ki.reranks(tuned.ranking)))
+            results = evaluate_methods(ki, known, base_methods(shipped), None, progress=True,
                                        label="known item")
         else:
             results = {"bm25": known_item_bm25(docs, known)}
         report["known_item"] = {name: r.summary() for name, r in results.items()}
         lines += _table("(b) known item, title -> abstract-only index", results, len(known))
+    if config.n_pairs:
+        pairs = mesh_pair_queries(docs, {q.key for q in sets.test}, config.min_both,
+                                  config.n_pairs, config.seed)
+        report["mesh_pairs_queries"] = len(pairs)
+        if pairs:
+            both = evaluate_methods(searcher, pairs, base_methods(tuned), mask,
+                                    progress=True, label="MeSH pairs")
+            report["mesh_pairs"] = {name: r.summary() for name, r in both.items()}
+            lines += _table("(c) two MeSH major topics named together", both, len(pairs))
     report["seconds"] = round(time.perf_counter() - start, 1)
     report["table"] = lines
     if out is not None:

@@ -51,7 +51,9 @@ from assistant.retrieval.index import (
 )
 from assistant.retrieval.lexical import LexicalIndex
 from assistant.retrieval.passages import Passage, corpus_sha256, split_passages
-from assistant.retrieval.search import Searcher
+from assistant.retrieval.rerank import RELEASE_NAME as RERANKER_RELEASE
+from assistant.retrieval.rerank import Reranker, RerankerError
+from assistant.retrieval.search import Ranking, Searcher
 from assistant.retrieval.seed import read_seed, seed_path
 
 log = logging.getLogger(__name__)
@@ -332,11 +334,33 @@ def query_embedder(settings: Settings) -> TextEmbedder:
     return AdaptedEmbedder(base, adapter)
 
 
+def search_reranker(settings: Settings, embedder: TextEmbedder,
+                    ranking: Ranking | None = None) -> Reranker | None:
+    """The committed re-ranker when ``settings.reranker`` and the file is there, made for
+    this embedder, query adapter and fusion; else None (a warning says why)."""
+    path = settings.weights_dir / RERANKER_RELEASE
+    if not settings.reranker or not path.exists():
+        return None
+    adapter = getattr(embedder, "adapter", None)
+    try:
+        reranker = Reranker.load(path)
+        reranker.check(str(getattr(embedder, "fingerprint", "")),
+                       adapter.sha256 if adapter is not None else None,
+                       asdict(ranking or Ranking()))
+    except RerankerError as exc:
+        log.warning("not re-ranking literature search: %s", exc)
+        return None
+    return reranker
+
+
 def open_searcher(settings: Settings, rebuild: bool = True,
-                  embedder: TextEmbedder | None = None) -> Searcher:
+                  embedder: TextEmbedder | None = None, rerank: bool = True) -> Searcher:
     """A ``Searcher`` over the checked (or rebuilt) index: what the pipeline and the service
-    hold. The embedder loads its weights on the first dense query."""
+    hold, with the committed re-ranker unless ``rerank`` is False. The embedder loads its
+    weights on the first dense query."""
     if not rebuild:
         _require_built(settings)
     embedder = embedder or query_embedder(settings)
-    return Searcher(ensure_index(settings, rebuild=rebuild, embedder=embedder), embedder)
+    index = ensure_index(settings, rebuild=rebuild, embedder=embedder)
+    return Searcher(index, embedder,
+                    reranker=search_reranker(settings, embedder) if rerank else None)

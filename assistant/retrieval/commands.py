@@ -12,6 +12,7 @@ from typing import Any, cast, get_args
 
 import numpy as np
 import typer
+from tqdm import tqdm
 
 from assistant.config import Settings
 from assistant.data.manifest import DataError
@@ -26,12 +27,19 @@ from assistant.retrieval.build import (
     expected_corpus_sha256,
     index_path,
     open_searcher,
+    query_embedder,
     texts_sha256,
 )
 from assistant.retrieval.corpus import iter_corpus
 from assistant.retrieval.dense import INDEX_KINDS, IndexKind
-from assistant.retrieval.embed import Embedder, TextEmbedder
-from assistant.retrieval.evaluate import major_topics, mesh_major_queries
+from assistant.retrieval.embed import Embedder, TextEmbedder, encode_queries
+from assistant.retrieval.evaluate import (
+    Method,
+    Query,
+    evaluate_methods,
+    major_topics,
+    mesh_major_queries,
+)
 from assistant.retrieval.index import (
     MANIFEST_FILE,
     IndexManifest,
@@ -39,7 +47,14 @@ from assistant.retrieval.index import (
     IndexUnusableError,
     stale_reasons,
 )
-from assistant.retrieval.search import MODES, Fusion, Hit, Mode
+from assistant.retrieval.rerank import (
+    FEATURES,
+    DocumentFeatures,
+    Reranker,
+    RerankerConfig,
+    fit_reranker,
+)
+from assistant.retrieval.search import MODES, Fusion, Hit, Mode, Ranking, Searcher
 from assistant.retrieval.seed import SeedInfo, read_seed, seed_path, write_seed
 
 log = logging.getLogger(__name__)
@@ -241,3 +256,73 @@ def run_train_query_adapter(settings: Settings, config: AdapterConfig, out: Path
                f"{result['history'][0]['tune_ndcg10']:.4f} -> {result['tune_ndcg10']:.4f}; "
                f"{meta['seconds']} s; {out} (sha256 {digest})")
     return adapter
+
+
+def run_train_reranker(settings: Settings, config: RerankerConfig, out: Path,
+                       held_out: BenchmarkConfig | None = None,
+                       embedder: TextEmbedder | None = None) -> Reranker:
+    """Fits the re-ranker on the candidates the shipped fusion retrieves for every MeSH
+    descriptor of at least ``min_major`` citations outside the benchmark's reported and
+    tuning sets, reports the tuning descriptors' nDCG@10 without and with it, and writes
+    it to ``out``."""
+    start = time.perf_counter()
+    bench = held_out or BenchmarkConfig()
+    embedder = embedder or query_embedder(settings)
+    try:
+        searcher = open_searcher(settings, rebuild=False, embedder=embedder, rerank=False)
+        docs = [d for d in iter_corpus(settings.data_dir, ("medline",)) if d.has_abstract]
+    except (IndexUnusableError, DataError) as exc:
+        raise _fail(f"{exc}\nbuild the index first: `assistant index ensure`") from exc
+    if not DocumentFeatures(searcher.index).usable:
+        raise _fail("the index keeps no vectors (IVF-PQ): the re-ranker needs flat or HNSW")
+    mask = abstract_mask(searcher, {d.id for d in docs})
+    sets = mesh_major_queries(docs, bench.min_major, bench.n_test, bench.n_tune, bench.seed)
+    held = {q.key for q in [*sets.test, *sets.tune]}
+    names, relevant = major_topics(docs)
+    train = [Query(ui, names[ui], frozenset(ids)) for ui, ids in sorted(relevant.items())
+             if len(ids) >= bench.min_major and ui not in held]
+    if not train:
+        raise _fail("no training descriptors: every eligible one is held out")
+    ranking = Ranking(rerank=False)
+    vectors = encode_queries(embedder, [q.text for q in train])
+    store = searcher.index.passages
+    features, labels = [], []
+    for query, vector in zip(tqdm(train, desc="candidates", unit="query"), vectors,
+                             strict=True):
+        rows, found = searcher.candidate_features(query.text, config.depth, ranking, mask,
+                                                  vector)
+        features.append(found)
+        labels.append(np.array([store.doc_id(int(r)) in query.relevant for r in rows]))
+    x, y = np.concatenate(features), np.concatenate(labels)
+    adapter = getattr(embedder, "adapter", None)
+    meta: dict[str, Any] = {
+        "embedder": searcher.index.manifest.embedder,
+        "embedder_sha256": str(getattr(embedder, "fingerprint", "")),
+        "query_adapter_sha256": adapter.sha256 if adapter is not None else None,
+        "ranking": asdict(ranking), "index_corpus_sha256": searcher.index.manifest.corpus_sha256,
+        "index_titles": searcher.index.titles is not None,
+        "training_descriptors": len(train), "candidates": len(y),
+        "relevant_candidates": int(y.sum()), "held_out_descriptors": sorted(held),
+        "held_out_rule": asdict(bench), "config": asdict(config)}
+    try:
+        reranker = fit_reranker(x, y, config, meta)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    before = after = float("nan")  # no tuning descriptors: nothing to measure on
+    if sets.tune:
+        tuned = Searcher(searcher.index, embedder, reranker=reranker)
+        results = evaluate_methods(
+            tuned, sets.tune, [Method("fused", ranking),
+                               Method("re-ranked", ranking.but(rerank=True))],
+            mask, encode_queries(embedder, [q.text for q in sets.tune]))
+        before, after = (results[name].mean("ndcg@10") for name in ("fused", "re-ranked"))
+    reranker.meta |= {"tune_ndcg10": {"fused": before, "re-ranked": after},
+                      "coefficients": dict(zip(FEATURES, map(float, reranker.coef),
+                                               strict=True)),
+                      "seconds": round(time.perf_counter() - start, 1),
+                      "command": "assistant train reranker"}
+    digest = reranker.save(out)
+    typer.echo(f"re-ranker: {len(train)} descriptors, {len(y)} candidates ({int(y.sum())} "
+               f"relevant); tuning nDCG@10 {before:.4f} fused -> {after:.4f} re-ranked; "
+               f"{reranker.meta['seconds']} s; {out} (sha256 {digest})")
+    return reranker

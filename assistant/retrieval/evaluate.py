@@ -9,6 +9,10 @@ Two query sets over the MEDLINE citations that have an abstract:
     sees only tuning judgments.
 (b) **Known item**: a citation's title is the query and its own abstract the one relevant
     document, searched in an index of abstracts without their titles.
+(c) **Two topics**: two descriptors that are both major topics of at least ``min_both``
+    citations, the first one of set (a)'s reported descriptors, named together ("Vaccination
+    Cattle"); the relevant documents are the citations about both. A query of two concepts,
+    unlike any that tuning or training saw.
 
 Rankings are of documents: a document ranks where its best passage ranks, as in
 ``Searcher.search``. Metrics: nDCG@10 (binary gains), Recall@100 and MRR (reciprocal rank of
@@ -78,6 +82,26 @@ def mesh_major_queries(docs: Iterable[Document], min_major: int = 5, n_test: int
     random.Random(seed).shuffle(eligible)
     queries = [Query(ui, names[ui], frozenset(relevant[ui])) for ui in eligible]
     return QuerySets(queries[:n_test], queries[n_test:n_test + n_tune], len(eligible))
+
+
+def mesh_pair_queries(docs: Iterable[Document], first: AbstractSet[str], min_both: int = 3,
+                      n: int = 300, seed: int = 0) -> list[Query]:
+    """Set (c): ``n`` descriptor pairs (a seeded sample of the eligible ones, in UI order
+    before shuffling), ``a`` in ``first``, both major topics of at least ``min_both`` of
+    ``docs``; the query is their names joined by a space."""
+    names: dict[str, str] = {}
+    both: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for doc in docs:
+        majors = {h.ui: h.descriptor for h in doc.mesh if h.major}
+        names.update(majors)
+        for a in majors.keys() & first:
+            for b in majors:
+                if b != a:
+                    both[(a, b)].add(doc.id)
+    eligible = sorted(pair for pair, ids in both.items() if len(ids) >= min_both)
+    random.Random(seed).shuffle(eligible)
+    return [Query(f"{a}+{b}", f"{names[a]} {names[b]}", frozenset(both[(a, b)]))
+            for a, b in eligible[:n]]
 
 
 def known_item_queries(docs: Iterable[Document], n: int = 1000, seed: int = 0) -> list[Query]:

@@ -7,6 +7,7 @@ loaded. Row ``i`` is passage ``i`` of the dense index.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import bm25s
 import numpy as np
 import Stemmer
+from bm25s.stopwords import STOPWORDS_EN
 
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.INFO)  # it sets DEBUG, a line per index built
@@ -28,11 +30,22 @@ def _stemmer() -> Stemmer.Stemmer:
 
 
 def tokenize_terms(text: str) -> list[str]:
-    """Lower-cased, stop words removed, stemmed terms of ``text``, in order."""
-    tokens = bm25s.tokenize([text], lower=True, token_pattern=_TOKEN_PATTERN,
-                            stopwords=STOPWORDS, stemmer=_stemmer(), return_ids=False,
-                            show_progress=False)
-    return list(tokens[0]) if tokens else []
+    """Lower-cased, stop words removed, stemmed terms of ``text``, in order: what
+    ``bm25s.tokenize`` makes of it with the index's settings (a test holds them equal)."""
+    return list(_terms(text))
+
+
+_split = re.compile(_TOKEN_PATTERN).findall
+_STOPWORDS = frozenset(STOPWORDS_EN)
+
+
+@lru_cache(maxsize=1024)
+def _terms(text: str) -> tuple[str, ...]:
+    # Not bm25s.tokenize itself: a search tokenizes its query for the passages, the
+    # titles, the re-ranker and the snippets, and every sentence of its hits, and
+    # bm25s.tokenize builds vocabularies and progress bars for each call.
+    words = [w for w in _split(text.lower()) if w not in _STOPWORDS]
+    return tuple(_stemmer().stemWords(words)) if words else ()
 
 
 def top_k(scores: np.ndarray, k: int, allowed: np.ndarray | None = None,
@@ -82,6 +95,17 @@ class LexicalIndex:
 
     def __len__(self) -> int:
         return int(self.retriever.scores["num_docs"])
+
+    def __contains__(self, term: object) -> bool:
+        return term in self.retriever.vocab_dict
+
+    def postings(self, term: str) -> np.ndarray:
+        """The rows whose text holds the (stemmed) ``term``; empty when it is not indexed."""
+        token = self.retriever.vocab_dict.get(term)
+        if token is None:
+            return np.zeros(0, dtype=np.int64)
+        indptr = self.retriever.scores["indptr"]
+        return np.asarray(self.retriever.scores["indices"][indptr[token]:indptr[token + 1]])
 
     def scores(self, query: str) -> np.ndarray:
         """(N,) float32 BM25 score of every passage; all 0 when no query term is indexed."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -21,6 +22,7 @@ from assistant.retrieval.embed import TextEmbedder, encode_queries
 from assistant.retrieval.index import LoadedIndex
 from assistant.retrieval.lexical import tokenize_terms, top_k
 from assistant.retrieval.passages import split_sentences
+from assistant.retrieval.rerank import DocumentFeatures, Reranker
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,9 @@ class Ranking:
     descriptors of the relevance benchmark (benchmark.py), never on the reported ones.
 
     ``title_weight``: the BM25 of a passage's document title, times this, is added to the
-    passage's BM25 (a citation whose title names the query is about it). ``feedback``:
+    passage's BM25 (a citation whose title names the query is about it). ``rerank``: the
+    fused candidate documents are re-ordered by the searcher's learned re-ranker
+    (rerank.py) when it has one made for this fusion; hybrid mode only. ``feedback``:
     pseudo-relevance feedback, the unit vectors of the first ranking's top ``feedback``
     passages averaged and added, times ``feedback_weight``, to the query vector for a
     second dense search (Rocchio), then fused again; 0 for none.
@@ -47,6 +51,7 @@ class Ranking:
     fusion: Fusion = "weighted"
     weight: float = 0.4  # dense share in weighted fusion
     title_weight: float = 2.0
+    rerank: bool = True
     # Feedback (10 passages, weight 0.5) gained 0.003 tuning nDCG@10 (0.4410 vs 0.4379)
     # for a second dense search per query: off by default.
     feedback: int = 0
@@ -221,7 +226,7 @@ class Searcher:
 
     def __init__(self, index: LoadedIndex, embedder: TextEmbedder | None = None,
                  candidates: int = CANDIDATES, embed_snippets: bool = False,
-                 ranking: Ranking | None = None) -> None:
+                 ranking: Ranking | None = None, reranker: Reranker | None = None) -> None:
         if embedder is not None and embedder.dim != index.manifest.dim:
             raise ValueError(f"the embedder gives {embedder.dim} dimensions, the index holds "
                              f"{index.manifest.dim}")
@@ -233,6 +238,20 @@ class Searcher:
         # the flat search); term overlap takes about 1 ms, so it is the default.
         self.embed_snippets = embed_snippets
         self.ranking = ranking or Ranking()
+        self.reranker = reranker
+        self.features: DocumentFeatures | None = None
+        if reranker is not None:
+            trained_titled = bool(reranker.meta.get("index_titles", True))
+            if not self.document_features.usable:
+                log.warning("not re-ranking: the %s index keeps no vectors to compute "
+                            "features from", index.manifest.index_kind)
+            elif trained_titled != (index.titles is not None):
+                # two of its features are the title channel's: not comparable across
+                log.info("not re-ranking: the re-ranker was trained on an index %s a title "
+                         "channel, this one %s", "with" if trained_titled else "without",
+                         "has none" if trained_titled else "has one")
+            else:
+                self.features = self.document_features
 
     def _require_embedder(self) -> TextEmbedder:
         if self.embedder is None:
@@ -249,12 +268,28 @@ class Searcher:
     def lexical_scores(self, query: str, title_weight: float | None = None) -> np.ndarray:
         """(N,) BM25 of every passage, plus ``title_weight`` (default: the ranking's) x
         the BM25 of its document's title where the index has titles."""
-        scores = self.index.lexical.scores(query)
-        titles = self.index.titles
         weight = self.ranking.title_weight if title_weight is None else title_weight
-        if titles is not None and weight > 0:
-            scores = scores + weight * titles.scores(query)[self.index.passages.doc_rows]
-        return scores
+        return self._combine(*self._lexical_parts(query, weight > 0), weight)
+
+    def _lexical_parts(self, query: str, with_titles: bool = True
+                       ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N,) passage BM25 and (D,) title BM25 (None without titles)."""
+        titles = self.index.titles
+        return (self.index.lexical.scores(query),
+                titles.scores(query) if titles is not None and with_titles else None)
+
+    def _combine(self, bm25: np.ndarray, titles: np.ndarray | None, weight: float
+                 ) -> np.ndarray:
+        if titles is None or weight <= 0:
+            return bm25
+        return bm25 + weight * titles[self.index.passages.doc_rows]
+
+    def reranks(self, ranking: Ranking | None = None) -> bool:
+        """Whether ``ranking`` (default: the searcher's) is re-ranked here: hybrid, asked
+        for, and the fusion the re-ranker was trained on."""
+        r = ranking or self.ranking
+        return (r.rerank and r.mode == "hybrid" and self.reranker is not None
+                and self.features is not None and self.reranker.fits(asdict(r)))
 
     def _dense(self, vec: np.ndarray, depth: int, mask: np.ndarray | None
                ) -> list[tuple[int, float]]:
@@ -273,21 +308,55 @@ class Searcher:
              ) -> list[tuple[int, float]]:
         """Passage rows and scores, best first, each ranker fetching ``depth`` candidates."""
         r = ranking or self.ranking
+        ranked, vec, bm25, titles = self._fused(query, depth, r, mask, query_vec)
+        if ranked and vec is not None and bm25 is not None and self.reranks(r):
+            assert self.features is not None and self.reranker is not None
+            rows, features = self.features.compute(tokenize_terms(query), vec, bm25, titles,
+                                                   ranked)
+            scores = self.reranker.scores(features)
+            order = np.argsort(-scores, kind="stable")
+            ranked = [(int(rows[i]), float(scores[i])) for i in order]
+        return ranked
+
+    def candidate_features(self, query: str, depth: int, ranking: Ranking | None = None,
+                           mask: np.ndarray | None = None,
+                           query_vec: np.ndarray | None = None
+                           ) -> tuple[np.ndarray, np.ndarray]:
+        """The hybrid ``ranking``'s candidate documents before re-ranking: (M,) their best
+        passages and (M, F) their re-ranker features (training data for rerank.py)."""
+        r = (ranking or self.ranking).but(mode="hybrid")
+        ranked, vec, bm25, titles = self._fused(query, depth, r, mask, query_vec)
+        assert vec is not None and bm25 is not None
+        return self.document_features.compute(tokenize_terms(query), vec, bm25, titles,
+                                              ranked)
+
+    @cached_property
+    def document_features(self) -> DocumentFeatures:
+        """The re-ranker's feature maker for this index (built on first use)."""
+        return DocumentFeatures(self.index)
+
+    def _fused(self, query: str, depth: int, r: Ranking, mask: np.ndarray | None,
+               query_vec: np.ndarray | None
+               ) -> tuple[list[tuple[int, float]], np.ndarray | None, np.ndarray | None,
+                          np.ndarray | None]:
+        """The fused ranking, with the query vector and the passage and title BM25 it
+        came from (None where the mode did not need them)."""
         dense: list[tuple[int, float]] = []
         lexical: list[tuple[int, float]] = []
-        vec = None
+        vec = bm25 = titles = None
         if r.mode != "bm25":
             vec = self._embed_query(query) if query_vec is None else query_vec
             dense = self._dense(vec, depth, mask)
         if r.mode != "dense":
-            lexical = _pairs(*top_k(self.lexical_scores(query, r.title_weight), depth, mask))
+            bm25, titles = self._lexical_parts(query)
+            lexical = _pairs(*top_k(self._combine(bm25, titles, r.title_weight), depth, mask))
         ranked = self._fuse(r, dense, lexical)
         if vec is not None and r.feedback and r.feedback_weight > 0 and ranked:
             top = [i for i, _ in ranked[:r.feedback]]
             dense = self._dense(self._feedback_vector(vec, top, r.feedback_weight), depth,
                                 mask)
             ranked = self._fuse(r, dense, lexical)
-        return ranked
+        return ranked, vec, bm25, titles
 
     @staticmethod
     def _fuse(r: Ranking, dense: list[tuple[int, float]], lexical: list[tuple[int, float]]

