@@ -147,6 +147,9 @@ class Settings(BaseSettings):
     # Hybrid literature search re-orders its candidates with the committed re-ranker
     # (weights_dir) when it is there and made for this embedder, adapter and fusion.
     reranker: bool = True
+    # The traced query encoder's precision (retrieval/embed.py): "auto" is bfloat16 on CPUs
+    # with bfloat16 instructions, float32 elsewhere.
+    query_precision: Literal["auto", "float32", "bfloat16"] = "auto"
     log_level: str = "INFO"
     limits: Limits = Limits()
     service: ServiceConfig = ServiceConfig()

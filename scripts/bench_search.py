@@ -2,8 +2,11 @@
 
 Figures, not a test. Opens ``indexes/literature`` as the service does, then times, per
 query, ``Searcher.search`` end to end (query embedding + ranking + snippets) for each mode,
-and separately the query embedding, the dense search and BM25 (passages + titles). The
-dense index kinds are compared on the same vectors in the same process: the index as
+and separately the query embedding, the dense search and BM25 (passages + titles). Hybrid
+search is timed in the same process with the query through SentenceTransformer.encode (the
+baseline) and through the traced encoder in float32 and, where the CPU has bfloat16
+instructions, bfloat16; then re-ranked against the fused ranking alone. The dense index
+kinds are compared on the same vectors in the same process: the index as
 built (the baseline), exact flat, HNSW at two efSearch values and 8-bit scalar-quantised
 flat, built here from its vectors, with recall@10 against the exact search.
 
@@ -26,7 +29,7 @@ import torch
 from assistant.config import Settings
 from assistant.retrieval.build import open_searcher
 from assistant.retrieval.dense import build_faiss
-from assistant.retrieval.embed import base_embedder, trace_queries
+from assistant.retrieval.embed import Precision, base_embedder, trace_queries
 from assistant.retrieval.search import MODES, Searcher
 
 log = logging.getLogger("bench_search")
@@ -118,23 +121,36 @@ def main() -> None:
     # the traced encoder.
     base = base_embedder(searcher.embedder)
     if base is not None:
-        traced = {}
-        for on in (False, True):
-            base.traced = on
-            traced[on] = _p50(lambda q: searcher.search(q, k=10, mode="hybrid"), queries)
-            log.info("search k=10 hybrid, %-38s p50 %6.2f ms, p90 %6.2f ms",
-                     "traced query encoder" if on else "SentenceTransformer.encode (baseline)",
-                     *traced[on])
-        log.info("hybrid p50: traced / baseline %.2fx", traced[True][0] / traced[False][0])
+        served = base.traced_dtype
+        timed: dict[str, tuple[float, float]] = {}
+        runs: tuple[tuple[str, bool, Precision], ...] = (
+            ("SentenceTransformer.encode (baseline)", False, "float32"),
+            ("traced query encoder, float32", True, "float32"),
+            ("traced query encoder, bfloat16", True, "bfloat16"))
+        for name, traced, precision in runs:
+            if precision == "bfloat16" and served != "bfloat16":
+                continue  # no bfloat16 instructions here: emulated, never served
+            base.traced, base.precision, base._traced = traced, precision, None
+            searcher.search("warm-up", k=10)
+            timed[name] = _p50(lambda q: searcher.search(q, k=10, mode="hybrid"), queries)
+            log.info("search k=10 hybrid, %-38s p50 %6.2f ms, p90 %6.2f ms", name,
+                     *timed[name])
+        baseline = timed["SentenceTransformer.encode (baseline)"][0]
+        for name, (p50, _) in list(timed.items())[1:]:
+            log.info("hybrid p50: %s / baseline %.2fx", name, p50 / baseline)
+        base.traced, base.precision, base._traced = True, "auto", None  # as served
+        log.info("served: traced query encoder in %s", served)
     if searcher.reranks():
         # The re-ranker's cost, against the fused ranking alone in the same process.
-        timed = {}
+        reranked: dict[bool, tuple[float, float]] = {}
         for rerank in (False, True):
             searcher.ranking = searcher.ranking.but(rerank=rerank)
-            timed[rerank] = _p50(lambda q: searcher.search(q, k=10, mode="hybrid"), queries)
+            reranked[rerank] = _p50(lambda q: searcher.search(q, k=10, mode="hybrid"),
+                                    queries)
             log.info("search k=10 hybrid, %-38s p50 %6.2f ms, p90 %6.2f ms",
-                     "re-ranked" if rerank else "fused only (baseline)", *timed[rerank])
-        log.info("hybrid p50: re-ranked / fused only %.2fx", timed[True][0] / timed[False][0])
+                     "re-ranked" if rerank else "fused only (baseline)", *reranked[rerank])
+        log.info("hybrid p50: re-ranked / fused only %.2fx",
+                 reranked[True][0] / reranked[False][0])
     if not args.no_kinds:
         vectors = searcher.index.dense.reconstruct_n(0, manifest.passage_count)
         _dense_kinds(searcher, vectors, embed(queries))

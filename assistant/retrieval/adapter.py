@@ -123,7 +123,8 @@ class AdaptedEmbedder:
         return np.asarray(self.base.encode(texts, batch_size, progress))
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self.adapter.apply(np.asarray(self.base.encode(texts)))
+        encode = getattr(self.base, "encode_queries", self.base.encode)
+        return self.adapter.apply(np.asarray(encode(texts)))
 
 
 # -- training ------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from assistant.config import Settings
 from assistant.retrieval.adapter import QueryAdapter
 from assistant.retrieval.build import build_index, ensure_index, open_searcher, query_embedder
 from assistant.retrieval.corpus import Document, iter_corpus
-from assistant.retrieval.embed import TextEmbedder, encode_queries
+from assistant.retrieval.embed import TextEmbedder, encode_queries, trace_queries
 from assistant.retrieval.evaluate import (
     DEPTH,
     METRICS,
@@ -201,6 +201,7 @@ def run_benchmark(settings: Settings, config: BenchmarkConfig, out: Path | None 
     docs: list[Document] = [d for d in iter_corpus(settings.data_dir, ("medline",))
                             if d.has_abstract]
     embedder = embedder or query_embedder(settings)
+    trace_queries(embedder)  # queries embedded as the service embeds them
     searcher = open_searcher(settings, rebuild=False, embedder=embedder)
     mask = abstract_mask(searcher, {d.id for d in docs})
     sets = mesh_major_queries(docs, config.min_major, config.n_test, config.n_tune,

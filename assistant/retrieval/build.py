@@ -322,7 +322,7 @@ def query_embedder(settings: Settings) -> TextEmbedder:
     """The embedder, with the committed query adapter when ``settings.query_adapter`` and
     the file is there. An adapter made for another embedder is not used (a warning says
     so): queries are then embedded as passages are."""
-    base = Embedder(settings.data_dir)
+    base = Embedder(settings.data_dir, precision=settings.query_precision)
     path = settings.weights_dir / ADAPTER_RELEASE
     if not settings.query_adapter or not path.exists():
         return base

@@ -32,7 +32,7 @@ from assistant.retrieval.build import (
 )
 from assistant.retrieval.corpus import iter_corpus
 from assistant.retrieval.dense import INDEX_KINDS, IndexKind
-from assistant.retrieval.embed import Embedder, TextEmbedder, encode_queries
+from assistant.retrieval.embed import Embedder, TextEmbedder, encode_queries, trace_queries
 from assistant.retrieval.evaluate import (
     Method,
     Query,
@@ -268,6 +268,7 @@ def run_train_reranker(settings: Settings, config: RerankerConfig, out: Path,
     start = time.perf_counter()
     bench = held_out or BenchmarkConfig()
     embedder = embedder or query_embedder(settings)
+    trace_queries(embedder)  # queries embedded as the service embeds them
     try:
         searcher = open_searcher(settings, rebuild=False, embedder=embedder, rerank=False)
         docs = [d for d in iter_corpus(settings.data_dir, ("medline",)) if d.has_abstract]

@@ -15,7 +15,7 @@ import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
@@ -38,6 +38,25 @@ _WEIGHTS = "model.safetensors"
 # by length.
 TRACED_MAX_TEXTS = 8
 _ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# The traced encoder's precision. "auto": bfloat16 where the CPU has bfloat16 instructions
+# (AVX512-BF16 or AMX), float32 elsewhere, where bfloat16 is emulated. A query took 10.9-11.4
+# instead of 13.8-15.5 ms on 2 threads here, its vector at cosine 0.99993 to float32's
+# (the index's own 6-bit vectors are at 0.9993 to theirs).
+Precision = Literal["auto", "float32", "bfloat16"]
+PRECISIONS: tuple[Precision, ...] = ("auto", "float32", "bfloat16")
+
+
+def native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU has bfloat16 instructions (``/proc/cpuinfo`` flags, or ``cpuinfo``
+    text); False where that cannot be read."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return False
+    flags = {f for line in cpuinfo.splitlines() if line.startswith("flags")
+             for f in line.partition(":")[2].split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 class TextEmbedder(Protocol):
@@ -92,7 +111,9 @@ class Embedder:
     dim = EMBEDDER_DIM
 
     def __init__(self, data_dir: Path, max_seq_length: int = MAX_SEQ_LENGTH,
-                 traced: bool = False) -> None:
+                 traced: bool = False, precision: Precision = "auto") -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         files = require(data_dir, "minilm")  # verified now; raises DataError if not fetched
         weights = [(path, sha) for path, sha in files.items() if path.name == _WEIGHTS]
         if len(weights) != 1:
@@ -105,6 +126,7 @@ class Embedder:
         self._model: SentenceTransformer | None = None
         self._traced: torch.jit.ScriptModule | None = None
         self.traced = traced
+        self.precision: Precision = precision
         self._lock = threading.RLock()
 
     @property
@@ -148,11 +170,29 @@ class Embedder:
                                     normalize_embeddings=True)
         return np.ascontiguousarray(vectors, dtype=np.float32)  # (N, 384)
 
+    @property
+    def traced_dtype(self) -> str:
+        """The traced encoder's precision, "auto" resolved for this CPU."""
+        if self.precision == "auto":
+            return "bfloat16" if native_bf16() else "float32"
+        return self.precision
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Query vectors as a search makes them: through the traced encoder, a few texts at
+        a time, when ``traced``; else ``encode``."""
+        if not self.traced or len(texts) <= TRACED_MAX_TEXTS:
+            return self.encode(texts)
+        return np.concatenate([self.encode(texts[i:i + TRACED_MAX_TEXTS])
+                               for i in range(0, len(texts), TRACED_MAX_TEXTS)])
+
     def _traced_encoder(self) -> torch.jit.ScriptModule:
-        """The BERT encoder traced and frozen on a padded pair of texts (so the padding
-        mask is part of the graph), built on first use (about 1 s)."""
+        """The BERT encoder (a copy in ``traced_dtype``) traced and frozen on a padded pair
+        of texts (so the padding mask is part of the graph), built on first use (about
+        1 s)."""
         with self._lock:
             if self._traced is None:
+                import copy
+
                 import torch
 
                 model = self.model
@@ -168,9 +208,12 @@ class Embedder:
                         warnings.simplefilter("ignore", torch.jit.TracerWarning)
                         warnings.simplefilter("ignore", FutureWarning)
                         bert: torch.nn.Module = model[0].model  # type: ignore[assignment]
+                        if self.traced_dtype == "bfloat16":
+                            bert = copy.deepcopy(bert).to(torch.bfloat16)
                         traced = torch.jit.trace(bert.eval(), args, strict=False,
                                                  check_trace=False)
                         self._traced = torch.jit.freeze(traced.eval())
+                    log.info("query encoder traced in %s", self.traced_dtype)
                 finally:
                     hf_logging.set_verbosity(verbosity)
             return self._traced
@@ -184,7 +227,7 @@ class Embedder:
         features = self.model.preprocess(texts)
         with torch.no_grad():
             out = encoder(*(features[k] for k in _ENCODER_INPUTS))
-            tokens = out["last_hidden_state"] if isinstance(out, dict) else out[0]
+            tokens = (out["last_hidden_state"] if isinstance(out, dict) else out[0]).float()
             mask = features["attention_mask"].unsqueeze(-1).to(tokens.dtype)
             pooled = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
             vectors = torch.nn.functional.normalize(pooled, p=2, dim=1)

@@ -188,7 +188,8 @@ class Hit:
     source: str
     title: str
     snippet: str
-    score: float  # of the mode: cosine (dense), BM25, RRF or weighted fusion (hybrid)
+    score: float  # of the mode: cosine (dense), BM25, RRF or weighted fusion (hybrid), or
+    # the re-ranker's probability (re-ranked hybrid)
     citation: str
     url: str
     year: int | None

@@ -80,7 +80,8 @@ class SearchHit(BaseModel):
     source: str = Field(description="medline, hpo or icd10cm")
     title: str
     snippet: str = Field(description="the one or two sentences that best answer the query")
-    score: float = Field(description="of the mode: cosine, BM25 or the fused score")
+    score: float = Field(description="of the mode: cosine, BM25, the fused score, or "
+                         "(re-ranked hybrid) the re-ranker's probability")
     citation: str
     url: str
     year: int | None = None

@@ -12,7 +12,7 @@ import pytest
 
 from assistant.config import Settings
 from assistant.retrieval.build import build_index, open_searcher
-from assistant.retrieval.embed import EMBEDDER_NAME, Embedder, trace_queries
+from assistant.retrieval.embed import EMBEDDER_NAME, Embedder, native_bf16, trace_queries
 from assistant.retrieval.search import Searcher
 from tests.conftest import data_dir
 
@@ -60,11 +60,34 @@ def test_traced_query_encoder_gives_the_sentence_transformer_vectors(searcher: S
     texts = ["Seizure", "  spaces around  ", "Carcinoma, Hepatocellular", "é ü 脑肿瘤 🧠",
              "word " * 400, "Dravet syndrome SCN1A in infants with febrile seizures"]
     reference = embedder.model.encode(texts, convert_to_numpy=True, normalize_embeddings=True)
-    one_by_one = np.concatenate([embedder.encode([t]) for t in texts])
-    together = embedder.encode(texts)
-    assert embedder._traced is not None  # both went through the traced encoder
-    assert np.abs(one_by_one - reference).max() < 1e-5
-    assert np.abs(together - reference).max() < 1e-5
+    try:
+        embedder.precision, embedder._traced = "float32", None
+        one_by_one = np.concatenate([embedder.encode([t]) for t in texts])
+        together = embedder.encode(texts)
+        assert embedder._traced is not None  # both went through the traced encoder
+        assert np.abs(one_by_one - reference).max() < 1e-5
+        assert np.abs(together - reference).max() < 1e-5
+        # bfloat16 (emulated where the CPU lacks it): the same directions, near enough
+        embedder.precision, embedder._traced = "bfloat16", None
+        assert embedder.traced_dtype == "bfloat16"
+        half = np.concatenate([embedder.encode([t]) for t in texts])
+        assert half.dtype == np.float32 and np.allclose((half ** 2).sum(axis=1), 1, atol=1e-5)
+        assert (half * reference).sum(axis=1).min() > 0.9995
+        assert np.abs(embedder.encode(texts) - half).max() < 2e-2  # padded together
+        # more texts than the traced batch: chunked through it, as a search would
+        many = texts * 3
+        assert np.abs(embedder.encode_queries(many) - np.concatenate([half] * 3)).max() < 2e-2
+    finally:
+        embedder.precision, embedder._traced = "auto", None
+
+
+def test_native_bf16_reads_the_cpu_flags() -> None:
+    assert native_bf16("processor : 0\nflags : fpu avx512f avx512_bf16 sse\n")
+    assert native_bf16("flags\t\t: fpu amx_bf16 amx_tile\n")
+    assert not native_bf16("flags : fpu avx512f avx512bw avx512_vnni\n")
+    assert not native_bf16("")
+    with pytest.raises(ValueError, match="precision"):
+        Embedder(Path("."), precision="float16")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
