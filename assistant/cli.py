@@ -304,7 +304,7 @@ def eval_retrieval(
         help="Known item with dense and hybrid too: embeds the abstracts without titles "
              "once (about 45 min on 2 cores; cached).")] = True,
     n_pairs: Annotated[int, typer.Option(
-        min=0, help="Two-topic queries (a reported descriptor with another); 0: none.")
+        min=0, help="Two-topic queries (pairs of reported descriptors), at most; 0: none.")
                        ] = 300,
     seed: Annotated[int, typer.Option(help="Query sampling seed.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Write the figures here (JSON).")] = None,

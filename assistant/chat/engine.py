@@ -86,10 +86,11 @@ class ChatAnswer:
 
 
 def chat_searcher(base: Searcher) -> Searcher:
-    """The same index and embedder, with snippets chosen by term overlap: the sentences
-    that hold the question's words (and about 1 ms instead of embedding every sentence)."""
+    """The same index, embedder, ranking and re-ranker, with snippets chosen by term
+    overlap: the sentences that hold the question's words (and about 1 ms instead of
+    embedding every sentence)."""
     return Searcher(base.index, base.embedder, base.candidates, embed_snippets=False,
-                    ranking=base.ranking)
+                    ranking=base.ranking, reranker=base.reranker)
 
 
 class ChatEngine:

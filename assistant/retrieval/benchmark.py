@@ -58,8 +58,8 @@ class BenchmarkConfig:
     seed: int = 0
     known_item: bool = True
     known_item_dense: bool = True  # False: BM25 only, no abstract-only embeddings needed
-    n_pairs: int = 300  # set (c), two descriptors together; 0: not run
-    min_both: int = 3  # citations a pair needs as major topics of both
+    n_pairs: int = 300  # set (c), two reported descriptors together; 0: not run
+    min_both: int = 2  # citations a pair needs as major topics of both
 
 
 @dataclass(frozen=True)

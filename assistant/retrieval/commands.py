@@ -30,7 +30,7 @@ from assistant.retrieval.build import (
     query_embedder,
     texts_sha256,
 )
-from assistant.retrieval.corpus import iter_corpus
+from assistant.retrieval.corpus import SOURCES, iter_corpus
 from assistant.retrieval.dense import INDEX_KINDS, IndexKind
 from assistant.retrieval.embed import Embedder, TextEmbedder, encode_queries, trace_queries
 from assistant.retrieval.evaluate import (
@@ -271,17 +271,23 @@ def run_train_reranker(settings: Settings, config: RerankerConfig, out: Path,
     trace_queries(embedder)  # queries embedded as the service embeds them
     try:
         searcher = open_searcher(settings, rebuild=False, embedder=embedder, rerank=False)
-        docs = [d for d in iter_corpus(settings.data_dir, ("medline",)) if d.has_abstract]
+        medline = list(iter_corpus(settings.data_dir, ("medline",)))
     except (IndexUnusableError, DataError) as exc:
         raise _fail(f"{exc}\nbuild the index first: `assistant index ensure`") from exc
     if not DocumentFeatures(searcher.index).usable:
         raise _fail("the index keeps no vectors (IVF-PQ): the re-ranker needs flat or HNSW")
-    mask = abstract_mask(searcher, {d.id for d in docs})
+    docs = [d for d in medline if d.has_abstract]
     sets = mesh_major_queries(docs, bench.min_major, bench.n_test, bench.n_tune, bench.seed)
     held = {q.key for q in [*sets.test, *sets.tune]}
-    names, relevant = major_topics(docs)
-    train = [Query(ui, names[ui], frozenset(ids)) for ui, ids in sorted(relevant.items())
-             if len(ids) >= bench.min_major and ui not in held]
+    # The descriptors are chosen as the benchmark chooses them (on the citations with an
+    # abstract), but their candidates are all MEDLINE citations, title-only ones included,
+    # as a search sees them: trained on abstracts alone, the model over-rated title-only
+    # citations (one passage, all of it the title).
+    counts = {ui: len(ids) for ui, ids in major_topics(docs)[1].items()}
+    names, relevant = major_topics(medline)
+    train = [Query(ui, names[ui], frozenset(relevant[ui])) for ui in sorted(counts)
+             if counts[ui] >= bench.min_major and ui not in held]
+    mask = searcher.index.passages.source_codes == SOURCES.index("medline")
     if not train:
         raise _fail("no training descriptors: every eligible one is held out")
     ranking = Ranking(rerank=False)
@@ -315,7 +321,8 @@ def run_train_reranker(settings: Settings, config: RerankerConfig, out: Path,
         results = evaluate_methods(
             tuned, sets.tune, [Method("fused", ranking),
                                Method("re-ranked", ranking.but(rerank=True))],
-            mask, encode_queries(embedder, [q.text for q in sets.tune]))
+            abstract_mask(searcher, {d.id for d in docs}),
+            encode_queries(embedder, [q.text for q in sets.tune]))
         before, after = (results[name].mean("ndcg@10") for name in ("fused", "re-ranked"))
     reranker.meta |= {"tune_ndcg10": {"fused": before, "re-ranked": after},
                       "coefficients": dict(zip(FEATURES, map(float, reranker.coef),

@@ -179,12 +179,12 @@ class Embedder:
         return self.precision
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """Query vectors as a search makes them: through the traced encoder, a few texts at
-        a time, when ``traced``; else ``encode``."""
-        if not self.traced or len(texts) <= TRACED_MAX_TEXTS:
+        """Query vectors exactly as a search makes them: one text at a time through the
+        traced encoder when ``traced`` (padding a batch moves bfloat16 vectors a little);
+        else ``encode``."""
+        if not self.traced or len(texts) <= 1:
             return self.encode(texts)
-        return np.concatenate([self.encode(texts[i:i + TRACED_MAX_TEXTS])
-                               for i in range(0, len(texts), TRACED_MAX_TEXTS)])
+        return np.concatenate([self.encode([text]) for text in texts])
 
     def _traced_encoder(self) -> torch.jit.ScriptModule:
         """The BERT encoder (a copy in ``traced_dtype``) traced and frozen on a padded pair

@@ -9,10 +9,10 @@ Two query sets over the MEDLINE citations that have an abstract:
     sees only tuning judgments.
 (b) **Known item**: a citation's title is the query and its own abstract the one relevant
     document, searched in an index of abstracts without their titles.
-(c) **Two topics**: two descriptors that are both major topics of at least ``min_both``
-    citations, the first one of set (a)'s reported descriptors, named together ("Vaccination
-    Cattle"); the relevant documents are the citations about both. A query of two concepts,
-    unlike any that tuning or training saw.
+(c) **Two topics**: two of set (a)'s reported descriptors that are both major topics of at
+    least ``min_both`` citations, named together ("Brain Electroencephalography"); the
+    relevant documents are the citations about both. A query of two concepts, neither of
+    which tuning or training saw, in a form unlike any query they saw.
 
 Rankings are of documents: a document ranks where its best passage ranks, as in
 ``Searcher.search``. Metrics: nDCG@10 (binary gains), Recall@100 and MRR (reciprocal rank of
@@ -84,20 +84,20 @@ def mesh_major_queries(docs: Iterable[Document], min_major: int = 5, n_test: int
     return QuerySets(queries[:n_test], queries[n_test:n_test + n_tune], len(eligible))
 
 
-def mesh_pair_queries(docs: Iterable[Document], first: AbstractSet[str], min_both: int = 3,
-                      n: int = 300, seed: int = 0) -> list[Query]:
-    """Set (c): ``n`` descriptor pairs (a seeded sample of the eligible ones, in UI order
-    before shuffling), ``a`` in ``first``, both major topics of at least ``min_both`` of
-    ``docs``; the query is their names joined by a space."""
+def mesh_pair_queries(docs: Iterable[Document], descriptors: AbstractSet[str],
+                      min_both: int = 2, n: int = 300, seed: int = 0) -> list[Query]:
+    """Set (c): up to ``n`` pairs of ``descriptors`` (a seeded sample of the eligible ones)
+    that are both major topics of at least ``min_both`` of ``docs``; the query is their
+    names joined by a space, in the order of their UIs, each pair once."""
     names: dict[str, str] = {}
     both: dict[tuple[str, str], set[str]] = defaultdict(set)
     for doc in docs:
         majors = {h.ui: h.descriptor for h in doc.mesh if h.major}
         names.update(majors)
-        for a in majors.keys() & first:
-            for b in majors:
-                if b != a:
-                    both[(a, b)].add(doc.id)
+        chosen = sorted(majors.keys() & descriptors)
+        for i, a in enumerate(chosen):
+            for b in chosen[i + 1:]:
+                both[(a, b)].add(doc.id)
     eligible = sorted(pair for pair, ids in both.items() if len(ids) >= min_both)
     random.Random(seed).shuffle(eligible)
     return [Query(f"{a}+{b}", f"{names[a]} {names[b]}", frozenset(both[(a, b)]))

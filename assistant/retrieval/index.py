@@ -180,12 +180,16 @@ class PassageStore:
         del data  # no exported buffer may outlive the map
         self.source_codes = np.zeros(len(self._ends), dtype=np.uint8)  # index into SOURCES
         self.years = np.zeros(len(self._ends), dtype=np.int32)  # 0: no year
+        # True where the passage is its document's title alone (a citation without an
+        # abstract, a code without notes)
+        self.title_only = np.zeros(len(self._ends), dtype=bool)
         self._doc_ids: list[str] = []
         rows: dict[str, int] = {}
         for i in range(len(self._ends)):
             record = self._record(i)
             self.source_codes[i] = SOURCES.index(record.source)
             self.years[i] = record.year or 0
+            self.title_only[i] = record.text == record.title
             self._doc_ids.append(record.doc_id)
             rows.setdefault(record.doc_id, len(rows))
         # (N,) the row of each passage's document among the distinct documents in order

@@ -1,13 +1,13 @@
 """A learned re-ranker of the fused candidates, trained on MEDLINE's own indexing.
 
 Fusion scores a passage from two numbers (its dense and its BM25 score). The re-ranker
-scores a candidate *document* from eight, measured over all of its passages: its best
-dense score, its best and summed passage BM25, its title's BM25, its fused score, how many
-passages it has, and the share of the query's terms (weighted by their rarity) that occur
-in it and in its title. A
-logistic regression over those (standardised) features was fitted to tell the citations
-NLM's indexers gave a MeSH descriptor as a major topic from the other candidates that
-descriptor's name retrieves.
+scores a candidate *document* from nine, measured over all of its passages: its best dense
+score, its best and summed passage BM25, its title's BM25, its fused score, how many
+passages it has (log), the share of the query's terms (weighted by their rarity) that occur
+in it and in its title, and whether it is its title alone. A logistic regression over those
+(standardised) features was fitted to tell the citations NLM's indexers gave a MeSH
+descriptor as a major topic from the other MEDLINE citations that descriptor's name
+retrieves, those without an abstract included.
 
 Training descriptors are those of at least ``min_major`` citations *outside* the relevance
 benchmark's reported and tuning sets; their identifiers are stored in the file, as the
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 FORMAT = "assistant-reranker-v1"
 RELEASE_NAME = "reranker-medline.pt"
 FEATURES = ("dense_max", "bm25_max", "bm25_sum", "title_bm25", "fused", "passages",
-            "coverage", "title_coverage")
+            "coverage", "title_coverage", "title_only")
 
 
 class RerankerError(CheckpointError):
@@ -69,6 +69,7 @@ class DocumentFeatures:
         self.documents = index.passages.document_count
         self.starts = np.searchsorted(doc_rows, np.arange(self.documents + 1))  # (D+1,)
         self.vectors = passage_vectors(index.dense)
+        self.title_only = index.passages.title_only
         self.lexical = index.lexical
         self.titles = index.titles
 
@@ -126,6 +127,7 @@ class DocumentFeatures:
         features[:, 3] = titles[docs] if titles is not None else 0.0
         features[:, 4] = [fused_score[int(d)] for d in docs]
         features[:, 5] = np.log(counts)
+        features[:, 8] = (counts == 1) & self.title_only[first]
         if unique:
             features[:, 6] = self._present(self.lexical, unique, docs, False)
         if title_terms and self.titles is not None:
@@ -190,7 +192,8 @@ class Reranker:
 
     @staticmethod
     def _fusion(ranking: dict[str, Any]) -> dict[str, Any]:
-        return {k: ranking.get(k) for k in ("fusion", "weight", "title_weight", "feedback")}
+        return {k: ranking.get(k) for k in ("fusion", "weight", "title_weight", "feedback",
+                                             "feedback_weight")}
 
     def check(self, embedder_sha256: str, adapter_sha256: str | None,
               ranking: dict[str, Any]) -> None:

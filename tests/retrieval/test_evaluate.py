@@ -98,14 +98,18 @@ def test_document_ranker_ranks_distinct_documents(tiny_settings: Settings,
 
 
 def test_pair_queries_name_two_major_topics_of_the_same_citations() -> None:
-    docs = ([_doc(i, ["A", "B"]) for i in range(3)] + [_doc(10, ["A"], ["C"])]
-            + [_doc(i, ["A", "C"]) for i in range(20, 22)] + [_doc(30, ["B", "C"])])
-    pairs = mesh_pair_queries(docs, first={"DA"}, min_both=3)
-    # (A, C) is major in two citations only; C is minor in the third; (B, C) has no A
+    docs = ([_doc(i, ["B", "A"]) for i in range(3)] + [_doc(10, ["A"], ["C"])]
+            + [_doc(i, ["A", "C"]) for i in range(20, 22)] + [_doc(30, ["B", "C", "X"])])
+    pairs = mesh_pair_queries(docs, descriptors={"DA", "DB", "DC"}, min_both=3)
+    # (A, C) is major in two citations only, C is minor in a third; X is not a descriptor
+    # of the set; each pair once, named in UI order
     assert pairs == [Query("DA+DB", "A B", frozenset({"PMID:0", "PMID:1", "PMID:2"}))]
-    assert len(mesh_pair_queries(docs, first={"DA"}, min_both=2)) == 2
-    assert mesh_pair_queries(docs, first={"DA", "DB"}, min_both=3, n=1, seed=3)[0].key in {
-        "DA+DB", "DB+DA"}
+    assert {q.key for q in mesh_pair_queries(docs, {"DA", "DB", "DC"}, min_both=2)} == {
+        "DA+DB", "DA+DC"}
+    assert {q.key for q in mesh_pair_queries(docs, {"DA", "DB", "DC"}, min_both=1)} == {
+        "DA+DB", "DA+DC", "DB+DC"}
+    assert mesh_pair_queries(docs, {"DA"}, min_both=1) == []  # a pair needs both
+    assert len(mesh_pair_queries(docs, {"DA", "DB", "DC"}, min_both=1, n=2, seed=3)) == 2
 
 
 def test_benchmark_runs_end_to_end(tiny_settings: Settings, embedder: HashingEmbedder,

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import typer
 
+from assistant.chat.engine import chat_searcher
 from assistant.config import Settings
 from assistant.retrieval.benchmark import BenchmarkConfig, check_held_out
 from assistant.retrieval.build import build_index, open_searcher, search_reranker
@@ -76,7 +77,8 @@ def test_features_match_a_computation_by_hand(tiny_settings: Settings,
     fused = index_searcher.rank(QUERY, 50, ranking, None, vec)
     rows, features = index_searcher.candidate_features(QUERY, 50, ranking, None, vec)
     assert features.shape == (len(rows), len(FEATURES)) and len(rows) > 2
-    for name in ("coverage", "title_coverage", "passages", "title_bm25"):  # not constant
+    for name in ("coverage", "title_coverage", "passages", "title_bm25",
+                 "title_only"):  # not constant
         assert len(set(features[:, FEATURES.index(name)].round(4))) > 1, name
     bm25, title_bm25 = lexical.scores(QUERY), titles.scores(QUERY)
     terms = [t for t in dict.fromkeys(tokenize_terms(QUERY)) if t in lexical]
@@ -110,9 +112,10 @@ def test_features_match_a_computation_by_hand(tiny_settings: Settings,
         title_total = sum(idf(n_docs, title_df[t]) for t in in_titles)
         title_coverage = (sum(idf(n_docs, title_df[t]) for t in in_titles
                               if t in title_terms[doc]) / title_total) if title_total else 0
+        title_only = len(own) == 1 and store[own[0]].text == store[own[0]].title
         expected = [float((vectors @ vec).max()), bm25[own].max(), bm25[own].sum(),
                     title_bm25[doc], fused_score[int(row)], math.log(len(own)), coverage,
-                    title_coverage]
+                    title_coverage, float(title_only)]
         assert got == pytest.approx(expected, rel=1e-4, abs=1e-5)
 
 
@@ -162,8 +165,9 @@ def test_searcher_orders_documents_by_the_reranker(index_searcher: Searcher) -> 
     searcher = Searcher(index, embedder, reranker=reranker)
     assert searcher.reranks()
     hits = searcher.search(QUERY, k=10)
-    plain = Searcher(index, embedder).search(QUERY, k=10)
-    assert {h.doc_id for h in hits} == {h.doc_id for h in plain}  # the same candidates
+    # the fused ranking's candidate documents, re-ordered
+    fused = Searcher(index, embedder).rank(QUERY, searcher.candidates, Ranking(rerank=False))
+    assert {h.doc_id for h in hits} <= {index.passages.doc_id(i) for i, _ in fused}
     counts = {h.doc_id: sum(index.passages.doc_id(i) == h.doc_id for i in range(len(index)))
               for h in hits}
     assert [counts[h.doc_id] for h in hits] == sorted(counts[h.doc_id] for h in hits)
@@ -186,6 +190,15 @@ def test_reranking_applies_to_the_fusion_it_was_trained_on_only(
     rrf = searcher.search(QUERY, k=5, fusion="rrf")
     assert rrf == Searcher(searcher.index, searcher.embedder).search(QUERY, k=5, fusion="rrf")
     assert not Searcher(searcher.index, searcher.embedder).reranks()  # none given
+
+
+def test_chat_searches_as_the_literature_search_does(index_searcher: Searcher) -> None:
+    searcher = Searcher(index_searcher.index, index_searcher.embedder,
+                        reranker=_reranker({"passages": -50.0}))
+    chat = chat_searcher(searcher)
+    assert chat.reranker is searcher.reranker and chat.reranks()
+    assert ([h.doc_id for h in chat.search(QUERY, k=5)]
+            == [h.doc_id for h in searcher.search(QUERY, k=5)])
 
 
 def test_an_index_without_titles_is_not_reranked(tiny_settings: Settings,
