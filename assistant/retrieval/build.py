@@ -334,19 +334,15 @@ def query_embedder(settings: Settings) -> TextEmbedder:
     return AdaptedEmbedder(base, adapter)
 
 
-def search_reranker(settings: Settings, embedder: TextEmbedder,
-                    ranking: Ranking | None = None) -> Reranker | None:
+def search_reranker(settings: Settings, embedder: TextEmbedder) -> Reranker | None:
     """The committed re-ranker when ``settings.reranker`` and the file is there, made for
-    this embedder, query adapter and fusion; else None (a warning says why)."""
+    this embedder, query adapter and the default fusion; else None (a warning says why)."""
     path = settings.weights_dir / RERANKER_RELEASE
     if not settings.reranker or not path.exists():
         return None
-    adapter = getattr(embedder, "adapter", None)
     try:
         reranker = Reranker.load(path)
-        reranker.check(str(getattr(embedder, "fingerprint", "")),
-                       adapter.sha256 if adapter is not None else None,
-                       asdict(ranking or Ranking()))
+        reranker.check(embedder, asdict(Ranking()))
     except RerankerError as exc:
         log.warning("not re-ranking literature search: %s", exc)
         return None

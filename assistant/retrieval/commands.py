@@ -47,13 +47,7 @@ from assistant.retrieval.index import (
     IndexUnusableError,
     stale_reasons,
 )
-from assistant.retrieval.rerank import (
-    FEATURES,
-    DocumentFeatures,
-    Reranker,
-    RerankerConfig,
-    fit_reranker,
-)
+from assistant.retrieval.rerank import FEATURES, Reranker, RerankerConfig, fit_reranker, made_for
 from assistant.retrieval.search import MODES, Fusion, Hit, Mode, Ranking, Searcher
 from assistant.retrieval.seed import SeedInfo, read_seed, seed_path, write_seed
 
@@ -274,7 +268,7 @@ def run_train_reranker(settings: Settings, config: RerankerConfig, out: Path,
         medline = list(iter_corpus(settings.data_dir, ("medline",)))
     except (IndexUnusableError, DataError) as exc:
         raise _fail(f"{exc}\nbuild the index first: `assistant index ensure`") from exc
-    if not DocumentFeatures(searcher.index).usable:
+    if not searcher.document_features.usable:
         raise _fail("the index keeps no vectors (IVF-PQ): the re-ranker needs flat or HNSW")
     docs = [d for d in medline if d.has_abstract]
     sets = mesh_major_queries(docs, bench.min_major, bench.n_test, bench.n_tune, bench.seed)
@@ -301,11 +295,8 @@ def run_train_reranker(settings: Settings, config: RerankerConfig, out: Path,
         features.append(found)
         labels.append(np.array([store.doc_id(int(r)) in query.relevant for r in rows]))
     x, y = np.concatenate(features), np.concatenate(labels)
-    adapter = getattr(embedder, "adapter", None)
     meta: dict[str, Any] = {
-        "embedder": searcher.index.manifest.embedder,
-        "embedder_sha256": str(getattr(embedder, "fingerprint", "")),
-        "query_adapter_sha256": adapter.sha256 if adapter is not None else None,
+        "embedder": searcher.index.manifest.embedder, **made_for(embedder),
         "ranking": asdict(ranking), "index_corpus_sha256": searcher.index.manifest.corpus_sha256,
         "index_titles": searcher.index.titles is not None,
         "training_descriptors": len(train), "candidates": len(y),

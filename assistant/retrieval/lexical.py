@@ -109,7 +109,7 @@ class LexicalIndex:
 
     def scores(self, query: str) -> np.ndarray:
         """(N,) float32 BM25 score of every passage; all 0 when no query term is indexed."""
-        terms = [t for t in tokenize_terms(query) if t in self.retriever.vocab_dict]
+        terms = [t for t in tokenize_terms(query) if t in self]
         if not terms:
             return np.zeros(len(self), dtype=np.float32)
         return np.asarray(self.retriever.get_scores(terms), dtype=np.float32)

@@ -195,21 +195,29 @@ class Reranker:
         return {k: ranking.get(k) for k in ("fusion", "weight", "title_weight", "feedback",
                                              "feedback_weight")}
 
-    def check(self, embedder_sha256: str, adapter_sha256: str | None,
-              ranking: dict[str, Any]) -> None:
-        """Raises ``RerankerError`` unless the query vectors and the fusion are those it
-        was trained with."""
-        meta = self.meta
-        if meta.get("embedder_sha256") != embedder_sha256:
+    def check(self, embedder: Any, ranking: dict[str, Any]) -> None:
+        """Raises ``RerankerError`` unless the query vectors (``embedder``'s, see
+        ``made_for``) and the fusion are those it was trained with."""
+        meta, used = self.meta, made_for(embedder)
+        if meta.get("embedder_sha256") != used["embedder_sha256"]:
             raise RerankerError(f"it was trained with the embedder {meta.get('embedder_sha256')}"
-                                f", not the one in use ({embedder_sha256})")
-        if meta.get("query_adapter_sha256") != adapter_sha256:
+                                f", not the one in use ({used['embedder_sha256']})")
+        if meta.get("query_adapter_sha256") != used["query_adapter_sha256"]:
             raise RerankerError(f"it was trained with the query adapter "
-                                f"{meta.get('query_adapter_sha256')}, not {adapter_sha256}")
+                                f"{meta.get('query_adapter_sha256')}, not "
+                                f"{used['query_adapter_sha256']}")
         if not self.fits(ranking):
             raise RerankerError(f"it was trained on the fusion "
                                 f"{self._fusion(meta.get('ranking', {}))}, the search uses "
                                 f"{self._fusion(ranking)}")
+
+
+def made_for(embedder: Any) -> dict[str, str | None]:
+    """What makes the query vectors: the embedder's fingerprint and its query adapter's
+    sha256 (None without one). A re-ranker records these and is used only with them."""
+    adapter = getattr(embedder, "adapter", None)
+    return {"embedder_sha256": str(getattr(embedder, "fingerprint", "")),
+            "query_adapter_sha256": adapter.sha256 if adapter is not None else None}
 
 
 def fit_reranker(features: np.ndarray, labels: np.ndarray, config: RerankerConfig,

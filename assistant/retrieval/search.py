@@ -240,7 +240,7 @@ class Searcher:
         self.embed_snippets = embed_snippets
         self.ranking = ranking or Ranking()
         self.reranker = reranker
-        self.features: DocumentFeatures | None = None
+        self._reranker_fits_index = False  # its features can be computed on this index
         if reranker is not None:
             trained_titled = bool(reranker.meta.get("index_titles", True))
             if not self.document_features.usable:
@@ -252,7 +252,7 @@ class Searcher:
                          "channel, this one %s", "with" if trained_titled else "without",
                          "has none" if trained_titled else "has one")
             else:
-                self.features = self.document_features
+                self._reranker_fits_index = True
 
     def _require_embedder(self) -> TextEmbedder:
         if self.embedder is None:
@@ -290,7 +290,7 @@ class Searcher:
         for, and the fusion the re-ranker was trained on."""
         r = ranking or self.ranking
         return (r.rerank and r.mode == "hybrid" and self.reranker is not None
-                and self.features is not None and self.reranker.fits(asdict(r)))
+                and self._reranker_fits_index and self.reranker.fits(asdict(r)))
 
     def _dense(self, vec: np.ndarray, depth: int, mask: np.ndarray | None
                ) -> list[tuple[int, float]]:
@@ -311,9 +311,9 @@ class Searcher:
         r = ranking or self.ranking
         ranked, vec, bm25, titles = self._fused(query, depth, r, mask, query_vec)
         if ranked and vec is not None and bm25 is not None and self.reranks(r):
-            assert self.features is not None and self.reranker is not None
-            rows, features = self.features.compute(tokenize_terms(query), vec, bm25, titles,
-                                                   ranked)
+            assert self.reranker is not None
+            rows, features = self.document_features.compute(tokenize_terms(query), vec, bm25,
+                                                            titles, ranked)
             scores = self.reranker.scores(features)
             order = np.argsort(-scores, kind="stable")
             ranked = [(int(rows[i]), float(scores[i])) for i in order]

@@ -16,6 +16,7 @@ import typer
 
 from assistant.chat.engine import chat_searcher
 from assistant.config import Settings
+from assistant.retrieval.adapter import AdaptedEmbedder, QueryAdapter
 from assistant.retrieval.benchmark import BenchmarkConfig, check_held_out
 from assistant.retrieval.build import build_index, open_searcher, search_reranker
 from assistant.retrieval.commands import run_train_reranker
@@ -27,6 +28,7 @@ from assistant.retrieval.rerank import (
     RerankerConfig,
     RerankerError,
     fit_reranker,
+    made_for,
     passage_vectors,
 )
 from assistant.retrieval.search import Ranking, Searcher
@@ -144,13 +146,21 @@ def test_saved_reranker_loads_and_refuses_what_it_was_not_made_for(tmp_path: Pat
     features = np.random.default_rng(1).normal(size=(5, len(FEATURES))).astype(np.float32)
     assert np.array_equal(loaded.scores(features), made.scores(features))
     shipped = asdict(Ranking())
-    loaded.check("a" * 64, "b" * 64, shipped)
+
+    def adapted(fingerprint: str) -> AdaptedEmbedder:
+        adapter = QueryAdapter(np.zeros((HashingEmbedder.dim,) * 2), {})
+        adapter.sha256 = "b" * 64
+        return AdaptedEmbedder(HashingEmbedder(fingerprint), adapter)
+
+    assert made_for(adapted("a" * 64)) == {"embedder_sha256": "a" * 64,
+                                           "query_adapter_sha256": "b" * 64}
+    loaded.check(adapted("a" * 64), shipped)
     with pytest.raises(RerankerError, match="embedder"):
-        loaded.check("c" * 64, "b" * 64, shipped)
+        loaded.check(adapted("c" * 64), shipped)
     with pytest.raises(RerankerError, match="query adapter"):
-        loaded.check("a" * 64, None, shipped)
+        loaded.check(HashingEmbedder("a" * 64), shipped)  # no adapter
     with pytest.raises(RerankerError, match="fusion"):
-        loaded.check("a" * 64, "b" * 64, asdict(Ranking(fusion="rrf")))
+        loaded.check(adapted("a" * 64), asdict(Ranking(fusion="rrf")))
     assert loaded.fits(asdict(Ranking(rerank=False)))  # the switch is not the fusion
     assert not loaded.fits(asdict(Ranking(title_weight=1.0)))
     path.write_bytes(path.read_bytes()[:-10])
