@@ -174,6 +174,12 @@ def train_report(
     max_minutes: Annotated[float, typer.Option(help="Training time budget.")] = 55.0,
     token_dropout: Annotated[float, typer.Option(
         help="Share of decoder input tokens hidden in training (word dropout).")] = 0.0,
+    retrieved: Annotated[int, typer.Option(
+        help="Nearest training reports the decoder reads beside the findings (0: none; "
+             "not with --pairs).")] = 0,
+    copy: Annotated[bool, typer.Option(
+        help="With --retrieved: copy words from the neighbour reports (a pointer-generator "
+             "mixture).")] = False,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     tune: Annotated[bool, typer.Option(help="Tune beam and length penalty on validation.")
                     ] = True,
@@ -193,9 +199,15 @@ def train_report(
 
     settings = get_settings()
     cfg = TrainReportConfig(epochs=epochs, width=width, decoder_layers=layers, lr=lr,
-                            max_minutes=max_minutes, seed=seed, token_dropout=token_dropout)
+                            max_minutes=max_minutes, seed=seed, token_dropout=token_dropout,
+                            retrieved=retrieved, copy=copy)
     if pairs is not None and out is None:
         raise typer.BadParameter("--pairs needs --out (the release weights stay as they are)")
+    if copy and not retrieved:
+        raise typer.BadParameter("--copy needs --retrieved (neighbour reports to copy from)")
+    if pairs is not None and retrieved:
+        raise typer.BadParameter("--retrieved reads the IU X-ray training reports; "
+                                 "it does not apply to --pairs")
     path = out or release_report_path(settings)
     try:
         bundle = (train_report_pairs(settings, pairs, cfg, path, vision_checkpoint)

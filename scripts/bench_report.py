@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from assistant.config import get_settings
-from assistant.report.decoder.bundle import Drafter, ReportBundle, load_report_bundle
-from assistant.report.decoder.commands import load_split, release_report_path
+from assistant.report.decoder.bundle import Drafter, ReportBundle
+from assistant.report.decoder.commands import load_split, release_report_path, report_drafter
 from assistant.report.decoder.data import ReportRecord
 
 
@@ -34,8 +34,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     args = ap.parse_args()
     settings = get_settings()
-    bundle = load_report_bundle(args.checkpoint or release_report_path(settings))
-    drafter = Drafter(bundle)
+    drafter = report_drafter(settings, args.checkpoint or release_report_path(settings))
+    bundle = drafter.bundle
     test = load_split(settings)["test"][:args.studies]
     print(f"checkpoint {bundle.name} sha256 {bundle.sha256[:12]}, "
           f"release decoding {bundle.decode.to_dict()}")

@@ -5,7 +5,8 @@ The findings are what an image encoder or a reader states: MeSH-style codes such
 ``Cardiomegaly/mild`` or ``Opacity/lung/base/left``, each with a probability. The answer
 says which findings its text asserts (the negation-aware matcher) beside the ones it was
 given, so a clinician sees at once any finding the draft adds or leaves out. The decoder
-loads on the first request (it is small: well under a second).
+loads on the first request (about two seconds: the weights, and the training reports a
+retrieval decoder reads beside the findings, from the fetched IU X-ray archive).
 """
 
 from __future__ import annotations
@@ -17,12 +18,9 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from assistant.report.decoder.bundle import (
-    Drafter,
-    ReportCheckpointError,
-    load_report_bundle,
-)
-from assistant.report.decoder.commands import release_report_path
+from assistant.data.manifest import DataError
+from assistant.report.decoder.bundle import Drafter, ReportCheckpointError
+from assistant.report.decoder.commands import release_report_path, report_drafter
 from assistant.report.decoder.data import Finding
 from assistant.report.decoder.findings import NORMAL_CLASS, asserted, code_classes
 from assistant.report.structured import DRAFT_NOTICE
@@ -66,8 +64,8 @@ def _drafter(request: Request, settings: SettingsDep) -> Drafter:
         drafter = getattr(request.app.state, "report_drafter", None)
         if drafter is None:
             try:
-                drafter = Drafter(load_report_bundle(release_report_path(settings)))
-            except ReportCheckpointError as exc:
+                drafter = report_drafter(settings, release_report_path(settings))
+            except (ReportCheckpointError, DataError) as exc:
                 raise NotReadyError(f"the report decoder is unavailable: {exc}") from exc
             request.app.state.report_drafter = drafter
     return drafter

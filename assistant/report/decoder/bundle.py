@@ -15,12 +15,14 @@ from assistant.checkpoint_io import CheckpointError, read_payload, write_payload
 from assistant.report.decoder.data import Finding
 from assistant.report.decoder.generate import DecodeConfig, candidates, generate, sample
 from assistant.report.decoder.model import DecoderConfig, ReportDecoder
+from assistant.report.decoder.neighbours import ReportNeighbours
 from assistant.report.decoder.select import consensus, most_consistent
 from assistant.report.decoder.vocab import (
     Condition,
     Vocab,
     detokenize,
     encode_condition,
+    encode_neighbours,
 )
 
 FORMAT = "assistant-report-checkpoint/1"
@@ -32,7 +34,8 @@ class ReportCheckpointError(CheckpointError):
 
 
 def collate_conditions(conds: Sequence[Condition]) -> dict[str, torch.Tensor]:
-    """Pad conditions to one batch: ids, kinds, slots, positions (B, M) and probs (B, M)."""
+    """Pad conditions to one batch: ids, kinds, slots, positions (B, M), probs (B, M) and,
+    when any condition has neighbour reports, retrieved (B, R)."""
     m = max(len(c.ids) for c in conds)
     out = {k: torch.zeros(len(conds), m, dtype=torch.long)
            for k in ("ids", "kinds", "slots", "positions")}
@@ -44,6 +47,11 @@ def collate_conditions(conds: Sequence[Condition]) -> dict[str, torch.Tensor]:
         out["slots"][i, :n] = torch.tensor(c.slots)
         out["positions"][i, :n] = torch.tensor(c.positions)
         out["probs"][i, :n] = torch.tensor(c.probabilities, dtype=torch.float32)
+    r = max(len(c.retrieved) for c in conds)
+    if r:
+        out["retrieved"] = torch.zeros(len(conds), r, dtype=torch.long)
+        for i, c in enumerate(conds):
+            out["retrieved"][i, :len(c.retrieved)] = torch.tensor(c.retrieved)
     return out
 
 
@@ -90,11 +98,26 @@ def load_report_bundle(path: Path) -> ReportBundle:
 
 
 class Drafter:
-    """Findings (+ indication, + image tokens when the model takes them) -> report text."""
+    """Findings (+ indication, + image tokens when the model takes them) -> report text.
 
-    def __init__(self, bundle: ReportBundle) -> None:
-        self.bundle = bundle
+    A retrieval decoder (``config.retrieved`` > 0) also reads the nearest training
+    reports, so it needs ``neighbours``: the training reports it was trained beside."""
+
+    def __init__(self, bundle: ReportBundle, neighbours: ReportNeighbours | None = None,
+                 ) -> None:
+        if bundle.model.config.retrieved and neighbours is None:
+            raise ValueError(f"{bundle.name} reads its nearest training reports: "
+                             "a drafter for it needs them (neighbours)")
+        self.bundle, self.neighbours = bundle, neighbours
         bundle.model.eval()
+
+    def condition(self, findings: Sequence[Finding], indication: str | None) -> Condition:
+        cfg = self.bundle.model.config
+        retrieved: tuple[int, ...] = ()
+        if cfg.retrieved and self.neighbours is not None:
+            retrieved = encode_neighbours(self.bundle.text_vocab, self.neighbours.nearest(
+                findings, cfg.retrieved), cfg.retrieved_len)
+        return encode_condition(self.bundle.cond_vocab, findings, indication, retrieved)
 
     @torch.no_grad()
     def draft(self, findings: Sequence[Sequence[Finding]],
@@ -107,8 +130,7 @@ class Drafter:
         indications = indications if indications is not None else [None] * len(findings)
         if len(indications) != len(findings):
             raise ValueError(f"{len(indications)} indications for {len(findings)} studies")
-        conds = [encode_condition(self.bundle.cond_vocab, f, ind)
-                 for f, ind in zip(findings, indications, strict=True)]
+        conds = [self.condition(f, ind) for f, ind in zip(findings, indications, strict=True)]
         memory = self.bundle.model.encode(collate_conditions(conds), image_tokens)
         cfg = decode or self.bundle.decode
         model, vocab = self.bundle.model, self.bundle.text_vocab

@@ -22,6 +22,13 @@ def write_card(path: Path, bundle: ReportBundle, results: dict[str, Any]) -> Non
         f"{cfg.heads} heads) cross-attending to a {cfg.encoder_layers}-layer encoder of the "
         f"finding and indication tokens; {params:,} parameters; word vocabulary "
         f"{cfg.text_vocab} tokens.",
+        *([f"- Retrieval: the memory also holds the {cfg.retrieved} nearest training "
+           f"report(s) by their codes (at most {cfg.retrieved_len} word tokens in all; "
+           "`neighbours.py`), a training report never its own; the reports are read from "
+           "the fetched IU X-ray archive when the decoder loads, never stored with the "
+           "weights." + (" Each next word mixes the vocabulary softmax with a copy "
+                         "distribution over the neighbours' words (a learned gate)."
+                         if cfg.copy else "")] if cfg.retrieved else []),
         f"- Trained on {p.get('data_source')}: {p.get('train_examples')} training and "
         f"{p.get('val_examples')} validation reports of the committed split "
         f"(`assistant/report/decoder/iu_split.csv`, sha256 {p.get('split_manifest_sha256')}); "

@@ -13,7 +13,7 @@ from typing import Any
 
 from assistant.config import Settings
 from assistant.data.manifest import DataError, Manifest
-from assistant.report.decoder.bundle import RELEASE_NAME, ReportBundle
+from assistant.report.decoder.bundle import RELEASE_NAME, Drafter, ReportBundle
 from assistant.report.decoder.data import (
     ReportRecord,
     manifest_sha256,
@@ -21,6 +21,7 @@ from assistant.report.decoder.data import (
     read_split,
     split_records,
 )
+from assistant.report.decoder.neighbours import ReportNeighbours
 from assistant.report.decoder.train import Example, TrainReportConfig, train_decoder
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,33 @@ def load_split(settings: Settings) -> dict[str, list[ReportRecord]]:
     return split_records(read_reports(settings.data_dir / ARCHIVE), read_split())
 
 
-def examples(records: list[ReportRecord]) -> list[Example]:
-    return [Example(r.findings, r.indication, r.target) for r in records]
+def examples(records: list[ReportRecord], neighbours: ReportNeighbours | None = None,
+             k: int = 0, leave_out: bool = False) -> list[Example]:
+    """Training examples; with ``neighbours`` and ``k``, each carries its ``k`` nearest
+    training reports (``leave_out``: never itself, for the training reports)."""
+    return [Example(r.findings, r.indication, r.target, neighbours=tuple(
+        neighbours.nearest(r.findings, k, exclude=r.uid if leave_out else None))
+        if neighbours is not None and k else ()) for r in records]
+
+
+def report_drafter(settings: Settings, checkpoint: Path) -> Drafter:
+    """A drafter for a checkpoint; a retrieval decoder also gets its training reports,
+    read from the fetched IU X-ray archive (the reports are not redistributed with the
+    weights: CC BY-NC-ND) and checked against the split manifest it was trained on."""
+    from assistant.report.decoder.bundle import load_report_bundle
+
+    bundle = load_report_bundle(checkpoint)
+    if not bundle.model.config.retrieved:
+        return Drafter(bundle)
+    if bundle.provenance.get("split_manifest_sha256") != manifest_sha256():
+        raise DataError(f"{checkpoint} reads the training reports of another split "
+                        "manifest than the committed one: its neighbours cannot be rebuilt")
+    train = load_split(settings)["train"]
+    expected = bundle.provenance.get("train_examples")
+    if len(train) != expected:
+        raise DataError(f"{checkpoint} was trained beside {expected} reports, the fetched "
+                        f"archive gives {len(train)}")
+    return Drafter(bundle, ReportNeighbours(train))
 
 
 def provenance(settings: Settings) -> dict[str, Any]:
@@ -58,10 +84,12 @@ def train_report(settings: Settings, cfg: TrainReportConfig, out: Path,
     from assistant.report.decoder.evaluate import tune_decoding
 
     split = load_split(settings)
-    bundle = train_decoder(examples(split["train"]), examples(split["val"]), cfg,
+    store = ReportNeighbours(split["train"]) if cfg.retrieved else None
+    bundle = train_decoder(examples(split["train"], store, cfg.retrieved, leave_out=True),
+                           examples(split["val"], store, cfg.retrieved), cfg,
                            provenance(settings), progress=progress)
     if tune:
-        bundle.decode, tuning = tune_decoding(bundle, split["val"])
+        bundle.decode, tuning = tune_decoding(Drafter(bundle, store), split["val"])
         bundle.provenance["decode_tuning"] = tuning
     sha = bundle.save(out)
     log.info("saved %s (sha256 %s): best epoch %s, %s s, decoding %s", out, sha,
@@ -72,15 +100,15 @@ def train_report(settings: Settings, cfg: TrainReportConfig, out: Path,
 
 def eval_report(settings: Settings, checkpoint: Path, out: Path, n_boot: int,
                 card: Path | None) -> dict[str, Any]:
-    from assistant.report.decoder.bundle import load_report_bundle
     from assistant.report.decoder.card import write_card
     from assistant.report.decoder.evaluate import evaluate, table
 
-    bundle = load_report_bundle(checkpoint)
+    drafter = report_drafter(settings, checkpoint)
+    bundle = drafter.bundle
     if bundle.provenance.get("split_manifest_sha256") not in (None, manifest_sha256()):
         log.warning("%s was trained on another split manifest: test reports may have been "
                     "seen in training", checkpoint)
-    results = evaluate(bundle, load_split(settings), n_boot)
+    results = evaluate(drafter, load_split(settings), n_boot)
     results.update({"checkpoint": str(checkpoint), "sha256": bundle.sha256,
                     "command": "assistant " + " ".join(sys.argv[1:])})
     out.parent.mkdir(parents=True, exist_ok=True)

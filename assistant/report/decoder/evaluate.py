@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from assistant.report.decoder.baselines import NearestNeighbour, fixed_normal_report
-from assistant.report.decoder.bundle import Drafter, ReportBundle
+from assistant.report.decoder.bundle import Drafter
 from assistant.report.decoder.data import ReportRecord
 from assistant.report.decoder.findings import consistency
 from assistant.report.decoder.generate import DecodeConfig
@@ -28,13 +28,12 @@ log = logging.getLogger(__name__)
 BATCH = 32
 MBR_SAMPLES = 8  # the minimum-Bayes-risk variant evaluated beside the release decoding
 TUNE_BEAMS = (1, 3, 5)
-TUNE_LENGTH_PENALTIES = (0.6, 1.0, 1.6)
+TUNE_LENGTH_PENALTIES = (0.6, 1.0, 1.6, 2.2, 3.0)
 TARGETS = {"BLEU-4": 0.18, "METEOR": 0.20, "ROUGE-L": 0.38, "CIDEr": 1.0}
 
 
-def draft_all(bundle: ReportBundle, records: Sequence[ReportRecord],
+def draft_all(drafter: Drafter, records: Sequence[ReportRecord],
               decode: DecodeConfig | None = None, indication: bool = True) -> list[str]:
-    drafter = Drafter(bundle)
     out: list[str] = []
     for i in range(0, len(records), BATCH):
         chunk = records[i:i + BATCH]
@@ -44,7 +43,7 @@ def draft_all(bundle: ReportBundle, records: Sequence[ReportRecord],
     return out
 
 
-def tune_decoding(bundle: ReportBundle, val: Sequence[ReportRecord],
+def tune_decoding(drafter: Drafter, val: Sequence[ReportRecord],
                   ) -> tuple[DecodeConfig, list[dict[str, Any]]]:
     """The decoding settings that score best on the validation reports (never the test
     reports): mean of BLEU-4, ROUGE-L and CIDEr, each over its target."""
@@ -53,14 +52,14 @@ def tune_decoding(bundle: ReportBundle, val: Sequence[ReportRecord],
     for beam, lp in itertools.product(TUNE_BEAMS, TUNE_LENGTH_PENALTIES):
         if beam == 1 and lp != 1.0:
             continue  # the length penalty only ranks beams
-        cfg = replace(bundle.decode, beam=beam, length_penalty=lp)
-        s = score(refs, draft_all(bundle, val, cfg), n_boot=0, meteor=False).point
+        cfg = replace(drafter.bundle.decode, beam=beam, length_penalty=lp)
+        s = score(refs, draft_all(drafter, val, cfg), n_boot=0, meteor=False).point
         objective = sum(s[m] / TARGETS[m] for m in ("BLEU-4", "ROUGE-L", "CIDEr")) / 3
         trials.append({"beam": beam, "length_penalty": lp, "objective": objective,
                        **{m: s[m] for m in ("BLEU-4", "ROUGE-L", "CIDEr")}})
         log.info("decoding beam %d, length penalty %.1f: %.4f", beam, lp, objective)
     best = max(trials, key=lambda t: t["objective"])
-    return replace(bundle.decode, beam=int(best["beam"]),
+    return replace(drafter.bundle.decode, beam=int(best["beam"]),
                    length_penalty=float(best["length_penalty"])), trials
 
 
@@ -78,7 +77,7 @@ def _scored(refs: list[str], hyps: list[str], records: Sequence[ReportRecord],
             "consistency": consistency(hyps, [r.findings for r in records]).to_dict()}
 
 
-def evaluate(bundle: ReportBundle, split: dict[str, list[ReportRecord]], n_boot: int = 1000,
+def evaluate(drafter: Drafter, split: dict[str, list[ReportRecord]], n_boot: int = 1000,
              ) -> dict[str, Any]:
     train, test = split["train"], split["test"]
     refs = [r.target for r in test]
@@ -87,10 +86,10 @@ def evaluate(bundle: ReportBundle, split: dict[str, list[ReportRecord]], n_boot:
     nearest = NearestNeighbour(train)
     normal = fixed_normal_report(train)
     methods: dict[str, Callable[[], list[str]]] = {
-        "decoder": lambda: draft_all(bundle, test),
-        "decoder without indication": lambda: draft_all(bundle, test, indication=False),
+        "decoder": lambda: draft_all(drafter, test),
+        "decoder without indication": lambda: draft_all(drafter, test, indication=False),
         f"decoder, MBR over {MBR_SAMPLES} samples": lambda: draft_all(
-            bundle, test, replace(bundle.decode, samples=MBR_SAMPLES)),
+            drafter, test, replace(drafter.bundle.decode, samples=MBR_SAMPLES)),
         "nearest neighbour": lambda: [nearest(r.findings) for r in test],
         "fixed normal report": lambda: [normal] * len(test),
     }

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from assistant.report.decoder.vocab import IMAGE, MAX_FINDINGS
+from assistant.report.decoder.vocab import IMAGE, MAX_FINDINGS, RETRIEVED
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,20 @@ class DecoderConfig:
     max_positions: int = 32  # positions within a finding or the indication
     dropout: float = 0.1
     image_dim: int | None = None  # width of the image encoder's patch tokens, if any
+    # Retrieval: the nearest training reports' words join the memory (0: none), this many
+    # reports, at most ``retrieved_len`` tokens of them in all.
+    retrieved: int = 0
+    retrieved_len: int = 128
+    # Copying (with retrieval): each next word is a mixture of the vocabulary softmax and
+    # a copy distribution over the neighbours' words, with a learned gate (as a
+    # pointer-generator network mixes them).
+    copy: bool = False
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not a multiple of heads {self.heads}")
+        if self.copy and not self.retrieved:
+            raise ValueError("copying needs neighbour reports to copy from (retrieved > 0)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,10 +115,15 @@ class Memory:
     states: torch.Tensor  # (B, M, D)
     mask: torch.Tensor  # (B, 1, 1, M) True where attended
     kv: list[KV]
+    # Copying: keys of the neighbours' word positions (B, R, D) and their word ids (B, R)
+    copy_keys: torch.Tensor | None = None
+    copy_ids: torch.Tensor | None = None
 
     def select(self, index: torch.Tensor) -> Memory:
         return Memory(self.states[index], self.mask[index],
-                      [(k[index], v[index]) for k, v in self.kv])
+                      [(k[index], v[index]) for k, v in self.kv],
+                      None if self.copy_keys is None else self.copy_keys[index],
+                      None if self.copy_ids is None else self.copy_ids[index])
 
 
 class ReportDecoder(nn.Module):
@@ -116,7 +131,7 @@ class ReportDecoder(nn.Module):
         super().__init__()
         c = self.config = config
         self.cond_embed = nn.Embedding(c.cond_vocab, c.width, padding_idx=0)
-        self.kind_embed = nn.Embedding(5, c.width)
+        self.kind_embed = nn.Embedding(RETRIEVED + 1 if c.retrieved else RETRIEVED, c.width)
         self.slot_embed = nn.Embedding(MAX_FINDINGS + 1, c.width)
         self.pos_embed = nn.Embedding(c.max_positions, c.width)
         self.prob_scale = nn.Parameter(torch.zeros(c.width))
@@ -133,6 +148,10 @@ class ReportDecoder(nn.Module):
         self.ln_f = nn.LayerNorm(c.width)
         self.head = nn.Linear(c.width, c.text_vocab, bias=False)
         self.head.weight = self.tok_embed.weight  # tied
+        if c.copy:
+            self.copy_q = nn.Linear(c.width, c.width)
+            self.copy_k = nn.Linear(c.width, c.width)
+            self.copy_gate = nn.Linear(c.width, 1)
         self.apply(self._init)
 
     @staticmethod
@@ -149,13 +168,15 @@ class ReportDecoder(nn.Module):
 
     def encode(self, cond: dict[str, torch.Tensor], image_tokens: torch.Tensor | None = None,
                ) -> Memory:
-        """cond: ids, kinds, slots, positions (B, M) long; probs (B, M) float.
+        """cond: ids, kinds, slots, positions (B, M) long; probs (B, M) float; with
+        retrieval, ``retrieved`` (B, R): the neighbour reports' word ids (0 padding).
         image_tokens: (B, P, image_dim) or None."""
         ids, kinds = cond["ids"], cond["kinds"]
         x = (self.cond_embed(ids) + self.kind_embed(kinds) + self.slot_embed(cond["slots"])
              + self.pos_embed(cond["positions"].clamp(max=self.config.max_positions - 1))
              + (cond["probs"] - 1.0).unsqueeze(-1) * self.prob_scale)  # (B, M, D)
         keep = kinds > 0  # (B, M)
+        ret: torch.Tensor | None = None
         if image_tokens is not None:
             if self.image_proj is None:
                 raise ValueError("this decoder was trained without images; "
@@ -163,10 +184,22 @@ class ReportDecoder(nn.Module):
             img = self.image_proj(image_tokens) + self.kind_embed.weight[IMAGE]  # (B, P, D)
             x = torch.cat([x, img], dim=1)
             keep = torch.cat([keep, keep.new_ones(img.shape[:2])], dim=1)
+        if self.config.retrieved:
+            ret = cond.get("retrieved")
+            if ret is None:
+                raise ValueError("this decoder reads neighbour reports; none were given")
+            pos = torch.arange(ret.shape[1], device=ret.device).clamp(
+                max=self.config.max_len - 1)
+            x = torch.cat([x, self.tok_embed(ret) + self.tpos_embed(pos)
+                           + self.kind_embed.weight[RETRIEVED]], dim=1)
+            keep = torch.cat([keep, ret > 0], dim=1)
         states = self.enc_norm(self.encoder(x, src_key_padding_mask=~keep))
         mask = keep[:, None, None, :]  # (B, 1, 1, M)
         kv = [block.cross_attn.keys_values(states) for block in self._blocks()]
-        return Memory(states, mask, kv)
+        if not self.config.copy or ret is None:
+            return Memory(states, mask, kv)
+        r = ret.shape[1]
+        return Memory(states, mask, kv, self.copy_k(states[:, -r:]), ret)
 
     def decode(self, tokens: torch.Tensor, memory: Memory, start: int = 0,
                caches: list[KV] | None = None) -> tuple[torch.Tensor, list[KV]]:
@@ -180,7 +213,27 @@ class ReportDecoder(nn.Module):
         for i, blk in enumerate(self._blocks()):
             x, kv = blk(x, memory.kv[i], memory.mask, None if caches is None else caches[i])
             new.append(kv)
-        return self.head(self.ln_f(x)), new
+        h = self.ln_f(x)
+        if memory.copy_keys is None or memory.copy_ids is None:
+            return self.head(h), new
+        return self._copy_mixture(h, memory.copy_keys, memory.copy_ids), new
+
+    def _copy_mixture(self, h: torch.Tensor, keys: torch.Tensor, ids: torch.Tensor,
+                      ) -> torch.Tensor:
+        """Log-probabilities (B, T, V): gate * softmax(head) + (1 - gate) * copy, where
+        copy puts each neighbour position's attention on its word. A row without
+        neighbour words writes from the vocabulary alone. (Log-probabilities pass through
+        ``log_softmax`` and ``cross_entropy`` unchanged.)"""
+        scores = self.copy_q(h) @ keys.transpose(1, 2) / keys.shape[-1] ** 0.5  # (B, T, R)
+        present = ids > 0  # (B, R)
+        attn = scores.masked_fill(~present[:, None, :], -torch.inf).softmax(-1)
+        attn = torch.nan_to_num(attn, nan=0.0)
+        gate = torch.sigmoid(self.copy_gate(h))  # (B, T, 1)
+        gate = torch.where(present.any(-1)[:, None, None], gate, torch.ones_like(gate))
+        probs = gate * self.head(h).softmax(-1)
+        probs = probs.scatter_add(-1, ids[:, None, :].expand(-1, h.shape[1], -1),
+                                  (1 - gate) * attn)
+        return probs.clamp_min(1e-12).log()
 
     def forward(self, cond: dict[str, torch.Tensor], tokens: torch.Tensor,
                 image_tokens: torch.Tensor | None = None) -> torch.Tensor:

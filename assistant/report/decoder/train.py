@@ -29,6 +29,7 @@ from assistant.report.decoder.vocab import (
     Vocab,
     condition_tokens,
     encode_condition,
+    encode_neighbours,
     tokenize,
 )
 
@@ -41,6 +42,7 @@ class Example:
     indication: str
     target: str
     image_tokens: torch.Tensor | None = None  # (P, image_dim)
+    neighbours: tuple[str, ...] = ()  # nearest training reports (retrieval decoders)
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,11 @@ class TrainReportConfig:
     max_len: int = 160
     seed: int = 0
     max_minutes: float = 60.0
+    # Retrieval: how many nearest training reports the decoder reads (0: none), and at
+    # most how many of their tokens in all.
+    retrieved: int = 0
+    retrieved_len: int = 128
+    copy: bool = False  # copy words from the neighbours (pointer-generator mixture)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,7 +103,9 @@ def _batch(bundle: ReportBundle, examples: Sequence[Example], rng: random.Random
             rng.shuffle(findings)
             if rng.random() < cfg.drop_indication:
                 indication = ""
-        conds.append(encode_condition(bundle.cond_vocab, findings, indication))
+        retrieved = encode_neighbours(bundle.text_vocab, e.neighbours[:cfg.retrieved],
+                                      cfg.retrieved_len) if cfg.retrieved else ()
+        conds.append(encode_condition(bundle.cond_vocab, findings, indication, retrieved))
     images = None
     if examples[0].image_tokens is not None:
         images = torch.stack([e.image_tokens for e in examples  # type: ignore[misc]
@@ -152,13 +161,17 @@ def train_decoder(train: Sequence[Example], val: Sequence[Example], cfg: TrainRe
     """Train on ``train``, stop early on ``val`` loss; the best epoch's weights are kept."""
     if not train or not val:
         raise ValueError("training needs training and validation examples")
+    if cfg.retrieved and not all(e.neighbours for e in (*train, *val)):
+        raise ValueError("a retrieval decoder trains on examples with their neighbours")
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     text_vocab, cond_vocab = build_vocabs(train, cfg.min_count)
     img = train[0].image_tokens
     mcfg = DecoderConfig(len(text_vocab), len(cond_vocab), cfg.width, cfg.heads,
                          cfg.encoder_layers, cfg.decoder_layers, max_len=cfg.max_len,
-                         dropout=cfg.dropout, image_dim=None if img is None else img.shape[-1])
+                         dropout=cfg.dropout, image_dim=None if img is None else img.shape[-1],
+                         retrieved=cfg.retrieved, retrieved_len=cfg.retrieved_len,
+                         copy=cfg.copy)
     bundle = ReportBundle(ReportDecoder(mcfg), text_vocab, cond_vocab, decode or DecodeConfig(),
                           dict(provenance or {}))
     model = bundle.model

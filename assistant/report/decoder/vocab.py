@@ -85,7 +85,7 @@ class Vocab:
 
 # --- conditioning ---------------------------------------------------------------------
 
-TERM, MODIFIER, INDICATION, IMAGE = 1, 2, 3, 4  # token kinds (0 is padding)
+TERM, MODIFIER, INDICATION, IMAGE, RETRIEVED = 1, 2, 3, 4, 5  # token kinds (0: padding)
 MAX_FINDINGS = 16
 
 
@@ -99,6 +99,7 @@ class Condition:
     slots: tuple[int, ...]
     positions: tuple[int, ...]
     probabilities: tuple[float, ...]
+    retrieved: tuple[int, ...] = ()  # neighbour reports' word ids (retrieval decoders)
 
 
 def condition_tokens(findings: Sequence[Finding], indication: str | None,
@@ -115,8 +116,20 @@ def condition_tokens(findings: Sequence[Finding], indication: str | None,
     return out
 
 
+def encode_neighbours(vocab: Vocab, texts: Sequence[str], limit: int) -> tuple[int, ...]:
+    """Neighbour reports as word ids of the text vocabulary, each followed by the end
+    token, cut to ``limit`` tokens in all (each report gets an equal share first)."""
+    if not texts:
+        return ()
+    share = max(1, limit // len(texts))
+    ids: list[int] = []
+    for text in texts:
+        ids += [*vocab.encode(tokenize(text))[:share - 1], 2]
+    return tuple(ids[:limit])
+
+
 def encode_condition(vocab: Vocab, findings: Sequence[Finding], indication: str | None,
-                     ) -> Condition:
+                     retrieved: tuple[int, ...] = ()) -> Condition:
     toks = condition_tokens(findings, indication) or [(UNK, TERM, 1, 0, 1.0)]
     ids, kinds, slots, positions, probs = zip(*toks, strict=True)
-    return Condition(tuple(vocab.encode(ids)), kinds, slots, positions, probs)
+    return Condition(tuple(vocab.encode(ids)), kinds, slots, positions, probs, retrieved)

@@ -1,0 +1,211 @@
+"""The retrieval decoder: the neighbour ranking it reads, how neighbours enter the memory,
+and that a trained decoder follows the neighbour it is given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from assistant.report.decoder.baselines import NearestNeighbour
+from assistant.report.decoder.bundle import Drafter, ReportBundle, collate_conditions
+from assistant.report.decoder.data import Finding, ReportRecord
+from assistant.report.decoder.generate import DecodeConfig, generate
+from assistant.report.decoder.model import DecoderConfig, ReportDecoder
+from assistant.report.decoder.neighbours import ReportNeighbours
+from assistant.report.decoder.train import Example, TrainReportConfig, train_decoder
+from assistant.report.decoder.vocab import (
+    Vocab,
+    detokenize,
+    encode_condition,
+    encode_neighbours,
+    tokenize,
+)
+from tests.conftest import data_dir
+
+
+def record(uid: str, codes: tuple[str, ...], text: str) -> ReportRecord:
+    return ReportRecord(uid, tuple(Finding.from_code(c) for c in codes), "", text, "")
+
+
+TRAIN = [
+    record("CXR1", ("normal",), "Lungs are clear. No effusion."),
+    record("CXR2", ("normal",), "Lungs are clear. No effusion. Heart normal."),
+    record("CXR3", ("normal",), "Clear lungs. Normal heart."),
+    record("CXR4", ("Cardiomegaly/mild",), "Mild cardiomegaly. Lungs are clear."),
+    record("CXR5", ("Cardiomegaly/severe",), "Severe cardiomegaly."),
+    record("CXR6", ("Cardiomegaly/mild", "Pleural Effusion/left"),
+           "Mild cardiomegaly. Left effusion."),
+]
+
+
+def codes(*c: str) -> tuple[Finding, ...]:
+    return tuple(Finding.from_code(x) for x in c)
+
+
+def test_nearest_ranks_by_codes_then_terms_then_typicality() -> None:
+    store = ReportNeighbours(TRAIN)
+    # Three reports share "normal"; the second shares most words with the other two.
+    assert store.nearest(codes("normal"), 3) == [
+        "Lungs are clear. No effusion. Heart normal.", "Lungs are clear. No effusion.",
+        "Clear lungs. Normal heart."]
+    # Same code first, then the same term with another modifier, then a partial match.
+    assert store.nearest(codes("Cardiomegaly/mild"), 3) == [
+        "Mild cardiomegaly. Lungs are clear.", "Mild cardiomegaly. Left effusion.",
+        "Severe cardiomegaly."]
+    assert NearestNeighbour(TRAIN)(codes("Cardiomegaly/severe")) == "Severe cardiomegaly."
+
+
+def test_a_training_report_never_gets_itself_and_texts_are_distinct() -> None:
+    store = ReportNeighbours([*TRAIN, record("CXR7", ("normal",), "Clear lungs. Normal heart.")])
+    got = store.nearest(codes("Cardiomegaly/severe"), 2, exclude="CXR5")
+    assert "Severe cardiomegaly." not in got and len(got) == 2
+    everything = store.nearest(codes("normal"), 10)
+    assert len(everything) == len(set(everything)) == 6  # CXR7 repeats CXR3's text
+
+
+def test_neighbours_enter_as_word_ids_each_ended_and_within_the_limit() -> None:
+    vocab = Vocab.build([tokenize(r.target) for r in TRAIN], min_count=1)
+    ids = encode_neighbours(vocab, ["Severe cardiomegaly.", "Lungs are clear."], 64)
+    assert detokenize(vocab.decode(ids)) == "Severe cardiomegaly."  # decode stops at the end
+    assert ids.count(2) == 2 and ids[-1] == 2
+    cut = encode_neighbours(vocab, ["Lungs are clear. No effusion. Heart normal."] * 2, 6)
+    assert len(cut) == 6 and cut[2] == 2 and cut[5] == 2  # an equal share each
+    assert encode_neighbours(vocab, [], 10) == ()
+
+
+def _vocabs() -> tuple[Vocab, Vocab]:
+    text = Vocab.build([tokenize(r.target) for r in TRAIN], min_count=1)
+    cond = Vocab.build([["T:normal", "T:cardiomegaly", "M:mild"]], min_count=1)
+    return text, cond
+
+
+def test_a_retrieval_decoder_needs_its_neighbours() -> None:
+    text, cond = _vocabs()
+    cfg = DecoderConfig(len(text), len(cond), width=32, heads=2, encoder_layers=1,
+                        decoder_layers=1, max_len=40, dropout=0.0, retrieved=1, retrieved_len=16)
+    bundle = ReportBundle(ReportDecoder(cfg).eval(), text, cond)
+    with pytest.raises(ValueError, match="neighbours"):
+        Drafter(bundle)
+    plain = collate_conditions([encode_condition(cond, codes("normal"), None)])
+    with pytest.raises(ValueError, match="neighbour"):
+        bundle.model.encode(plain)
+    store = ReportNeighbours(TRAIN)
+    drafter = Drafter(bundle, store)
+    c = drafter.condition(codes("Cardiomegaly/severe"), None)
+    assert c.retrieved == encode_neighbours(text, ["Severe cardiomegaly."], 16)
+    memory = bundle.model.encode(collate_conditions([c]))
+    assert memory.states.shape[1] == len(c.ids) + len(c.retrieved)
+    assert isinstance(drafter.draft([codes("normal")])[0], str)
+
+
+@pytest.mark.parametrize("copy", [False, True])
+def test_the_trained_decoder_follows_the_neighbour_it_reads(copy: bool) -> None:
+    """Same codes, two wordings: only the neighbour says which one to write."""
+    a, b = "Lungs are clear. No effusion.", "Clear lungs. Normal heart."
+    normal = codes("normal")
+    train = [Example(normal, "", t, neighbours=(t,)) for t in (a, b) for _ in range(16)]
+    cfg = TrainReportConfig(width=64, heads=2, encoder_layers=1, decoder_layers=2,
+                            dropout=0.0, epochs=60, batch_size=8, lr=3e-3, warmup_steps=5,
+                            patience=60, label_smoothing=0.0, drop_indication=0.0,
+                            min_count=1, max_len=40, retrieved=1, retrieved_len=16, copy=copy)
+    bundle = train_decoder(train, train[:2] + train[-2:], cfg, {"name": "tiny-retrieval"},
+                           progress=False)
+    assert bundle.model.config.retrieved == 1 and bundle.model.config.copy == copy
+    conds = [encode_condition(bundle.cond_vocab, normal, "",
+                              encode_neighbours(bundle.text_vocab, [t], 16)) for t in (a, b)]
+    with torch.no_grad():
+        ids = generate(bundle.model, bundle.model.encode(collate_conditions(conds)),
+                       DecodeConfig(beam=2, max_tokens=20))
+    assert [detokenize(bundle.text_vocab.decode(s)) for s in ids] == [a, b]
+    with pytest.raises(ValueError, match="neighbours"):
+        train_decoder([Example(normal, "", a)] * 4, [Example(normal, "", a)], cfg,
+                      progress=False)
+
+
+def test_copying_gives_a_distribution_and_the_cache_matches_the_full_pass() -> None:
+    text, cond = _vocabs()
+    torch.manual_seed(0)
+    cfg = DecoderConfig(len(text), len(cond), width=32, heads=2, encoder_layers=1,
+                        decoder_layers=2, max_len=40, dropout=0.0, retrieved=2,
+                        retrieved_len=24, copy=True)
+    model = ReportDecoder(cfg).eval()
+    store = ReportNeighbours(TRAIN)
+    drafter = Drafter(ReportBundle(model, text, cond), store)
+    conds = [drafter.condition(codes(c), None) for c in ("normal", "Cardiomegaly/mild")]
+    memory = model.encode(collate_conditions(conds))
+    assert memory.copy_ids is not None and memory.copy_keys is not None
+    tokens = torch.randint(4, len(text), (2, 6))
+    full, _ = model.decode(tokens, memory)
+    assert torch.allclose(full.exp().sum(-1), torch.ones(2, 6), atol=1e-5)
+    caches, steps = None, []
+    for t in range(tokens.shape[1]):
+        logits, caches = model.decode(tokens[:, t:t + 1], memory, start=t, caches=caches)
+        steps.append(logits)
+    assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
+    beams = memory.select(torch.tensor([1, 1, 0]))
+    assert beams.copy_ids is not None and torch.equal(beams.copy_ids[2], memory.copy_ids[0])
+    with pytest.raises(ValueError, match="copying needs"):
+        DecoderConfig(10, 10, copy=True)
+
+
+def _retrieval_checkpoint(path: Path, provenance: dict[str, object]) -> None:
+    text, cond = _vocabs()
+    cfg = DecoderConfig(len(text), len(cond), width=32, heads=2, encoder_layers=1,
+                        decoder_layers=1, max_len=40, dropout=0.0, retrieved=1,
+                        retrieved_len=16, copy=True)
+    ReportBundle(ReportDecoder(cfg), text, cond, provenance=provenance).save(path)
+
+
+def test_a_retrieval_checkpoint_loads_its_neighbours_or_says_why_not(tmp_path: Path) -> None:
+    from assistant.config import Settings
+    from assistant.data.manifest import DataError
+    from assistant.report.decoder.commands import report_drafter
+    from assistant.report.decoder.data import manifest_sha256
+
+    ours = tmp_path / "ours.pt"
+    _retrieval_checkpoint(ours, {"split_manifest_sha256": manifest_sha256(),
+                                 "train_examples": 2749})
+    with pytest.raises(DataError, match="missing"):  # nothing fetched in this folder
+        report_drafter(Settings(data_dir=tmp_path / "empty"), ours)
+    other = tmp_path / "other.pt"
+    _retrieval_checkpoint(other, {"split_manifest_sha256": "0" * 64, "train_examples": 2749})
+    with pytest.raises(DataError, match="another split manifest"):
+        report_drafter(Settings(data_dir=tmp_path / "empty"), other)
+
+
+@pytest.mark.data
+def test_a_retrieval_checkpoint_reads_the_fetched_training_reports(tmp_path: Path) -> None:
+    from assistant.config import Settings
+    from assistant.report.decoder.commands import load_split, report_drafter
+    from assistant.report.decoder.data import manifest_sha256
+
+    settings = Settings(data_dir=data_dir())
+    train = load_split(settings)["train"]
+    path = tmp_path / "r.pt"
+    _retrieval_checkpoint(path, {"split_manifest_sha256": manifest_sha256(),
+                                 "train_examples": len(train)})
+    drafter = report_drafter(settings, path)
+    assert drafter.neighbours is not None and len(drafter.neighbours) == len(train)
+    nearest = drafter.neighbours.nearest(codes("Cardiomegaly/mild"))[0]
+    assert nearest in {r.target for r in train}
+    _retrieval_checkpoint(path, {"split_manifest_sha256": manifest_sha256(),
+                                 "train_examples": len(train) + 1})
+    with pytest.raises(Exception, match="trained beside"):
+        report_drafter(settings, path)
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--copy"], "--copy needs --retrieved"),
+    (["--retrieved", "2", "--pairs", "pairs.csv", "--out", "x.pt"], "does not apply to --pairs"),
+])
+def test_the_training_command_refuses_retrieval_options_that_cannot_apply(
+        tmp_path: Path, args: list[str], words: str) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "assistant", "train", "report", *args],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert words in " ".join(done.stderr.replace("│", " ").split())  # the box rich draws
