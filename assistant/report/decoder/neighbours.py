@@ -14,12 +14,14 @@ held-out study would get them.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from assistant.report.decoder.data import Finding, ReportRecord
 from assistant.report.decoder.vocab import words
 
 TIE_POOL = 50  # tied candidates compared for typicality, at most
+CACHE_SIZE = 4096  # rankings kept (least recently used dropped): requests choose the codes
 
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
@@ -44,7 +46,8 @@ class ReportNeighbours:
         self.texts = [r.target for r in records]
         self.codes = [frozenset(f.code.lower() for f in r.findings) for r in records]
         self.terms = [frozenset(f.term.lower() for f in r.findings) for r in records]
-        self._cache: dict[tuple[frozenset[str], str | None, int], list[str]] = {}
+        self._cache: OrderedDict[tuple[frozenset[str], str | None, int], list[str]] = (
+            OrderedDict())
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -55,9 +58,13 @@ class ReportNeighbours:
         report's uid that must not be returned (the study itself, in training)."""
         codes = frozenset(f.code.lower() for f in findings)
         key = (codes, exclude, k)
-        if key not in self._cache:
+        if key in self._cache:
+            self._cache.move_to_end(key)
+        else:
             self._cache[key] = self._rank(codes, frozenset(f.term.lower() for f in findings),
                                           k, exclude)
+            if len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
         return list(self._cache[key])
 
     def _rank(self, codes: frozenset[str], terms: frozenset[str], k: int,

@@ -57,6 +57,17 @@ def test_nearest_ranks_by_codes_then_terms_then_typicality() -> None:
     assert NearestNeighbour(TRAIN)(codes("Cardiomegaly/severe")) == "Severe cardiomegaly."
 
 
+def test_the_ranking_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from assistant.report.decoder import neighbours
+
+    monkeypatch.setattr(neighbours, "CACHE_SIZE", 3)
+    store = ReportNeighbours(TRAIN)
+    for i in range(10):
+        store.nearest(codes(f"Finding{i}"))
+    assert len(store._cache) == 3
+    assert store.nearest(codes("Cardiomegaly/severe")) == ["Severe cardiomegaly."]
+
+
 def test_a_training_report_never_gets_itself_and_texts_are_distinct() -> None:
     store = ReportNeighbours([*TRAIN, record("CXR7", ("normal",), "Clear lungs. Normal heart.")])
     got = store.nearest(codes("Cardiomegaly/severe"), 2, exclude="CXR5")
