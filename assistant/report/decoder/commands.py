@@ -45,10 +45,12 @@ def examples(records: list[ReportRecord], neighbours: ReportNeighbours | None = 
         if neighbours is not None and k else ()) for r in records]
 
 
-def report_drafter(settings: Settings, checkpoint: Path) -> Drafter:
-    """A drafter for a checkpoint; a retrieval decoder also gets its training reports,
-    read from the fetched IU X-ray archive (the reports are not redistributed with the
-    weights: CC BY-NC-ND) and checked against the split manifest it was trained on."""
+def report_drafter(settings: Settings, checkpoint: Path,
+                   train: list[ReportRecord] | None = None) -> Drafter:
+    """A drafter for a checkpoint; a retrieval decoder also gets its training reports
+    (``train``, when the caller has read them already), read from the fetched IU X-ray
+    archive (the reports are not redistributed with the weights: CC BY-NC-ND) and checked
+    against the split manifest it was trained on."""
     from assistant.report.decoder.bundle import load_report_bundle
 
     bundle = load_report_bundle(checkpoint)
@@ -57,7 +59,8 @@ def report_drafter(settings: Settings, checkpoint: Path) -> Drafter:
     if bundle.provenance.get("split_manifest_sha256") != manifest_sha256():
         raise DataError(f"{checkpoint} reads the training reports of another split "
                         "manifest than the committed one: its neighbours cannot be rebuilt")
-    train = load_split(settings)["train"]
+    if train is None:
+        train = load_split(settings)["train"]
     expected = bundle.provenance.get("train_examples")
     if len(train) != expected:
         raise DataError(f"{checkpoint} was trained beside {expected} reports, the fetched "
@@ -103,12 +106,13 @@ def eval_report(settings: Settings, checkpoint: Path, out: Path, n_boot: int,
     from assistant.report.decoder.card import write_card
     from assistant.report.decoder.evaluate import evaluate, table
 
-    drafter = report_drafter(settings, checkpoint)
+    split = load_split(settings)
+    drafter = report_drafter(settings, checkpoint, split["train"])
     bundle = drafter.bundle
     if bundle.provenance.get("split_manifest_sha256") not in (None, manifest_sha256()):
         log.warning("%s was trained on another split manifest: test reports may have been "
                     "seen in training", checkpoint)
-    results = evaluate(drafter, load_split(settings), n_boot)
+    results = evaluate(drafter, split, n_boot)
     results.update({"checkpoint": str(checkpoint), "sha256": bundle.sha256,
                     "command": "assistant " + " ".join(sys.argv[1:])})
     out.parent.mkdir(parents=True, exist_ok=True)
