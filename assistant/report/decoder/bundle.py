@@ -5,6 +5,7 @@ one file; ``Drafter`` turns findings (+ indication, + image tokens) into report 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,7 @@ class Drafter:
                 findings, cfg.retrieved), cfg.retrieved_len)
         return encode_condition(self.bundle.cond_vocab, findings, indication, retrieved)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def draft(self, findings: Sequence[Sequence[Finding]],
               indications: Sequence[str | None] | None = None,
               image_tokens: torch.Tensor | None = None,
@@ -148,3 +149,30 @@ class Drafter:
             else:
                 out.append(most_consistent(texts, f))
         return out
+
+    def draft_many(self, findings: Sequence[Sequence[Finding]],
+                   indications: Sequence[str | None] | None = None,
+                   decode: DecodeConfig | None = None, batch: int = 32, workers: int = 1,
+                   ) -> list[str]:
+        """Many studies, in order: batches of ``batch`` studies, ``workers`` batches
+        decoding at once on as many threads.
+
+        Each report is what ``draft`` gives for its study alone (a study never depends on
+        the others in its batch). A decoding step of a few dozen beams is too small to
+        share between cores inside torch's operations, so on a multi-core CPU whole batches
+        run side by side instead: keep ``workers`` times torch's thread count within the
+        cores (``scripts/bench_report.py`` runs one torch thread per worker)."""
+        if batch < 1 or workers < 1:
+            raise ValueError(f"batch ({batch}) and workers ({workers}) must be at least 1")
+        indications = indications if indications is not None else [None] * len(findings)
+        if len(indications) != len(findings):
+            raise ValueError(f"{len(indications)} indications for {len(findings)} studies")
+        starts = range(0, len(findings), batch)
+
+        def one(i: int) -> list[str]:
+            return self.draft(findings[i:i + batch], indications[i:i + batch], None, decode)
+
+        if workers == 1 or len(starts) <= 1:
+            return [text for i in starts for text in one(i)]
+        with ThreadPoolExecutor(min(workers, len(starts))) as pool:
+            return [text for part in pool.map(one, starts) for text in part]

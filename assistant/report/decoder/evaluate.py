@@ -34,13 +34,9 @@ TARGETS = {"BLEU-4": 0.18, "METEOR": 0.20, "ROUGE-L": 0.38, "CIDEr": 1.0}
 
 def draft_all(drafter: Drafter, records: Sequence[ReportRecord],
               decode: DecodeConfig | None = None, indication: bool = True) -> list[str]:
-    out: list[str] = []
-    for i in range(0, len(records), BATCH):
-        chunk = records[i:i + BATCH]
-        out += drafter.draft([r.findings for r in chunk],
-                             [r.indication if indication else None for r in chunk], None,
-                             decode)
-    return out
+    return drafter.draft_many([r.findings for r in records],
+                              [r.indication if indication else None for r in records],
+                              decode, BATCH)
 
 
 def tune_decoding(drafter: Drafter, val: Sequence[ReportRecord],

@@ -10,7 +10,7 @@ MLP, pre-norm, with a key-value cache for generation (``step``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -59,13 +59,36 @@ class DecoderConfig:
 KV = tuple[torch.Tensor, torch.Tensor]
 
 
+class StepLinear(nn.Linear):
+    """``nn.Linear`` whose inference (no gradients) multiplies by a contiguous transposed
+    copy of the weight, made on first use and remade whenever the weight has changed in
+    place since (an optimiser step, ``load_state_dict``). A decoding step multiplies a few
+    rows by every weight, and this layout made a forced 100-token report about a tenth
+    faster on this CPU, with the same reports. Parameters and checkpoints are unchanged."""
+
+    _t: torch.Tensor | None = None
+    _t_version: tuple[int, int] = (-1, -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or torch.is_grad_enabled():
+            return super().forward(x)
+        version = (id(self.weight), self.weight._version)
+        if self._t is None or self._t_version != version:
+            with torch.no_grad():
+                self._t = self.weight.detach().t().contiguous()
+            self._t_version = version
+        rows = x.reshape(-1, x.shape[-1])
+        y = rows @ self._t if self.bias is None else torch.addmm(self.bias, rows, self._t)
+        return y.view(*x.shape[:-1], y.shape[-1])
+
+
 class Attention(nn.Module):
     def __init__(self, c: DecoderConfig) -> None:
         super().__init__()
         self.heads, self.dropout = c.heads, c.dropout
-        self.q = nn.Linear(c.width, c.width)
-        self.kv = nn.Linear(c.width, 2 * c.width)
-        self.proj = nn.Linear(c.width, c.width)
+        self.q = StepLinear(c.width, c.width)
+        self.kv = StepLinear(c.width, 2 * c.width)
+        self.proj = StepLinear(c.width, c.width)
 
     def split(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
@@ -78,6 +101,12 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, kv: KV, mask: torch.Tensor | None = None,
                 causal: bool = False) -> torch.Tensor:
         q = self.split(self.q(x))  # (B, nh, T, hs)
+        if x.shape[1] == 1 and mask is None and not self.training:
+            # A decoding step's self-attention: one query per row over its cache. Two
+            # batched matrix products are about 2.5x faster here than the fused kernel on
+            # this CPU when the batch is many beams (measured: 160 rows, 60 cached tokens).
+            w = (q @ kv[0].transpose(-1, -2)) * q.shape[-1] ** -0.5
+            return self.proj((w.softmax(-1) @ kv[1]).transpose(1, 2).reshape(x.shape))
         y = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask, is_causal=causal,
                                            dropout_p=self.dropout if self.training else 0.0)
         b, _, t, _ = y.shape
@@ -90,22 +119,44 @@ class Block(nn.Module):
         self.ln1, self.ln2, self.ln3 = (nn.LayerNorm(c.width) for _ in range(3))
         self.self_attn = Attention(c)
         self.cross_attn = Attention(c)
-        self.mlp = nn.Sequential(nn.Linear(c.width, c.mlp_ratio * c.width), nn.GELU(),
-                                 nn.Linear(c.mlp_ratio * c.width, c.width), nn.Dropout(c.dropout))
+        self.mlp = nn.Sequential(StepLinear(c.width, c.mlp_ratio * c.width), nn.GELU(),
+                                 StepLinear(c.mlp_ratio * c.width, c.width), nn.Dropout(c.dropout))
         self.drop = nn.Dropout(c.dropout)
 
     def forward(self, x: torch.Tensor, memory_kv: KV, memory_mask: torch.Tensor,
-                cache: KV | None = None) -> tuple[torch.Tensor, KV]:
-        """x (B, T, D); with ``cache`` the new positions attend to the cached ones too."""
+                cache: KV | None = None, group: int = 1, start: int = 0,
+                ) -> tuple[torch.Tensor, KV]:
+        """x (B * group, T, D) at positions start.., each ``group`` consecutive rows reading
+        one memory entry of ``memory_kv`` (B, ...); with ``cache`` the new positions attend
+        to the cached ones too. A cache of ``start + T`` positions has room for the new
+        ones already (beam search allocates it as it reorders the beams): they are written
+        in place instead of appended."""
         h = self.ln1(x)
         k, v = self.self_attn.keys_values(h)
-        if cache is not None:
+        if cache is not None and cache[0].shape[2] == start + x.shape[1]:
+            cache[0][:, :, start:], cache[1][:, :, start:] = k, v
+            k, v = cache
+        elif cache is not None:
             k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
         causal = cache is None and x.shape[1] > 1
         x = x + self.drop(self.self_attn(h, (k, v), causal=causal))
-        x = x + self.drop(self.cross_attn(self.ln2(x), memory_kv, mask=memory_mask))
+        x = x + self.drop(ungroup(self.cross_attn(to_groups(self.ln2(x), group), memory_kv,
+                                                  mask=memory_mask), x.shape[1]))
         x = x + self.mlp(self.ln3(x))
         return x, (k, v)
+
+
+def to_groups(x: torch.Tensor, group: int) -> torch.Tensor:
+    """(B * group, T, ...) -> (B, group * T, ...): the rows that share a memory entry become
+    one row of queries, so the entry's keys and values are read once, not once per row.
+    Cross-attention has no mask between queries, so each query's result is unchanged."""
+    return x if group == 1 else x.reshape(x.shape[0] // group, group * x.shape[1],
+                                          *x.shape[2:])
+
+
+def ungroup(x: torch.Tensor, t: int) -> torch.Tensor:
+    """The inverse of ``to_groups``: (B, group * T, ...) -> (B * group, T, ...)."""
+    return x if x.shape[1] == t else x.reshape(-1, t, *x.shape[2:])
 
 
 @dataclass
@@ -118,12 +169,22 @@ class Memory:
     # Copying: keys of the neighbours' word positions (B, R, D) and their word ids (B, R)
     copy_keys: torch.Tensor | None = None
     copy_ids: torch.Tensor | None = None
+    # Decoder rows per entry: the beams (or samples) of a study are ``group`` consecutive
+    # rows that share their study's entry instead of each holding a copy of it.
+    group: int = 1
 
     def select(self, index: torch.Tensor) -> Memory:
-        return Memory(self.states[index], self.mask[index],
-                      [(k[index], v[index]) for k, v in self.kv],
-                      None if self.copy_keys is None else self.copy_keys[index],
-                      None if self.copy_ids is None else self.copy_ids[index])
+        """The entries at ``index`` (each still read by ``group`` rows)."""
+        def take(x: torch.Tensor) -> torch.Tensor:
+            return x.index_select(0, index)  # much faster than x[index] on this CPU
+
+        return Memory(take(self.states), take(self.mask), [(take(k), take(v)) for k, v in self.kv],
+                      None if self.copy_keys is None else take(self.copy_keys),
+                      None if self.copy_ids is None else take(self.copy_ids), self.group)
+
+    def shared(self, group: int) -> Memory:
+        """The same entries, each read by ``group`` consecutive decoder rows."""
+        return replace(self, group=group)
 
 
 class ReportDecoder(nn.Module):
@@ -146,12 +207,12 @@ class ReportDecoder(nn.Module):
         self.tpos_embed = nn.Embedding(c.max_len, c.width)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.decoder_layers))
         self.ln_f = nn.LayerNorm(c.width)
-        self.head = nn.Linear(c.width, c.text_vocab, bias=False)
+        self.head = StepLinear(c.width, c.text_vocab, bias=False)
         self.head.weight = self.tok_embed.weight  # tied
         if c.copy:
-            self.copy_q = nn.Linear(c.width, c.width)
+            self.copy_q = StepLinear(c.width, c.width)
             self.copy_k = nn.Linear(c.width, c.width)
-            self.copy_gate = nn.Linear(c.width, 1)
+            self.copy_gate = StepLinear(c.width, 1)
         self.apply(self._init)
 
     @staticmethod
@@ -203,20 +264,27 @@ class ReportDecoder(nn.Module):
 
     def decode(self, tokens: torch.Tensor, memory: Memory, start: int = 0,
                caches: list[KV] | None = None) -> tuple[torch.Tensor, list[KV]]:
-        """tokens (B, T) at positions start.. -> logits (B, T, V) and the new caches."""
+        """tokens (B * memory.group, T) at positions start.. -> logits (B * group, T, V)
+        and the new caches."""
         t = tokens.shape[1]
+        if tokens.shape[0] != memory.states.shape[0] * memory.group:
+            raise ValueError(f"{tokens.shape[0]} rows of tokens for {memory.states.shape[0]}"
+                             f" memory entries of {memory.group} rows each")
         if start + t > self.config.max_len:
             raise ValueError(f"{start + t} tokens exceed the decoder's {self.config.max_len}")
         pos = torch.arange(start, start + t, device=tokens.device)
         x = self.tok_embed(tokens) + self.tpos_embed(pos)  # (B, T, D)
         new: list[KV] = []
         for i, blk in enumerate(self._blocks()):
-            x, kv = blk(x, memory.kv[i], memory.mask, None if caches is None else caches[i])
+            x, kv = blk(x, memory.kv[i], memory.mask, None if caches is None else caches[i],
+                        memory.group, start)
             new.append(kv)
         h = self.ln_f(x)
         if memory.copy_keys is None or memory.copy_ids is None:
             return self.head(h), new
-        return self._copy_mixture(h, memory.copy_keys, memory.copy_ids), new
+        mixed = self._copy_mixture(to_groups(h, memory.group), memory.copy_keys,
+                                   memory.copy_ids)
+        return ungroup(mixed, t), new
 
     def _copy_mixture(self, h: torch.Tensor, keys: torch.Tensor, ids: torch.Tensor,
                       ) -> torch.Tensor:

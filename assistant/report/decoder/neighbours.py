@@ -14,6 +14,7 @@ held-out study would get them.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -48,6 +49,7 @@ class ReportNeighbours:
         self.terms = [frozenset(f.term.lower() for f in r.findings) for r in records]
         self._cache: OrderedDict[tuple[frozenset[str], str | None, int], list[str]] = (
             OrderedDict())
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -58,14 +60,18 @@ class ReportNeighbours:
         report's uid that must not be returned (the study itself, in training)."""
         codes = frozenset(f.code.lower() for f in findings)
         key = (codes, exclude, k)
-        if key in self._cache:
+        with self._lock:  # the service and ``Drafter.draft_many`` draft on several threads
+            ranked = self._cache.get(key)
+            if ranked is not None:
+                self._cache.move_to_end(key)
+                return list(ranked)
+        ranked = self._rank(codes, frozenset(f.term.lower() for f in findings), k, exclude)
+        with self._lock:
+            self._cache[key] = ranked
             self._cache.move_to_end(key)
-        else:
-            self._cache[key] = self._rank(codes, frozenset(f.term.lower() for f in findings),
-                                          k, exclude)
-            if len(self._cache) > CACHE_SIZE:
+            while len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
-        return list(self._cache[key])
+        return list(ranked)
 
     def _rank(self, codes: frozenset[str], terms: frozenset[str], k: int,
               exclude: str | None) -> list[str]:
