@@ -98,6 +98,16 @@ def load_report_bundle(path: Path) -> ReportBundle:
                                     ) from exc
 
 
+def _indications(findings: Sequence[object], indications: Sequence[str | None] | None,
+                 ) -> Sequence[str | None]:
+    """One indication (or None) per study."""
+    if indications is None:
+        return [None] * len(findings)
+    if len(indications) != len(findings):
+        raise ValueError(f"{len(indications)} indications for {len(findings)} studies")
+    return indications
+
+
 class Drafter:
     """Findings (+ indication, + image tokens when the model takes them) -> report text.
 
@@ -128,9 +138,7 @@ class Drafter:
         """One report text per study; studies decode together as one batch."""
         if not findings:
             return []
-        indications = indications if indications is not None else [None] * len(findings)
-        if len(indications) != len(findings):
-            raise ValueError(f"{len(indications)} indications for {len(findings)} studies")
+        indications = _indications(findings, indications)
         conds = [self.condition(f, ind) for f, ind in zip(findings, indications, strict=True)]
         memory = self.bundle.model.encode(collate_conditions(conds), image_tokens)
         cfg = decode or self.bundle.decode
@@ -164,9 +172,7 @@ class Drafter:
         cores (``scripts/bench_report.py`` runs one torch thread per worker)."""
         if batch < 1 or workers < 1:
             raise ValueError(f"batch ({batch}) and workers ({workers}) must be at least 1")
-        indications = indications if indications is not None else [None] * len(findings)
-        if len(indications) != len(findings):
-            raise ValueError(f"{len(indications)} indications for {len(findings)} studies")
+        indications = _indications(findings, indications)
         starts = range(0, len(findings), batch)
 
         def one(i: int) -> list[str]:

@@ -60,26 +60,44 @@ KV = tuple[torch.Tensor, torch.Tensor]
 
 
 class StepLinear(nn.Linear):
-    """``nn.Linear`` whose inference (no gradients) multiplies by a contiguous transposed
-    copy of the weight, made on first use and remade whenever the weight has changed in
-    place since (an optimiser step, ``load_state_dict``). A decoding step multiplies a few
-    rows by every weight, and this layout made a forced 100-token report about a tenth
-    faster on this CPU, with the same reports. Parameters and checkpoints are unchanged."""
+    """``nn.Linear`` that, in inference mode (``torch.inference_mode``, as drafting runs),
+    multiplies by a contiguous transposed copy of its weight. A decoding step multiplies a
+    few rows by every weight, and this layout made a forced 100-token report about a tenth
+    faster on this CPU, with the same reports. Parameters and checkpoints are unchanged.
 
-    _t: torch.Tensor | None = None
-    _t_version: tuple[int, int] = (-1, -1)
+    The copy is remade when the weight is another tensor, has moved, or has changed in
+    place as far as its version counter tells (optimisers' default steps); ``train()``,
+    ``load_state_dict`` and ``.to()`` drop it. Writes the counter does not see (``.data``
+    writes, fused optimiser steps) need one of those before the next inference. Outside
+    inference mode (training, validation under ``no_grad``) it is a plain linear layer."""
+
+    _t: tuple[torch.Tensor, int, int, torch.Tensor] | None = None  # weight, version, ptr, Wᵀ
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training or torch.is_grad_enabled():
+        w = self.weight
+        if self.training or not torch.is_inference_mode_enabled() or w.is_inference():
             return super().forward(x)
-        version = (id(self.weight), self.weight._version)
-        if self._t is None or self._t_version != version:
-            with torch.no_grad():
-                self._t = self.weight.detach().t().contiguous()
-            self._t_version = version
+        cached = self._t
+        if (cached is None or cached[0] is not w or cached[1] != w._version
+                or cached[2] != w.data_ptr()):
+            cached = self._t = (w, w._version, w.data_ptr(), w.detach().t().contiguous())
         rows = x.reshape(-1, x.shape[-1])
-        y = rows @ self._t if self.bias is None else torch.addmm(self.bias, rows, self._t)
+        wt = cached[3]
+        y = rows @ wt if self.bias is None else torch.addmm(self.bias, rows, wt)
         return y.view(*x.shape[:-1], y.shape[-1])
+
+    def train(self, mode: bool = True) -> StepLinear:
+        if mode:
+            self._t = None
+        return super().train(mode)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> StepLinear:
+        self._t = None
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._t = None
+        super()._load_from_state_dict(*args, **kwargs)
 
 
 class Attention(nn.Module):
@@ -265,7 +283,9 @@ class ReportDecoder(nn.Module):
     def decode(self, tokens: torch.Tensor, memory: Memory, start: int = 0,
                caches: list[KV] | None = None) -> tuple[torch.Tensor, list[KV]]:
         """tokens (B * memory.group, T) at positions start.. -> logits (B * group, T, V)
-        and the new caches."""
+        and the new caches. A cache that already has room for the new positions (``start +
+        T``, as beam search reorders them) is written in place and returned: such a cache
+        serves one continuation only."""
         t = tokens.shape[1]
         if tokens.shape[0] != memory.states.shape[0] * memory.group:
             raise ValueError(f"{tokens.shape[0]} rows of tokens for {memory.states.shape[0]}"

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from assistant.report.decoder.bundle import Drafter, ReportBundle, collate_conditions
 from assistant.report.decoder.generate import DecodeConfig, _reorder
-from assistant.report.decoder.model import DecoderConfig, ReportDecoder, StepLinear
+from assistant.report.decoder.model import KV, DecoderConfig, Memory, ReportDecoder, StepLinear
 from assistant.report.decoder.neighbours import ReportNeighbours
 
 from .test_retrieval import TRAIN, _vocabs, codes
@@ -55,6 +55,55 @@ def test_beams_sharing_a_memory_entry_step_as_the_plain_full_pass() -> None:
             model.decode(tokens[:5, :1], shared)
 
 
+def test_reordered_beams_and_a_study_leaving_match_the_plain_path() -> None:
+    """Beam search's moves (beams swapping histories, a finished study leaving the batch)
+    on the shared memory with in-place caches, against per-row memory copies with
+    appended caches and the rows picked by advanced indexing, as decoding was before."""
+    drafter, k = _drafter(), 2
+    model = drafter.bundle.model
+    conds = collate_conditions([drafter.condition(codes(c), None) for c in STUDIES[:3]])
+    torch.manual_seed(2)
+    tokens = torch.randint(4, model.config.text_vocab, (3 * k, 5))
+    # rows after each step: beams swap within a study; after step 2 study 0 leaves
+    moves = [torch.tensor([1, 0, 2, 3, 5, 4]), torch.tensor([0, 0, 3, 2, 4, 5]),
+             torch.tensor([2, 3, 5, 5]), torch.tensor([1, 0, 2, 3])]
+    keep_after = {2: torch.tensor([1, 2])}  # the studies still decoding
+    with torch.inference_mode():
+        memory = model.encode(conds)
+        fast_mem, plain_mem = memory.shared(k), memory.select(
+            torch.arange(3).repeat_interleave(k))
+        fast_caches = plain_caches = None
+        seqs = tokens[:, :1]
+        for step in range(4):
+            fast, fast_caches = model.decode(seqs[:, -1:], fast_mem, start=step,
+                                             caches=fast_caches)
+            plain, plain_caches = _plain_decode(model, seqs[:, -1:], plain_mem, step,
+                                                plain_caches)
+            assert torch.allclose(fast, plain, atol=1e-5)
+            index = moves[step]
+            if step in keep_after:
+                fast_mem = fast_mem.select(keep_after[step])
+                plain_mem = plain_mem.select(index)
+            else:
+                plain_mem = plain_mem.select(index)
+            fast_caches = [(_reorder(kc, index), _reorder(vc, index)) for kc, vc in fast_caches]
+            plain_caches = [(kc[index], vc[index]) for kc, vc in plain_caches]
+            seqs = torch.cat([seqs[index], tokens[:len(index), step + 1:step + 2]], dim=1)
+
+
+def _plain_decode(model: ReportDecoder, tokens: torch.Tensor, memory: Memory, start: int,
+                  caches: list[KV] | None) -> tuple[torch.Tensor, list[KV]]:
+    """One step in training mode (dropout is 0 here), so the plain linear layers and the
+    fused attention kernel run, each row reading its own memory copy (group 1), caches
+    appended."""
+    assert memory.group == 1 and model.config.dropout == 0.0
+    model.train()
+    try:
+        return model.decode(tokens, memory, start=start, caches=caches)
+    finally:
+        model.eval()
+
+
 def test_a_reordered_cache_holds_the_chosen_rows() -> None:
     cache = torch.arange(3 * 2 * 4 * 5, dtype=torch.float).view(3, 2, 4, 5)
     out = _reorder(cache, torch.tensor([2, 2, 0]))
@@ -64,22 +113,38 @@ def test_a_reordered_cache_holds_the_chosen_rows() -> None:
 
 def test_step_linear_follows_its_weight_and_trains_as_a_linear() -> None:
     torch.manual_seed(0)
-    lin, x = StepLinear(6, 4), torch.randn(2, 3, 6)
+    lin, x = StepLinear(6, 4).eval(), torch.randn(2, 3, 6)
+
+    def plain() -> torch.Tensor:
+        return F.linear(x, lin.weight, lin.bias)
+
     with torch.inference_mode():
-        assert torch.allclose(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-6)
+        assert torch.allclose(lin(x), plain(), atol=1e-6)
+    assert lin._t is not None  # the transposed copy is in use
     with torch.no_grad():
         lin.weight.mul_(-2.0)  # as an optimiser step would, in place
     with torch.inference_mode():
-        assert torch.allclose(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-6)
-    other = StepLinear(6, 4)
-    lin.load_state_dict(other.state_dict())
+        assert torch.allclose(lin(x), plain(), atol=1e-6)
+    lin.load_state_dict(StepLinear(6, 4).state_dict())
+    assert lin._t is None
+    with torch.inference_mode():
+        assert torch.allclose(lin(x), plain(), atol=1e-6)
     with torch.no_grad():
-        assert torch.allclose(lin(x), other(x), atol=1e-6)
-    lin.train()
+        lin.weight.data.add_(1.0)  # unseen by the version counter: train() drops the copy
+    lin.train().eval()
+    with torch.inference_mode():
+        assert torch.allclose(lin(x), plain(), atol=1e-6)
+    lin.double()  # a dtype change drops the copy
+    with torch.inference_mode():
+        assert torch.allclose(lin(x.double()), F.linear(x.double(), lin.weight, lin.bias))
+    lin.float().train()
     lin(x).sum().backward()  # with gradients it is the plain layer
     assert lin.weight.grad is not None
-    head = StepLinear(6, 5, bias=False)
-    with torch.no_grad():
+    with torch.inference_mode():  # a layer made in inference mode works as a plain one
+        made = StepLinear(6, 5, bias=False).eval()
+        assert torch.allclose(made(x), x @ made.weight.t(), atol=1e-6)
+    head = StepLinear(6, 5, bias=False).eval()
+    with torch.inference_mode():
         assert torch.allclose(head(x), x @ head.weight.t(), atol=1e-6)
 
 
@@ -109,7 +174,7 @@ def test_the_neighbour_cache_is_safe_across_threads(monkeypatch: pytest.MonkeyPa
 
     def hammer(offset: int) -> None:
         try:
-            for i in range(300):
+            for i in range(1000):
                 c = STUDIES[(i + offset) % len(STUDIES)]
                 assert store.nearest(codes(c), 2) == expected[c]
         except BaseException as exc:  # reported by the main thread
