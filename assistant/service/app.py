@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         with suppress(asyncio.CancelledError):
             await loading
         await services.stop()
+        await reports.close_reports(app)
         chat.close_chat(app)
         audit_log.close()
 

@@ -45,7 +45,7 @@ class MicroBatcher(Generic[In, Out]):
     def __init__(self, run: Callable[[list[In]], Sequence[Out]], max_batch: int = 16,
                  max_wait_s: float = 0.005, max_queued: int = 64,
                  on_batch: Callable[[int, float], None] | None = None,
-                 in_flight: int = 1) -> None:
+                 in_flight: int = 1, what: str = "analyses") -> None:
         if max_batch < 1 or max_wait_s < 0 or max_queued < 1 or in_flight < 1:
             raise ValueError(f"need max_batch >= 1, max_wait_s >= 0, max_queued >= 1 and "
                              f"in_flight >= 1; got {max_batch}, {max_wait_s}, {max_queued}, "
@@ -56,6 +56,7 @@ class MicroBatcher(Generic[In, Out]):
         self.max_queued = max_queued
         self.on_batch = on_batch
         self.in_flight = in_flight
+        self.what = what  # what the jobs are, for the busy and not-ready messages
         self._slots: asyncio.Semaphore | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._queue: asyncio.Queue[_Job[In, Out]] | None = None
@@ -86,12 +87,12 @@ class MicroBatcher(Generic[In, Out]):
 
     async def submit(self, item: In) -> Out:
         if self._queue is None or self._task is None or self._task.done():
-            raise NotReadyError("the analysis worker is not running")
+            raise NotReadyError(f"the worker for {self.what} is not running")
         job: _Job[In, Out] = _Job(item, asyncio.get_running_loop().create_future())
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
-            raise BusyError(f"{self.max_queued} analyses are already waiting for the model: "
+            raise BusyError(f"{self.max_queued} {self.what} are already waiting for the model: "
                             "retry shortly") from None
         return await job.future
 

@@ -7,7 +7,8 @@
   ``rejected`` (bad image or context), ``failed`` (the service's fault);
 - ``assistant_model_inference_seconds``: seconds per model call by task (``analyze``: one
   pipeline batch, decoding and report drafting included; ``search``: one literature
-  search, query embedding included) and ``assistant_analyze_batch_size``.
+  search, query embedding included; ``report``: one batch of report drafts from the IU
+  X-ray decoder), ``assistant_analyze_batch_size`` and ``assistant_report_batch_size``.
 
 Each app has its own registry, so several apps in one process do not collide.
 """
@@ -45,6 +46,9 @@ class Metrics:
                                    buckets=LATENCY_BUCKETS, registry=self.registry)
         self.batch_size = Histogram("assistant_analyze_batch_size", "images per model batch",
                                     buckets=BATCH_BUCKETS, registry=self.registry)
+        self.report_batch_size = Histogram("assistant_report_batch_size",
+                                           "report drafts per decoder batch",
+                                           buckets=BATCH_BUCKETS, registry=self.registry)
         for outcome in OUTCOMES:  # present (at 0) from the start
             self.analyses.labels(outcome)
 
@@ -55,6 +59,10 @@ class Metrics:
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
         self.inference.labels("analyze").observe(seconds)
+
+    def observe_report_batch(self, size: int, seconds: float) -> None:
+        self.report_batch_size.observe(size)
+        self.inference.labels("report").observe(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -7,6 +7,11 @@ says which findings its text asserts (the negation-aware matcher) beside the one
 given, so a clinician sees at once any finding the draft adds or leaves out. The decoder
 loads on the first request (about two seconds: the weights, and the training reports a
 retrieval decoder reads beside the findings, from the fetched IU X-ray archive).
+
+Requests that overlap share decoder batches (the service's micro-batcher, with the
+analyses' batch size, wait and batches in flight): a study's report does not depend on the
+others in its batch, and a batch of studies drafts several times faster than the same
+studies one at a time (``scripts/bench_report.py``).
 """
 
 from __future__ import annotations
@@ -14,16 +19,18 @@ from __future__ import annotations
 import threading
 from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
+from assistant.config import Settings
 from assistant.data.manifest import DataError
 from assistant.report.decoder.bundle import Drafter, ReportCheckpointError
 from assistant.report.decoder.commands import release_report_path, report_drafter
 from assistant.report.decoder.data import Finding
 from assistant.report.decoder.findings import NORMAL_CLASS, asserted, code_classes
 from assistant.report.structured import DRAFT_NOTICE
+from assistant.service.batching import MicroBatcher
 from assistant.service.deps import SettingsDep
 from assistant.service.errors import InvalidContextError, NotReadyError
 
@@ -31,6 +38,7 @@ router = APIRouter(tags=["reports"])
 
 MAX_FINDINGS = 16
 _lock = threading.Lock()
+DraftJob = tuple[tuple[Finding, ...], str | None]  # one study's findings and indication
 
 
 class FindingIn(BaseModel):
@@ -71,6 +79,34 @@ def _drafter(request: Request, settings: SettingsDep) -> Drafter:
     return drafter
 
 
+def _batcher(request: Request, settings: Settings, drafter: Drafter,
+             ) -> MicroBatcher[DraftJob, str]:
+    """The app's report micro-batcher, started on first use (on the event loop: no await
+    between the look-up and the start, so only one is ever made)."""
+    batcher: MicroBatcher[DraftJob, str] | None = getattr(request.app.state,
+                                                          "report_batcher", None)
+    if batcher is None:
+        svc, metrics = settings.service, request.app.state.metrics
+
+        def run(jobs: list[DraftJob]) -> list[str]:
+            return drafter.draft([f for f, _ in jobs], [ind for _, ind in jobs])
+
+        batcher = MicroBatcher(run, svc.batch_max_size, svc.batch_wait_ms / 1000,
+                               settings.limits.max_queued_analyses,
+                               metrics.observe_report_batch, svc.batch_in_flight,
+                               what="report drafts")
+        batcher.start()
+        request.app.state.report_batcher = batcher
+    return batcher
+
+
+async def close_reports(app: FastAPI) -> None:
+    """At shutdown: stop the report micro-batcher (drafts still queued get 503)."""
+    batcher: MicroBatcher[DraftJob, str] | None = getattr(app.state, "report_batcher", None)
+    if batcher is not None:
+        await batcher.stop()
+
+
 @router.post("/v1/reports/draft", response_model=DraftResponse,
              responses={422: {"description": "invalid findings"},
                         503: {"description": "the report decoder is unavailable"}})
@@ -81,7 +117,7 @@ async def draft(body: DraftRequest, request: Request, settings: SettingsDep) -> 
     except ValueError as exc:
         raise InvalidContextError(str(exc)) from exc
     drafter = await run_in_threadpool(_drafter, request, settings)
-    text = (await run_in_threadpool(drafter.draft, [findings], [body.indication]))[0]
+    text = await _batcher(request, settings, drafter).submit((findings, body.indication))
     got, want = asserted(text), code_classes(findings)
     bundle = drafter.bundle
     return DraftResponse(

@@ -38,3 +38,35 @@ def test_bad_findings_are_422(server: str, body: object, words: str) -> None:
     response = _draft(server, body)
     assert response.status_code == 422, response.text
     assert words in response.text.lower()
+
+
+def _report_batches(server: str) -> tuple[float, float, float]:
+    """From /metrics: report batches run, drafts in them, and batches of one draft."""
+    text = httpx.get(f"{server}/metrics", timeout=10).text
+
+    def value(prefix: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith(prefix))
+
+    return (value("assistant_report_batch_size_count"), value("assistant_report_batch_size_sum"),
+            value('assistant_report_batch_size_bucket{le="1.0"}'))
+
+
+def test_overlapping_drafts_share_batches_and_each_gets_its_own_report(server: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    bodies = [{"findings": [{"code": code}], "indication": ind} for code, ind in [
+        ("normal", "chest pain"), ("Cardiomegaly/mild", None), ("Pleural Effusion/left", "dyspnea"),
+        ("Opacity/lung/base/right", "cough"), ("Cardiomegaly/severe", None),
+        ("Granulomatous Disease", "screening"), ("normal", None), ("Atelectasis/left", "fever")]]
+    alone = [_draft(server, b).json()["text"] for b in bodies]  # one at a time
+    before = _report_batches(server)
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        together = list(pool.map(lambda b: _draft(server, b), bodies * 3))
+    assert [r.status_code for r in together] == [200] * len(together)
+    # A study's report does not depend on the studies that shared its batch.
+    assert [r.json()["text"] for r in together] == alone * 3
+    batches, drafts, singles = (a - b for a, b in zip(_report_batches(server), before,
+                                                      strict=True))
+    assert drafts == len(together)
+    assert batches < len(together) and batches - singles >= 1  # some batch held several
