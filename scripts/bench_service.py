@@ -1,4 +1,5 @@
-"""Load test of the running service: POST /v1/analyze at concurrency 1 and 8, GET /v1/search.
+"""Load test of the running service: POST /v1/analyze (and, with --reports-n8, POST
+/v1/reports/draft) at concurrency 1 and 8, GET /v1/search.
 
 Starts ``assistant serve`` on 127.0.0.1 (a free port, rate limit off, index optional),
 times start-to-ready, sends real Br35H test-fold images with httpx, and prints p50 / p90
@@ -9,6 +10,7 @@ Then, with the server stopped, the ceiling: ``Pipeline.analyze_many`` in this pr
 the same images, one at a time and in batches of 8 (no HTTP), images per second.
 
     .venv/bin/python scripts/bench_service.py --n1 30 --n8 80
+    .venv/bin/python scripts/bench_service.py --n1 0 --reports-n1 20 --reports-n8 64 --no-ceiling
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -82,14 +85,29 @@ def start_server(port: int, log_path: Path, index_dir: Path | None
         time.sleep(0.05)
 
 
-def post(client: httpx.Client, base: str, image: bytes) -> float:
-    start = time.perf_counter()
-    response = client.post(f"{base}/v1/analyze", files={"file": ("image.jpg", image)})
-    response.raise_for_status()
-    return time.perf_counter() - start
+Request = tuple[str, dict[str, Any]]  # path, httpx keyword arguments
 
 
-def serial(base: str, images: Sequence[bytes], n: int, deadline: float
+def draft_bodies(count: int) -> list[dict[str, Any]]:
+    """``POST /v1/reports/draft`` bodies from the first ``count`` IU X-ray test reports
+    that have codes (the endpoint needs one): their codes (at most the endpoint's 16) and
+    indications."""
+    from assistant.report.decoder.commands import load_split
+
+    coded = [r for r in load_split(Settings())["test"] if r.findings][:count]
+    return [{"findings": [{"code": f.code} for f in r.findings[:16]],
+             "indication": r.indication or None} for r in coded]
+
+
+def analyze_request(image: bytes) -> Request:
+    return "/v1/analyze", {"files": {"file": ("image.jpg", image)}}
+
+
+def draft_request(body: dict[str, Any]) -> Request:
+    return "/v1/reports/draft", {"json": body}
+
+
+def serial(base: str, requests: Sequence[Request], n: int, deadline: float
            ) -> tuple[list[float], float]:
     latencies: list[float] = []
     start = time.perf_counter()
@@ -97,11 +115,14 @@ def serial(base: str, images: Sequence[bytes], n: int, deadline: float
         for i in range(n):
             if time.perf_counter() > deadline:
                 break
-            latencies.append(post(client, base, images[i % len(images)]))
+            path, kwargs = requests[i % len(requests)]
+            t = time.perf_counter()
+            client.post(f"{base}{path}", **kwargs).raise_for_status()
+            latencies.append(time.perf_counter() - t)
     return latencies, time.perf_counter() - start
 
 
-async def concurrent(base: str, images: Sequence[bytes], n: int, workers: int,
+async def concurrent(base: str, requests: Sequence[Request], n: int, workers: int,
                      deadline: float) -> tuple[list[float], float]:
     latencies: list[float] = []
     counter = iter(range(n))
@@ -110,9 +131,9 @@ async def concurrent(base: str, images: Sequence[bytes], n: int, workers: int,
         for i in counter:
             if time.perf_counter() > deadline:
                 return
+            path, kwargs = requests[i % len(requests)]
             t = time.perf_counter()
-            response = await client.post(f"{base}/v1/analyze",
-                                         files={"file": ("image.jpg", images[i % len(images)])})
+            response = await client.post(f"{base}{path}", **kwargs)
             response.raise_for_status()
             latencies.append(time.perf_counter() - t)
 
@@ -136,14 +157,32 @@ def searches(base: str, n: int) -> list[float] | None:
     return latencies
 
 
-def batch_sizes(base: str) -> tuple[float, float]:
-    """(batches, images) the server has run so far."""
+def batch_sizes(base: str, name: str = "assistant_analyze_batch_size") -> tuple[float, float]:
+    """(batches, items) the server has run so far, from the histogram ``name``."""
     for family in text_string_to_metric_families(httpx.get(f"{base}/metrics").text):
-        if family.name == "assistant_analyze_batch_size":
+        if family.name == name:
             values = {s.name: s.value for s in family.samples}
-            return (values["assistant_analyze_batch_size_count"],
-                    values["assistant_analyze_batch_size_sum"])
+            return values[f"{name}_count"], values[f"{name}_sum"]
     return 0.0, 0.0
+
+
+def load_pair(base: str, requests: Sequence[Request], what: str, metric: str,
+              args: argparse.Namespace, n1: int, n8: int, deadline: float,
+              ) -> dict[str, object]:
+    """The same requests at concurrency 1, then at ``args.concurrency``: latencies,
+    throughputs, their ratio and the server's mean batch."""
+    serial(base, requests, args.warmup, deadline)
+    one, one_s = serial(base, requests, n1, deadline)
+    out: dict[str, object] = {"c1": summary(f"{what} c=1", one, one_s)}
+    before = batch_sizes(base, metric)
+    many, many_s = asyncio.run(concurrent(base, requests, n8, args.concurrency, deadline))
+    out[f"c{args.concurrency}"] = summary(f"{what} c={args.concurrency}", many, many_s)
+    batches, items = (a - b for a, b in zip(batch_sizes(base, metric), before, strict=True))
+    ratio = (len(many) / many_s) / (len(one) / one_s)
+    out.update(ratio=ratio, mean_batch=items / max(batches, 1))
+    print(f"{what}: throughput ratio c={args.concurrency} / c=1: {ratio:.2f}x "
+          f"(mean batch {items / max(batches, 1):.1f})")
+    return out
 
 
 def resident_mib(pid: int) -> tuple[float, float]:
@@ -184,18 +223,15 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     try:
         print(f"start to ready: {ready_s:.1f} s (log: {log_path})")
         deadline = time.perf_counter() + args.max_seconds
-        serial(base, images, args.warmup, deadline)
-        one, one_s = serial(base, images, args.n1, deadline)
-        report["c1"] = summary("analyze c=1", one, one_s)
-        before = batch_sizes(base)
-        many, many_s = asyncio.run(concurrent(base, images, args.n8, args.concurrency,
-                                              deadline))
-        report[f"c{args.concurrency}"] = summary(f"analyze c={args.concurrency}", many, many_s)
-        batches, imgs = (a - b for a, b in zip(batch_sizes(base), before, strict=True))
-        ratio = (len(many) / many_s) / (len(one) / one_s)
-        report.update(ratio=ratio, mean_batch=imgs / max(batches, 1))
-        print(f"throughput ratio c={args.concurrency} / c=1: {ratio:.2f}x "
-              f"(mean batch {imgs / max(batches, 1):.1f} images)")
+        if args.n1 and args.n8:
+            report.update(load_pair(base, [analyze_request(i) for i in images], "analyze",
+                                    "assistant_analyze_batch_size", args, args.n1, args.n8,
+                                    deadline))
+        if args.reports_n1 and args.reports_n8:
+            report["reports"] = load_pair(
+                base, [draft_request(b) for b in draft_bodies(args.reports_n8)], "draft",
+                "assistant_report_batch_size", args, args.reports_n1, args.reports_n8,
+                time.perf_counter() + args.max_seconds)
         found = searches(base, args.search_n)
         if found:
             report["search"] = summary("search", found, sum(found))
@@ -219,6 +255,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n1", type=int, default=30, help="requests at concurrency 1")
     parser.add_argument("--n8", type=int, default=80, help="requests at the concurrency")
+    parser.add_argument("--reports-n1", type=int, default=0,
+                        help="report drafts (IU X-ray test findings) at concurrency 1")
+    parser.add_argument("--reports-n8", type=int, default=0,
+                        help="report drafts at the concurrency (0: drafts not measured)")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--images", type=int, default=32, help="distinct test images")
