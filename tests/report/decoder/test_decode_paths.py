@@ -11,29 +11,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from assistant.report.decoder.bundle import Drafter, ReportBundle, collate_conditions
+from assistant.report.decoder.bundle import collate_conditions
 from assistant.report.decoder.generate import DecodeConfig, _reorder
-from assistant.report.decoder.model import KV, DecoderConfig, Memory, ReportDecoder, StepLinear
+from assistant.report.decoder.model import KV, Memory, ReportDecoder, StepLinear
 from assistant.report.decoder.neighbours import ReportNeighbours
 
-from .test_retrieval import TRAIN, _vocabs, codes
+from .test_retrieval import TRAIN, codes, tiny_copy_drafter
 
 STUDIES = ("normal", "Cardiomegaly/mild", "Cardiomegaly/severe", "Pleural Effusion/left",
            "Cardiomegaly/mild", "normal", "Opacity/lung/base/left")
 
 
-def _drafter() -> Drafter:
-    text, cond = _vocabs()
-    torch.manual_seed(0)
-    cfg = DecoderConfig(len(text), len(cond), width=32, heads=2, encoder_layers=1,
-                        decoder_layers=2, max_len=40, dropout=0.0, retrieved=2,
-                        retrieved_len=24, copy=True)
-    return Drafter(ReportBundle(ReportDecoder(cfg).eval(), text, cond),
-                   ReportNeighbours(TRAIN))
-
-
 def test_beams_sharing_a_memory_entry_step_as_the_plain_full_pass() -> None:
-    drafter, k, steps = _drafter(), 3, 6
+    drafter, k, steps = tiny_copy_drafter(), 3, 6
     model = drafter.bundle.model
     conds = collate_conditions([drafter.condition(codes(c), "cough") for c in STUDIES[:2]])
     torch.manual_seed(1)
@@ -59,7 +49,7 @@ def test_reordered_beams_and_a_study_leaving_match_the_plain_path() -> None:
     """Beam search's moves (beams swapping histories, a finished study leaving the batch)
     on the shared memory with in-place caches, against per-row memory copies with
     appended caches and the rows picked by advanced indexing, as decoding was before."""
-    drafter, k = _drafter(), 2
+    drafter, k = tiny_copy_drafter(), 2
     model = drafter.bundle.model
     conds = collate_conditions([drafter.condition(codes(c), None) for c in STUDIES[:3]])
     torch.manual_seed(2)
@@ -149,7 +139,7 @@ def test_step_linear_follows_its_weight_and_trains_as_a_linear() -> None:
 
 
 def test_draft_many_gives_each_study_its_own_report_in_order() -> None:
-    drafter = _drafter()
+    drafter = tiny_copy_drafter()
     findings = [codes(c) for c in STUDIES]
     indications = ["cough", None, "chest pain", None, None, "fever", None]
     decode = DecodeConfig(beam=3, max_tokens=12)

@@ -135,15 +135,20 @@ def test_the_trained_decoder_follows_the_neighbour_it_reads(copy: bool) -> None:
                       progress=False)
 
 
-def test_copying_gives_a_distribution_and_the_cache_matches_the_full_pass() -> None:
+def tiny_copy_drafter() -> Drafter:
+    """An untrained two-neighbour copying decoder (seed 0) over ``TRAIN``."""
     text, cond = _vocabs()
     torch.manual_seed(0)
     cfg = DecoderConfig(len(text), len(cond), width=32, heads=2, encoder_layers=1,
                         decoder_layers=2, max_len=40, dropout=0.0, retrieved=2,
                         retrieved_len=24, copy=True)
-    model = ReportDecoder(cfg).eval()
-    store = ReportNeighbours(TRAIN)
-    drafter = Drafter(ReportBundle(model, text, cond), store)
+    return Drafter(ReportBundle(ReportDecoder(cfg).eval(), text, cond),
+                   ReportNeighbours(TRAIN))
+
+
+def test_copying_gives_a_distribution_and_the_cache_matches_the_full_pass() -> None:
+    drafter = tiny_copy_drafter()
+    model, text = drafter.bundle.model, drafter.bundle.text_vocab
     conds = [drafter.condition(codes(c), None) for c in ("normal", "Cardiomegaly/mild")]
     memory = model.encode(collate_conditions(conds))
     assert memory.copy_ids is not None and memory.copy_keys is not None
