@@ -124,7 +124,7 @@ def encode_neighbours(vocab: Vocab, texts: Sequence[str], limit: int) -> tuple[i
     share = max(1, limit // len(texts))
     ids: list[int] = []
     for text in texts:
-        ids += [*vocab.encode(tokenize(text))[:share - 1], 2]
+        ids += [*vocab.encode(tokenize(text))[:share - 1], vocab.id(EOS)]
     return tuple(ids[:limit])
 
 
