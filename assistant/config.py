@@ -51,8 +51,13 @@ class ServiceConfig(BaseModel):
     require_index: bool = Field(
         True, description="not ready (503 on /readyz) until the literature index is loaded"
     )
-    batch_max_size: int = Field(16, gt=0, le=256,
-                                description="images in one model batch at most")
+    batch_max_size: int = Field(
+        4, gt=0, le=256, description="images in one model batch at most: small batches share "
+        "the queued images between the batches in flight (the model is a fifth of a study's "
+        "work, so a larger batch saves little)")
+    report_batch_max_size: int = Field(
+        16, gt=0, le=256, description="report drafts (POST /v1/reports/draft) in one decoder "
+        "batch at most: beam search gains from wide batches")
     batch_wait_ms: float = Field(
         5.0, ge=0, le=1000, description="how long the first image of a batch waits for others"
     )
@@ -63,11 +68,13 @@ class ServiceConfig(BaseModel):
         1, ge=0, le=64, description="torch intra-op threads in the service; 0: torch's "
         "default (one per core). One per batch in flight kept both cores busiest here")
     malloc_mmap_threshold: int = Field(
-        1024 * 1024, ge=0, le=2**30, description="glibc: blocks from this size up are mapped "
-        "and returned when freed (keeps the heap from fragmenting); 0: glibc's default")
+        64 * 1024 * 1024, ge=0, le=2**30, description="glibc: blocks from this size up are "
+        "mapped (zero-filled anew each time) and returned when freed; smaller ones are "
+        "reused from the heap; 0: glibc's default")
     malloc_trim_threshold: int = Field(
-        0, ge=0, le=2**30, description="glibc: free memory at the heap's top kept for reuse "
-        "up to this size before it is returned to the system; 0: glibc's default")
+        32 * 1024 * 1024, ge=0, le=2**30, description="glibc: free memory at the heap's top "
+        "kept for reuse up to this size before it is returned to the system; 0: glibc's "
+        "default")
     malloc_arena_max: int = Field(2, ge=0, le=64, description="glibc malloc arenas; 0: default")
 
 

@@ -1,20 +1,21 @@
-"""glibc malloc tuning at start-up: the service keeps its heap flat, batch work keeps it
-warm.
+"""glibc malloc tuning at start-up: freed blocks are kept in the heap for the next
+model batch instead of being mapped and zero-filled anew.
 
-The service (``assistant serve``): glibc raises its mmap threshold to the size of the
-largest block freed so far (up to 32 MiB), so after the first batch of images the
-multi-megabyte arrays (decoded images, activations, heatmaps) come from the heap, where
-blocks of ever-different sizes fragment it: in the load test (``scripts/load_test.py``) the
-resident heap grew 26-38% over 2,000 mixed requests. A fixed threshold (blocks from 1 MiB
-up are mapped, and returned to the system when freed) and two arenas keep it flat (-0.1%
-over the same run).
+Every mapped block is new memory that the kernel zero-fills page by page on first touch.
+A batch of 32 slices allocates activations of about 50 MB, above glibc's 32 MiB ceiling
+for its moving mmap threshold, so always mapped: measured with ``scripts/bench_vision.py``,
+minor page faults took about 40% of the model's time.
 
-Batch work (``assistant draft``, the benchmarks): every mapped block is new memory that
-the kernel zero-fills page by page on first touch. A model batch of 32 slices allocates
-activations of about 50 MB (above glibc's 32 MiB ceiling, so always mapped): measured with
-``scripts/bench_vision.py``, minor page faults took about 40% of the model's time. There
-blocks up to 64 MiB come from the heap and up to 256 MiB of free heap is kept for the next
-batch (``BatchConfig``).
+Batch work (``assistant draft``, the benchmarks, ``BatchConfig``): blocks up to 64 MiB
+come from the heap and up to 256 MiB of free heap is kept for the next batch.
+
+The service (``assistant serve``, ``ServiceConfig``): the same 64 MiB threshold, at most
+32 MiB of free heap kept at its top, two arenas. An earlier policy mapped every block from
+1 MiB up (decoded images, activations, heatmaps) to keep the heap flat (glibc as it comes
+grew it 26-38% over 2,000 mixed requests of ``scripts/load_test.py``), but then an
+analysis cost 41-43 ms of CPU at concurrency 8 instead of 26-32 (``scripts/bench_service.py``).
+With this one resident memory rose 3.6% over 2,000 mixed requests and 2.6% over 6,000,
+flat after the first few hundred.
 
 ``mallopt`` through ctypes; elsewhere than glibc (musl, macOS) nothing is done.
 """

@@ -4,8 +4,9 @@
 Starts ``assistant serve`` on 127.0.0.1 (a free port, rate limit off, index optional),
 times start-to-ready, sends real Br35H test-fold images with httpx, and prints p50 / p90
 latency, requests per second, the concurrency-8 / concurrency-1 throughput ratio, the mean
-model batch size (from /metrics), /v1/search p50 when an index is loaded, and the server's
-resident memory. The load is bounded by the request counts and by ``--max-seconds``.
+model batch size (from /metrics), the CPU per request that the server and this client each
+spent (from /proc and the process clock), /v1/search p50 when an index is loaded, and the
+server's resident memory. The load is bounded by the request counts and by ``--max-seconds``.
 Then, with the server stopped, the ceiling: ``Pipeline.analyze_many`` in this process on
 the same images, one at a time and in batches of 8 (no HTTP), images per second.
 
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -166,17 +167,46 @@ def batch_sizes(base: str, name: str = "assistant_analyze_batch_size") -> tuple[
     return 0.0, 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds ``pid`` has used so far (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_share(name: str, server_pid: int, phase: Callable[[], tuple[list[float], float]]
+              ) -> tuple[tuple[list[float], float], dict[str, float]]:
+    """Runs ``phase()`` (latencies, seconds) and returns its result with the CPU
+    milliseconds per request that the server and this load client spent on it and the
+    cores each used: the client shares the machine with the server, so what it spends the
+    server cannot."""
+    server, client, wall = cpu_seconds(server_pid), time.process_time(), time.perf_counter()
+    result = phase()
+    server, client = cpu_seconds(server_pid) - server, time.process_time() - client
+    wall = time.perf_counter() - wall
+    count = max(len(result[0]), 1)
+    row = {"server_cpu_ms": 1000 * server / count, "client_cpu_ms": 1000 * client / count,
+           "server_cores": server / wall, "client_cores": client / wall}
+    print(f"{name:<16} CPU per request: server {row['server_cpu_ms']:5.1f} ms "
+          f"({row['server_cores']:.2f} cores), load client {row['client_cpu_ms']:5.1f} ms "
+          f"({row['client_cores']:.2f} cores)")
+    return result, row
+
+
 def load_pair(base: str, requests: Sequence[Request], what: str, metric: str,
               args: argparse.Namespace, n1: int, n8: int, deadline: float,
-              ) -> dict[str, object]:
+              server_pid: int) -> dict[str, object]:
     """The same requests at concurrency 1, then at ``args.concurrency``: latencies,
-    throughputs, their ratio and the server's mean batch."""
+    throughputs, their ratio, the server's mean batch and the CPU each side spent."""
     serial(base, requests, args.warmup, deadline)
-    one, one_s = serial(base, requests, n1, deadline)
-    out: dict[str, object] = {"c1": summary(f"{what} c=1", one, one_s)}
+    (one, one_s), cpu1 = cpu_share(f"{what} c=1", server_pid,
+                                   lambda: serial(base, requests, n1, deadline))
+    out: dict[str, object] = {"c1": {**summary(f"{what} c=1", one, one_s), **cpu1}}
     before = batch_sizes(base, metric)
-    many, many_s = asyncio.run(concurrent(base, requests, n8, args.concurrency, deadline))
-    out[f"c{args.concurrency}"] = summary(f"{what} c={args.concurrency}", many, many_s)
+    (many, many_s), cpu8 = cpu_share(
+        f"{what} c={args.concurrency}", server_pid,
+        lambda: asyncio.run(concurrent(base, requests, n8, args.concurrency, deadline)))
+    out[f"c{args.concurrency}"] = {**summary(f"{what} c={args.concurrency}", many, many_s),
+                                   **cpu8}
     batches, items = (a - b for a, b in zip(batch_sizes(base, metric), before, strict=True))
     ratio = (len(many) / many_s) / (len(one) / one_s)
     out.update(ratio=ratio, mean_batch=items / max(batches, 1))
@@ -226,12 +256,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         if args.n1 and args.n8:
             report.update(load_pair(base, [analyze_request(i) for i in images], "analyze",
                                     "assistant_analyze_batch_size", args, args.n1, args.n8,
-                                    deadline))
+                                    deadline, proc.pid))
         if args.reports_n1 and args.reports_n8:
             report["reports"] = load_pair(
                 base, [draft_request(b) for b in draft_bodies(args.reports_n8)], "draft",
                 "assistant_report_batch_size", args, args.reports_n1, args.reports_n8,
-                time.perf_counter() + args.max_seconds)
+                time.perf_counter() + args.max_seconds, proc.pid)
         found = searches(base, args.search_n)
         if found:
             report["search"] = summary("search", found, sum(found))

@@ -91,7 +91,7 @@ def _batcher(request: Request, settings: Settings, drafter: Drafter,
         def run(jobs: list[DraftJob]) -> list[str]:
             return drafter.draft([f for f, _ in jobs], [ind for _, ind in jobs])
 
-        batcher = MicroBatcher(run, svc.batch_max_size, svc.batch_wait_ms / 1000,
+        batcher = MicroBatcher(run, svc.report_batch_max_size, svc.batch_wait_ms / 1000,
                                settings.limits.max_queued_analyses,
                                metrics.observe_report_batch, svc.batch_in_flight,
                                what="report drafts")
