@@ -57,15 +57,16 @@ def patch_heat(model: PatchTransformer, images: Tensor, method: Method = "gradie
             out = model(images, keep_attention=True)
         assert out.attentions is not None
         return rollout_heat(out.attentions, model.config.grid)
-    return _normalise(gradient_x_input(model, images), model.config.grid)
+    return normalise_heat(gradient_x_input(model, images), model.config.grid)
 
 
 def rollout_heat(attentions: list[Tensor], grid: int) -> npt.NDArray[np.float32]:
     """Attention maps of one forward pass -> (B, g, g) rollout heat in [0, 1] per image."""
-    return _normalise(attention_rollout(attentions), grid)
+    return normalise_heat(attention_rollout(attentions), grid)
 
 
-def _normalise(heat: Tensor, g: int) -> npt.NDArray[np.float32]:
+def normalise_heat(heat: Tensor, g: int) -> npt.NDArray[np.float32]:
+    """Patch relevance (B, N) -> (B, g, g) heat scaled to [0, 1] per image."""
     heat = heat.view(-1, g, g)
     lo = heat.flatten(1).min(dim=1).values.view(-1, 1, 1)
     hi = heat.flatten(1).max(dim=1).values.view(-1, 1, 1)

@@ -14,7 +14,7 @@ import torch
 
 from assistant.imaging.preprocess import preprocess
 from assistant.vision.checkpoint import VisionBundle, as_batch, logits_and_scope_features
-from assistant.vision.explain import Method, patch_heat, rollout_heat
+from assistant.vision.explain import Method, attention_rollout, normalise_heat, patch_heat
 from assistant.vision.ood import image_gate
 
 
@@ -47,21 +47,38 @@ class _Scorer(torch.nn.Module):
         return (logits / self.temperature).softmax(dim=-1)[:, 1], feats
 
 
+class _RolloutScorer(_Scorer):
+    """Probabilities, out-of-scope features and the attention rollout's patch relevance
+    (B, N) in one pass (traceable): what ``_Scorer`` and the rollout heatmap would take two
+    passes for."""
+
+    def forward(  # type: ignore[override]
+            self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        features = self.model.stem((x - 0.5) / 0.5)
+        out = self.model.encode(features, keep_attention=True)
+        assert out.attentions is not None
+        feats = torch.cat([features.mean(dim=(2, 3)), out.tokens.mean(dim=1)], dim=1)
+        probs = (out.logits / self.temperature).softmax(dim=-1)[:, 1]
+        return probs, feats, attention_rollout(out.attentions)
+
+
 def channels_last(module: torch.nn.Module) -> torch.nn.Module:
     """The module's 4-d weights in channels-last order, in place (values unchanged)."""
     return module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
-def compile_scorer(bundle: VisionBundle, mkldnn: bool = False) -> torch.nn.Module:
+def compile_scorer(bundle: VisionBundle, mkldnn: bool = False, rollout: bool = False
+                   ) -> torch.nn.Module:
     """TorchScript-traced and frozen scorer (batch norms folded; batch size stays free) on a
     channels-last copy of the model, so oneDNN's convolutions take the activations as they
     are. ``mkldnn`` adds ``torch.jit.optimize_for_inference`` instead (the earlier path):
     its opaque MKL-DNN tensors go back to dense and return around each of the stem's four
     TensorFlow 'same' pads, a third of the time at batch 32 (``scripts/bench_vision.py``
-    measures both)."""
+    measures both). ``rollout``: the scorer that also returns the rollout relevance
+    (``_RolloutScorer``). A traced scorer runs its whole graph without Python's GIL."""
     size = bundle.model.config.image_size
     example = torch.rand(2, bundle.model.config.in_channels, size, size)
-    scorer = _Scorer(bundle)
+    scorer = _RolloutScorer(bundle) if rollout else _Scorer(bundle)
     scorer.model = copy.deepcopy(bundle.model).eval()
     if not mkldnn:
         channels_last(scorer)
@@ -75,11 +92,16 @@ class VisionModel:
 
     def __init__(self, bundle: VisionBundle, heat_method: Method = "rollout",
                  fast: bool = False) -> None:
+        """``fast``: both scorers traced and frozen (``compile_scorer``); outputs within
+        about 1e-6 of the eager model's (a test compares them on the release)."""
         self.bundle = bundle
         self.heat_method = heat_method
         # channels-last convolutions: the eager stem at batch 8 about a quarter faster here
         channels_last(bundle.model.eval())
         self.scorer: torch.nn.Module = compile_scorer(bundle) if fast else _Scorer(bundle)
+        self.rollout_scorer: torch.nn.Module = (
+            compile_scorer(bundle, rollout=True) if fast and heat_method == "rollout"
+            else _RolloutScorer(bundle))
 
     def prepare(self, pixels: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
         return preprocess(pixels.astype(np.float32, copy=False), self.bundle.preprocess)
@@ -94,14 +116,9 @@ class VisionModel:
                             ) -> tuple[np.ndarray, np.ndarray, npt.NDArray[np.float32]]:
         """Probabilities, out-of-scope distances and rollout heat from one forward pass
         (what ``_scores`` and ``patch_heat`` compute with two)."""
-        model = self.bundle.model
-        features = model.stem((x - 0.5) / 0.5)
-        out = model.encode(features, keep_attention=True)
-        assert out.attentions is not None
-        feats = torch.cat([features.mean(dim=(2, 3)), out.tokens.mean(dim=1)], dim=1)
-        probs = (out.logits / self.bundle.temperature).softmax(dim=-1)[:, 1]
+        probs, feats, relevance = self.rollout_scorer(x)
         return (probs.double().numpy(), self.bundle.ood.distance(feats.double().numpy()),
-                rollout_heat(out.attentions, model.config.grid))
+                normalise_heat(relevance, self.bundle.model.config.grid))
 
     def diagnose(self, images: Sequence[npt.NDArray[np.float32]], heatmap: bool = False,
                  ) -> list[Diagnosis]:
@@ -115,7 +132,7 @@ class VisionModel:
         if ok:
             x = as_batch(np.stack([images[i] for i in ok]))
             h: npt.NDArray[np.float32] | None
-            if heatmap and self.heat_method == "rollout" and isinstance(self.scorer, _Scorer):
+            if heatmap and self.heat_method == "rollout":
                 p, d, h = self._scores_and_rollout(x)  # one forward pass for all three
             else:
                 p, d = self._scores(x)

@@ -188,7 +188,9 @@ def test_weight_averaging_learns_and_keeps_the_averaged_weights() -> None:
 
 def test_compiled_scorers_agree_with_the_eager_model_on_the_cnn_stem() -> None:
     """The channels-last TorchScript scorer (and the MKL-DNN one) give the eager model's
-    probabilities and scope features; converting the eager model changes no output."""
+    probabilities and scope features, and the traced rollout scorer the rollout heatmap
+    too; converting the eager model changes no output."""
+    from assistant.vision.explain import normalise_heat, patch_heat
     from assistant.vision.infer import _Scorer, channels_last, compile_scorer
 
     torch.manual_seed(0)
@@ -210,6 +212,11 @@ def test_compiled_scorers_agree_with_the_eager_model_on_the_cnn_stem() -> None:
         for scorer in (compile_scorer(bundle), compile_scorer(bundle, mkldnn=True)):
             p, f = scorer(x)
             assert torch.allclose(p, p_ref, atol=1e-5) and torch.allclose(f, f_ref, atol=1e-4)
+        p_r, f_r, relevance = compile_scorer(bundle, rollout=True)(x)  # one pass, traced
+        assert torch.allclose(p_r, p_ref, atol=1e-5) and torch.allclose(f_r, f_ref, atol=1e-4)
+        heat = patch_heat(model, x, "rollout")
+        assert np.allclose(normalise_heat(relevance, cfg.grid), heat, atol=1e-4)
+        assert heat.std() > 0
         channels_last(model)
         assert model.stem.blocks[0][1].weight.is_contiguous(memory_format=torch.channels_last)
         p_cl, f_cl = _Scorer(bundle)(x)
