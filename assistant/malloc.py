@@ -9,8 +9,10 @@ minor page faults took about 40% of the model's time.
 Batch work (``assistant draft``, the benchmarks, ``BatchConfig``): blocks up to 64 MiB
 come from the heap and up to 256 MiB of free heap is kept for the next batch.
 
-The service (``assistant serve``, ``ServiceConfig``): the same 64 MiB threshold, at most
-32 MiB of free heap kept at its top, two arenas. An earlier policy mapped every block from
+The service (``assistant serve``, ``ServiceConfig``): the same 64 MiB threshold, two
+arenas, and once more than 32 MiB is free at the heap's top glibc returns it (all but a
+small pad) to the system: an analysis batch's arrays (a few megabytes each for a batch of
+4) are reused, a burst of very large images is given back. An earlier policy mapped every block from
 1 MiB up (decoded images, activations, heatmaps) to keep the heap flat (glibc as it comes
 grew it 26-38% over 2,000 mixed requests of ``scripts/load_test.py``), but then an
 analysis cost 41-43 ms of CPU at concurrency 8 instead of 26-32 (``scripts/bench_service.py``).

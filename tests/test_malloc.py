@@ -9,15 +9,21 @@ import pytest
 
 from assistant.malloc import tune_malloc
 
-# Activations of 40 MB (above glibc's 32 MiB ceiling for its moving mmap threshold) made
-# and freed as a model batch does; prints the minor page faults of each of 16 rounds.
+# Activations of argv[2] floats made and freed as a model batch does, under the policy
+# argv[1]; prints the minor page faults of each of 16 rounds.
 _ROUNDS = """
 import json, resource, sys, torch
+from assistant.config import BatchConfig, ServiceConfig
+from assistant.malloc import keep_heap, tune_malloc
 if sys.argv[1] == "batch":
-    from assistant.config import BatchConfig
-    from assistant.malloc import keep_heap
     assert keep_heap(BatchConfig())
-x = torch.rand(10_000_000)
+elif sys.argv[1] == "service":
+    svc = ServiceConfig()
+    assert tune_malloc(svc.malloc_mmap_threshold, svc.malloc_arena_max,
+                       svc.malloc_trim_threshold)
+elif sys.argv[1] == "flat":  # the service's policy before: every block from 1 MiB mapped
+    assert tune_malloc(1024 * 1024, 2)
+x = torch.rand(int(sys.argv[2]))
 def round_():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     y = (x * 2).clamp_(0, 1)
@@ -28,8 +34,8 @@ print(json.dumps([round_() for _ in range(16)]))
 """
 
 
-def _faults(policy: str) -> list[int]:
-    out = subprocess.run([sys.executable, "-c", _ROUNDS, policy], capture_output=True,
+def _faults(policy: str, floats: int = 10_000_000) -> list[int]:
+    out = subprocess.run([sys.executable, "-c", _ROUNDS, policy, str(floats)], capture_output=True,
                          text=True, check=True, timeout=120)
     return list(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -47,3 +53,14 @@ def test_batch_work_stops_faulting_in_fresh_pages_for_each_batch() -> None:
     # round; a CI run still faulted one tensor in the sixth, so the last eight rounds
     # together may fault at most one round's worth, where glibc as it comes faults eight.
     assert sum(batch[-8:]) < pages
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_the_service_reuses_an_analysis_batchs_blocks() -> None:
+    """Arrays of a few megabytes, as a service batch of 4 makes: the service's policy takes
+    them from the heap again, where its former flat-heap policy mapped them every round."""
+    floats = 1_500_000  # 6 MB a tensor
+    pages = 2 * 4 * floats // 4096
+    flat, service = _faults("flat", floats), _faults("service", floats)
+    assert min(flat[-8:]) > pages // 2
+    assert sum(service[-8:]) < pages

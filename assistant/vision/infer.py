@@ -92,8 +92,9 @@ class VisionModel:
 
     def __init__(self, bundle: VisionBundle, heat_method: Method = "rollout",
                  fast: bool = False) -> None:
-        """``fast``: both scorers traced and frozen (``compile_scorer``); outputs within
-        about 1e-6 of the eager model's (a test compares them on the release)."""
+        """``fast``: the scorer traced and frozen (``compile_scorer``), and with the rollout
+        heatmap the one-pass rollout scorer too; outputs within 1e-5 of the eager model's
+        (``tests/vision/test_release.py`` compares them on the release)."""
         self.bundle = bundle
         self.heat_method = heat_method
         # channels-last convolutions: the eager stem at batch 8 about a quarter faster here

@@ -108,3 +108,20 @@ def test_one_pass_heatmap_equals_the_two_pass_one(model: VisionModel) -> None:
     one_probs, one_dists, one_heat = model._scores_and_rollout(x)
     assert np.allclose(one_probs, probs, atol=1e-6) and np.allclose(one_dists, dists)
     assert np.allclose(one_heat, heat, atol=1e-6) and heat.std() > 0
+
+
+def test_the_traced_release_gives_the_eager_diagnoses(model: VisionModel) -> None:
+    """VisionModel(fast=True): both scorers traced and frozen, within 1e-5 of the eager
+    model (batch norms folded), with the same labels and scope decisions."""
+    fast = VisionModel(model.bundle, fast=True)
+    rng = np.random.default_rng(1)
+    size = model.bundle.model.config.image_size
+    images = list(rng.random((3, size, size)).astype(np.float32))
+    x = as_batch(np.stack(images))
+    eager_out, fast_out = model._scores_and_rollout(x), fast._scores_and_rollout(x)
+    assert np.allclose(fast_out[0], eager_out[0], atol=1e-5)
+    assert np.allclose(fast_out[1], eager_out[1], rtol=1e-4)
+    assert np.allclose(fast_out[2], eager_out[2], atol=1e-4) and eager_out[2].std() > 0
+    assert np.allclose(fast._scores(x)[0], model._scores(x)[0], atol=1e-5)
+    assert ([(d.in_scope, d.label) for d in fast.diagnose(images, heatmap=True)]
+            == [(d.in_scope, d.label) for d in model.diagnose(images, heatmap=True)])
