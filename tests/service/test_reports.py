@@ -1,4 +1,5 @@
-"""POST /v1/reports/draft over HTTP against the real server and the release decoder."""
+"""POST /v1/reports/draft over HTTP against the real server and the release decoder, and the
+draft micro-batcher's size."""
 
 import httpx
 import pytest
@@ -70,3 +71,31 @@ def test_overlapping_drafts_share_batches_and_each_gets_its_own_report(server: s
                                                       strict=True))
     assert drafts == len(together)
     assert batches < len(together) and batches - singles >= 1  # some batch held several
+
+
+def test_report_drafts_batch_by_their_own_size_not_the_analyses() -> None:
+    """The draft micro-batcher takes ``report_batch_max_size`` (decoder beams gain from
+    wide batches), whatever the analyses' batch size is."""
+    import asyncio
+    from typing import cast
+
+    from fastapi import FastAPI
+    from starlette.requests import Request
+
+    from assistant.config import ServiceConfig, Settings
+    from assistant.report.decoder.bundle import Drafter
+    from assistant.service.metrics import Metrics
+    from assistant.service.reports import _batcher, close_reports
+
+    settings = Settings(service=ServiceConfig(batch_max_size=1, report_batch_max_size=16))
+    app = FastAPI()
+    app.state.metrics = Metrics()
+
+    async def build() -> int:
+        request = Request({"type": "http", "app": app})
+        try:  # nothing is drafted, so no decoder is loaded
+            return _batcher(request, settings, cast(Drafter, None)).max_batch
+        finally:
+            await close_reports(app)
+
+    assert asyncio.run(build()) == 16
