@@ -12,12 +12,12 @@ come from the heap and up to 256 MiB of free heap is kept for the next batch.
 The service (``assistant serve``, ``ServiceConfig``): the same 64 MiB threshold, two
 arenas, and once more than 32 MiB is free at the heap's top glibc returns it (all but a
 small pad) to the system: an analysis batch's arrays (a few megabytes each for a batch of
-4) are reused, a burst of very large images is given back. An earlier policy mapped every block from
-1 MiB up (decoded images, activations, heatmaps) to keep the heap flat (glibc as it comes
-grew it 26-38% over 2,000 mixed requests of ``scripts/load_test.py``), but then an
-analysis cost 41-43 ms of CPU at concurrency 8 instead of 26-32 (``scripts/bench_service.py``).
-With this one resident memory rose 3.6% over 2,000 mixed requests and 2.6% over 6,000,
-flat after the first few hundred.
+4) are reused, a burst of very large images is given back. An earlier policy mapped every
+block from 1 MiB up (decoded images, activations, heatmaps) to keep the heap flat (glibc
+as it comes grew it 26-38% over 2,000 mixed requests of ``scripts/load_test.py``), but
+then an analysis cost 41-43 ms of CPU at concurrency 8 instead of 26-32
+(``scripts/bench_service.py``). With this one resident memory rose 3.6% over 2,000 mixed
+requests and 2.6% over 6,000, flat after the first few hundred.
 
 ``mallopt`` through ctypes; elsewhere than glibc (musl, macOS) nothing is done.
 """

@@ -8,10 +8,10 @@ given, so a clinician sees at once any finding the draft adds or leaves out. The
 loads on the first request (about two seconds: the weights, and the training reports a
 retrieval decoder reads beside the findings, from the fetched IU X-ray archive).
 
-Requests that overlap share decoder batches (the service's micro-batcher, with the
-analyses' batch size, wait and batches in flight): a study's report does not depend on the
-others in its batch, and a batch of studies drafts several times faster than the same
-studies one at a time (``scripts/bench_report.py``).
+Requests that overlap share decoder batches (the service's micro-batcher, with its own
+batch size, ``report_batch_max_size``, and the analyses' wait and batches in flight): a
+study's report does not depend on the others in its batch, and a batch of studies drafts
+several times faster than the same studies one at a time (``scripts/bench_report.py``).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import torch
 from assistant.checkpoint_io import CheckpointError as CheckpointError  # re-exported
 from assistant.checkpoint_io import read_payload, write_payload
 from assistant.imaging.preprocess import PreprocessConfig
-from assistant.vision.model import PatchTransformer, VisionConfig
+from assistant.vision.model import PatchTransformer, VisionConfig, VisionOutput
 from assistant.vision.ood import MahalanobisDetector
 
 if TYPE_CHECKING:
@@ -116,13 +116,20 @@ def ood_features(model: PatchTransformer, images: torch.Tensor, batch: int = 64,
                       .cpu() for i in range(0, len(images), batch)]).double().numpy()
 
 
+def encode_with_scope_features(model: PatchTransformer, images: torch.Tensor,
+                               keep_attention: bool = False,
+                               ) -> tuple[VisionOutput, torch.Tensor]:
+    """(B, 1, S, S) -> the model's output and the out-of-scope features (B, D): the mean
+    stem feature and the mean encoded patch token, concatenated."""
+    features = model.stem((images - 0.5) / 0.5)
+    out = model.encode(features, keep_attention)
+    return out, torch.cat([features.mean(dim=(2, 3)), out.tokens.mean(dim=1)], dim=1)
+
+
 def logits_and_scope_features(model: PatchTransformer, images: torch.Tensor,
                               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 1, S, S) -> logits (B, C) and the out-of-scope features (B, D): the mean stem
-    feature and the mean encoded patch token, concatenated."""
-    features = model.stem((images - 0.5) / 0.5)
-    out = model.encode(features)
-    feats = torch.cat([features.mean(dim=(2, 3)), out.tokens.mean(dim=1)], dim=1)
+    """(B, 1, S, S) -> logits (B, C) and the out-of-scope features (B, D)."""
+    out, feats = encode_with_scope_features(model, images)
     return out.logits, feats
 
 

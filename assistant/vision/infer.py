@@ -13,7 +13,12 @@ import numpy.typing as npt
 import torch
 
 from assistant.imaging.preprocess import preprocess
-from assistant.vision.checkpoint import VisionBundle, as_batch, logits_and_scope_features
+from assistant.vision.checkpoint import (
+    VisionBundle,
+    as_batch,
+    encode_with_scope_features,
+    logits_and_scope_features,
+)
 from assistant.vision.explain import Method, attention_rollout, normalise_heat, patch_heat
 from assistant.vision.ood import image_gate
 
@@ -44,7 +49,11 @@ class _Scorer(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, feats = logits_and_scope_features(self.model, x)
-        return (logits / self.temperature).softmax(dim=-1)[:, 1], feats
+        return self.calibrated(logits), feats
+
+    def calibrated(self, logits: torch.Tensor) -> torch.Tensor:
+        """Temperature-scaled probability of the positive class."""
+        return (logits / self.temperature).softmax(dim=-1)[:, 1]
 
 
 class _RolloutScorer(_Scorer):
@@ -54,12 +63,9 @@ class _RolloutScorer(_Scorer):
 
     def forward(  # type: ignore[override]
             self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        features = self.model.stem((x - 0.5) / 0.5)
-        out = self.model.encode(features, keep_attention=True)
+        out, feats = encode_with_scope_features(self.model, x, keep_attention=True)
         assert out.attentions is not None
-        feats = torch.cat([features.mean(dim=(2, 3)), out.tokens.mean(dim=1)], dim=1)
-        probs = (out.logits / self.temperature).softmax(dim=-1)[:, 1]
-        return probs, feats, attention_rollout(out.attentions)
+        return self.calibrated(out.logits), feats, attention_rollout(out.attentions)
 
 
 def channels_last(module: torch.nn.Module) -> torch.nn.Module:
