@@ -73,6 +73,23 @@ def test_analysis_json(pipeline: Pipeline, images: dict[str, Path]) -> None:
     assert pipeline.analyze(data).study_id != analysis.study_id
 
 
+def test_analysis_json_bytes_are_the_dicts_json(pipeline: Pipeline, images: dict[str, Path],
+                                                ) -> None:
+    """``to_json`` (the body of /v1/analyze, the heatmap joined in as bytes) renders exactly
+    what JSON-encoding ``to_dict`` renders, with and without a heatmap, and with context
+    text that JSON must escape."""
+    context = Context.make('headache "worst ever" \\ since Monday\n\u00e9', 61, "male")
+    with_heat = pipeline.analyze(images["tumour"].read_bytes(), context)
+    blank = cv2.imencode(".png", np.zeros((64, 64), np.uint8))[1].tobytes()
+    without = pipeline.analyze(blank)  # out of scope: no heatmap
+    assert with_heat.heatmap_png is not None and without.heatmap_png is None
+    for analysis in (with_heat, without):
+        body = analysis.to_json()
+        assert body == json.dumps(analysis.to_dict(), ensure_ascii=False, allow_nan=False,
+                                  separators=(",", ":")).encode("utf-8")
+        assert json.loads(body) == analysis.to_dict()
+
+
 def test_the_diagnosis_is_the_vision_models(pipeline: Pipeline, images: dict[str, Path],
                                             ) -> None:
     vision = VisionModel(load_bundle(release_path(Settings())))

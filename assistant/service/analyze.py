@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from assistant.fhir import FHIR_JSON, diagnostic_report_json
-from assistant.service.audit import note_analysis
+from assistant.service.audit import note
 from assistant.service.deps import ServicesDep
 from assistant.service.schemas import AnalyzeForm
 
@@ -37,12 +37,12 @@ async def analyze(
                     '"sex": ...}')] = None,
     format: Annotated[Literal["json", "fhir"], Query(
         description="json: the analysis; fhir: a FHIR R4B DiagnosticReport")] = "json",
-) -> JSONResponse:
+) -> Response:
     """Diagnosis with calibrated probability, heatmap, drafted report and citations."""
     data = await file.read()
-    analysis = (await services.analyze(data, AnalyzeForm(indication, age, sex, context))
-                ).to_dict()
-    note_analysis(request, analysis)
+    analysis = await services.analyze(data, AnalyzeForm(indication, age, sex, context))
+    note(request, study_id=analysis.study_id, study_uid_hash=analysis.study_uid_hash,
+         models=[m.to_dict() for m in analysis.models])
     if format == "fhir":
-        return JSONResponse(diagnostic_report_json(analysis), media_type=FHIR_JSON)
-    return JSONResponse(analysis)
+        return JSONResponse(diagnostic_report_json(analysis.to_dict()), media_type=FHIR_JSON)
+    return Response(analysis.to_json(), media_type="application/json")
