@@ -30,6 +30,7 @@ from assistant.imaging.preprocess import (
     content_bbox,
     denoise_nlm,
     normalize_percentile,
+    percentiles,
     resize_and_pad,
     to_grey,
 )
@@ -248,7 +249,7 @@ def image_quality(pixels: npt.NDArray[np.floating[Any]], geometry: FrameGeometry
                   ) -> ImageQuality:
     """Measurable quality of reader ``pixels`` (H, W) or (H, W, 3) in [0, 1]."""
     grey = to_grey(pixels.astype(np.float32, copy=False))
-    low, high = np.percentile(grey, [1.0, 99.0])
+    low, high = percentiles(grey, [1.0, 99.0])
     spread = float(high - low)
     y0, y1, x0, x1 = geometry.bbox
     head = (y1 - y0) * (x1 - x0) / float(geometry.height * geometry.width)

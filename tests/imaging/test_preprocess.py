@@ -21,6 +21,8 @@ from assistant.imaging.preprocess import (
     denoise_nlm,
     from_patches,
     normalize_percentile,
+    order_statistics,
+    percentiles,
     preprocess,
     resize_and_pad,
     to_grey,
@@ -298,3 +300,56 @@ def test_preprocess_normalises_contrast() -> None:
     img = brain_phantom()
     diff = np.abs(preprocess(0.6 * img + 0.2, cfg) - preprocess(img, cfg)).mean()
     assert diff < 0.02
+
+
+# ---------------------------------------------------------------- exact percentiles
+
+
+_values = st.one_of(
+    hnp.arrays(np.float32, st.integers(1, 3000),
+               elements=st.floats(allow_nan=False, allow_infinity=False, width=32)),
+    hnp.arrays(np.float64, st.integers(1, 3000),
+               elements=st.floats(allow_nan=False, allow_infinity=False)),
+    # 8-bit display values: thousands of ties, as in every PNG or JPEG
+    hnp.arrays(np.uint8, st.integers(1, 5000)).map(lambda a: (a / 255).astype(np.float32)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=_values, qs=st.lists(st.floats(0, 100), min_size=1, max_size=4))
+def test_percentiles_are_numpys_to_the_last_bit(values: np.ndarray, qs: list[float]) -> None:
+    with np.errstate(all="ignore"):  # spreads near the float limit overflow in both
+        assert np.array_equal(percentiles(values, qs), np.percentile(values, qs),
+                              equal_nan=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=_values, data=st.data())
+def test_order_statistics_are_the_sorted_values(values: np.ndarray, data: st.DataObject
+                                                ) -> None:
+    ranks = data.draw(st.lists(st.integers(0, values.size - 1), min_size=1, max_size=5))
+    assert np.array_equal(order_statistics(values, ranks), np.sort(values)[ranks])
+
+
+@pytest.mark.parametrize("values", [
+    np.array([-3e38, 3e38, 0, 1] * 20, np.float32),  # the spread overflows float32
+    np.array([1e-40, 2e-40, 0, 3e-40] * 20, np.float32),  # subnormal: the scale overflows
+    np.array([-1e308, 1e308, 0.0] * 20),
+    np.arange(200, dtype=np.int64),  # not floats: selected by partition
+    np.full(100, 0.25, np.float32),
+    np.random.default_rng(0).random((512, 512)).astype(np.float32) ** 8,  # skewed, 2-d
+])
+def test_percentiles_at_the_extremes(values: np.ndarray) -> None:
+    for qs in ([1.0, 99.0], [0.0, 50.0, 100.0]):
+        with np.errstate(all="ignore"):
+            assert np.array_equal(percentiles(values, qs), np.percentile(values, qs),
+                                  equal_nan=True)
+
+
+def test_percentiles_refuse_what_numpy_refuses() -> None:
+    with pytest.raises(ValueError, match="in \\[0, 100\\]"):
+        percentiles(np.arange(5.0), [101.0])
+    with pytest.raises(ValueError, match="empty"):
+        percentiles(np.array([], np.float32), [50.0])
+    with pytest.raises(ValueError, match="outside"):
+        order_statistics(np.arange(5.0), [5])
