@@ -128,13 +128,19 @@ def order_statistics(values: np.ndarray, ranks: Sequence[int]) -> np.ndarray:
     return out
 
 
-def percentiles(values: np.ndarray, qs: Sequence[float]) -> npt.NDArray[np.float64]:
+def percentiles(values: np.ndarray, qs: Sequence[float], divisor: float | None = None,
+                ) -> npt.NDArray[np.float64]:
     """``np.percentile(values, qs)`` (its default, linear method), the same numbers to the
     last bit, from ``order_statistics``: the two ranks around each percentile's position,
-    interpolated as numpy does. ``values`` must be finite."""
+    interpolated as numpy does. With ``divisor``: ``np.percentile(values.astype(float64) /
+    divisor, qs)``, the ranks still selected among ``values`` (dividing by a positive
+    number keeps their order, and each value divides to the element numpy would sort).
+    ``values`` must be finite."""
     count = values.size
     if count == 0:
         raise ValueError("percentiles of an empty array")
+    if divisor is not None and not divisor > 0:
+        raise ValueError(f"divisor must be > 0, got {divisor}")
     position = (count - 1) * np.true_divide(np.asarray(qs, dtype=np.float64), 100)
     if np.any((position < 0) | (position > count - 1)):
         raise ValueError(f"percentiles must be in [0, 100], got {list(qs)}")
@@ -144,8 +150,12 @@ def percentiles(values: np.ndarray, qs: Sequence[float]) -> npt.NDArray[np.float
     above_rank = np.minimum(below_rank + 1, count - 1)
     ranks = sorted({*below_rank.tolist(), *above_rank.tolist()})
     stats = dict(zip(ranks, order_statistics(values, ranks), strict=True))
-    a = np.array([stats[r] for r in below_rank.tolist()], dtype=values.dtype)
-    b = np.array([stats[r] for r in above_rank.tolist()], dtype=values.dtype)
+    dtype = values.dtype if divisor is None else np.dtype(np.float64)
+    a = np.array([stats[r] for r in below_rank.tolist()], dtype=dtype)
+    b = np.array([stats[r] for r in above_rank.tolist()], dtype=dtype)
+    if divisor is not None:
+        a /= divisor
+        b /= divisor
     diff = b - a
     out = np.add(a, diff * gamma)
     np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5)
@@ -167,7 +177,8 @@ def normalize_percentile(img: np.ndarray, low: float = 1.0, high: float = 99.0) 
     if scale == 0.0:
         return np.zeros(img.shape, dtype=np.float32)
     work /= scale  # keeps differences finite for values near the float64 limit
-    lo, hi = (float(v) for v in percentiles(work, [low, high]))
+    # the percentiles of ``work``, selected among the narrower input's values
+    lo, hi = (float(v) for v in percentiles(img, [low, high], divisor=scale))
     if hi <= lo:
         lo, hi = float(work.min()), float(work.max())
     if hi <= lo:

@@ -353,3 +353,15 @@ def test_percentiles_refuse_what_numpy_refuses() -> None:
         percentiles(np.array([], np.float32), [50.0])
     with pytest.raises(ValueError, match="outside"):
         order_statistics(np.arange(5.0), [5])
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=_values, qs=st.lists(st.floats(0, 100), min_size=1, max_size=4),
+       divisor=st.floats(1e-3, 1e30))
+def test_percentiles_of_the_divided_values_are_numpys(values: np.ndarray, qs: list[float],
+                                                      divisor: float) -> None:
+    """What normalize_percentile takes: the percentiles of values / divisor in float64."""
+    with np.errstate(all="ignore"):
+        assert np.array_equal(percentiles(values, qs, divisor=divisor),
+                              np.percentile(values.astype(np.float64) / divisor, qs),
+                              equal_nan=True)
