@@ -5,7 +5,8 @@ original's: scope decisions that changed, labels that changed, the largest proba
 change, and the errors against the true label.
 
 The re-encodings start from the image's grey levels (8 bits; some Br35H JPEGs carry colour
-noise, which the model never sees): lossless ones (PNG 8-bit, PNG 16-bit, RGBA PNG, DICOM
+noise, which the model never sees; ``tests/encodings.py``): lossless ones (PNG 8-bit, PNG
+16-bit, RGB and RGBA PNG, DICOM
 12-bit MONOCHROME2, MONOCHROME1 stored inverted, signed 16-bit with a rescale, a rescale
 slope and intercept), lossy ones (JPEG at quality 100, 95 and 85, progressive JPEG 95) and
 resampled ones (2x bicubic, 0.75x area). Lossless encodings must give the same verdicts;
@@ -17,89 +18,20 @@ the lossy and resampled ones measure how far the model is from that.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import cv2
-import numpy as np
-import numpy.typing as npt
-import pydicom
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-from assistant.config import Settings
-from assistant.imaging import read_image
-from assistant.imaging.preprocess import to_grey
-from assistant.pipeline import Pipeline
-from assistant.vision.splits import BR35H_SPLIT_PATH, TEST_FOLD, read_split_manifest
-
-Grey = npt.NDArray[np.uint8]
-LOSSLESS = ("png8", "png16", "png-rgba", "dicom12", "dicom-mono1", "dicom-signed",
-            "dicom-rescale")
-
-
-def dicom(values: npt.NDArray[np.integer], photometric: str = "MONOCHROME2",
-          bits: int = 12, signed: bool = False,
-          rescale: tuple[float, float] | None = None) -> bytes:
-    """A secondary-capture MR DICOM holding ``values`` as 16-bit samples."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MR"
-    ds.Rows, ds.Columns = values.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits, bits - 1
-    ds.PixelRepresentation = int(signed)
-    if rescale is not None:
-        ds.RescaleSlope, ds.RescaleIntercept = rescale
-    ds.PixelData = values.astype(np.int16 if signed else np.uint16).tobytes()
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
-def _encode(ext: str, image: npt.NDArray[Any], *params: int) -> bytes:
-    ok, data = cv2.imencode(ext, image, list(params))
-    if not ok:
-        raise RuntimeError(f"OpenCV could not encode {ext}")
-    return data.tobytes()
-
-
-def _resized(grey: Grey, scale: float, interpolation: int) -> bytes:
-    height, width = grey.shape
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return _encode(".png", cv2.resize(grey, size, interpolation=interpolation))
-
-
-ENCODINGS: dict[str, Callable[[Grey], bytes]] = {
-    "png8": lambda g: _encode(".png", g),
-    "png16": lambda g: _encode(".png", g.astype(np.uint16) * 257),
-    "png-rgba": lambda g: _encode(".png", cv2.cvtColor(g, cv2.COLOR_GRAY2BGRA)),
-    "dicom12": lambda g: dicom(g.astype(np.uint16) * 16),
-    "dicom-mono1": lambda g: dicom((255 - g.astype(np.uint16)) * 16, "MONOCHROME1"),
-    "dicom-signed": lambda g: dicom(g.astype(np.int16) * 4 - 1024, bits=16, signed=True,
-                                    rescale=(1.0, 1024.0)),
-    "dicom-rescale": lambda g: dicom(g.astype(np.uint16) * 16, rescale=(0.5, -100.0)),
-    "jpeg100": lambda g: _encode(".jpg", g, cv2.IMWRITE_JPEG_QUALITY, 100),
-    "jpeg95": lambda g: _encode(".jpg", g, cv2.IMWRITE_JPEG_QUALITY, 95),
-    "jpeg85": lambda g: _encode(".jpg", g, cv2.IMWRITE_JPEG_QUALITY, 85),
-    "jpeg95-progressive": lambda g: _encode(".jpg", g, cv2.IMWRITE_JPEG_QUALITY, 95,
-                                            cv2.IMWRITE_JPEG_PROGRESSIVE, 1),
-    "resized-2x-bicubic": lambda g: _resized(g, 2.0, cv2.INTER_CUBIC),
-    "resized-0.75x-area": lambda g: _resized(g, 0.75, cv2.INTER_AREA),
-}
+from assistant.config import Settings  # noqa: E402
+from assistant.pipeline import Pipeline  # noqa: E402
+from assistant.vision.splits import BR35H_SPLIT_PATH, TEST_FOLD, read_split_manifest  # noqa: E402
+from tests.encodings import ENCODINGS, LOSSLESS, grey_levels  # noqa: E402
 
 
 def main() -> None:
@@ -122,7 +54,7 @@ def main() -> None:
         original = (settings.data_dir / row.path).read_bytes()
         reference = pipeline.analyze(original).diagnosis
         wrong["original"] += reference.in_scope and (reference.label == "tumour") != row.label
-        grey = np.round(to_grey(read_image(original).pixels) * 255).astype(np.uint8)
+        grey = grey_levels(original)
         for name, encode in ENCODINGS.items():
             verdict = pipeline.analyze(encode(grey)).diagnosis
             if verdict.in_scope != reference.in_scope:

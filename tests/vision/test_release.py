@@ -2,23 +2,18 @@
 and give the same diagnosis whatever lossless file format the same pixels arrive in."""
 
 import hashlib
-import io
 from pathlib import Path
 
-import cv2
 import numpy as np
-import pydicom
 import pytest
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from assistant.config import Settings
 from assistant.imaging import read_image
-from assistant.imaging.preprocess import to_grey
 from assistant.vision.checkpoint import RELEASE_NAME, as_batch, load_bundle, release_path
 from assistant.vision.explain import patch_heat
 from assistant.vision.infer import VisionModel
 from assistant.vision.splits import BR35H_SPLIT_PATH, manifest_sha256, read_split_manifest
+from tests.encodings import LOSSLESS, grey_levels
 
 pytestmark = pytest.mark.data
 
@@ -40,34 +35,10 @@ def test_release_is_small_documented_and_traceable(model: VisionModel) -> None:
     assert model.bundle.name.startswith(RELEASE_NAME)
 
 
-def _dicom(grey: np.ndarray) -> bytes:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MR"
-    ds.Rows, ds.Columns = grey.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = (grey.astype(np.uint16) * 16).tobytes()  # 12-bit values
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
 def _encodings(path: Path) -> dict[str, bytes]:
     original = path.read_bytes()
-    # Some Br35H JPEGs carry colour noise: the model sees their luminance either way.
-    grey = np.round(to_grey(read_image(original).pixels) * 255).astype(np.uint8)
-    png8 = cv2.imencode(".png", grey)[1].tobytes()
-    png16 = cv2.imencode(".png", grey.astype(np.uint16) * 257)[1].tobytes()
-    rgb = cv2.imencode(".png", cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR))[1].tobytes()
-    return {"original": original, "png8": png8, "png16": png16, "png-rgb": rgb,
-            "dicom-12bit": _dicom(grey)}
+    grey = grey_levels(original)
+    return {"original": original, **{name: encode(grey) for name, encode in LOSSLESS.items()}}
 
 
 def test_diagnosis_does_not_change_with_the_file_format(model: VisionModel) -> None:
