@@ -12,6 +12,7 @@ import typer
 
 from assistant import __version__
 from assistant.config import get_settings
+from assistant.vision import CROP_WORK_SIDE
 
 app = typer.Typer(help="Medical imaging assistant: every output is a draft for a clinician.",
                   no_args_is_help=True, add_completion=False)
@@ -150,6 +151,9 @@ def train_vision(
         help="Weight averaging: decay per step of the moving average kept (0 = off).")
                    ] = 0.998,
     val_fold: Annotated[str, typer.Option(help="Validation fold of the split.")] = "0",
+    crop_work_side: Annotated[int, typer.Option(
+        help="Find the content box at most this many pixels on the longer side "
+             "(0: at each image's own resolution).")] = CROP_WORK_SIDE,
     out: Annotated[Path | None, typer.Option(help="Checkpoint path.")] = None,
 ) -> None:
     """Train the Br35H tumour classifier on the committed grouped split."""
@@ -159,10 +163,13 @@ def train_vision(
 
     if variant not in ("hybrid", "vit"):
         raise typer.BadParameter("variant must be hybrid or vit")
+    if crop_work_side != 0 and crop_work_side < 8:
+        raise typer.BadParameter("crop-work-side must be 0 or at least 8")
     settings = get_settings()
     cfg = TrainConfig(epochs=epochs, freeze_blocks=freeze_blocks if variant == "hybrid" else 0,
                       views=views, lr=lr, seed=seed, ema=ema)
-    run(settings, variant, cfg, val_fold, out or release_path(settings))  # type: ignore[arg-type]
+    run(settings, variant, cfg, val_fold, out or release_path(settings),  # type: ignore[arg-type]
+        crop_work_side=crop_work_side or None)
 
 
 @train_app.command("report")

@@ -33,12 +33,14 @@ import numpy as np
 def _dataset(npz: Path | None) -> Any:
     from assistant.config import get_settings
     from assistant.imaging.preprocess import PreprocessConfig
+    from assistant.vision import CROP_WORK_SIDE
     from assistant.vision.data import Dataset, load_br35h
     from assistant.vision.model import VisionConfig
 
     if npz is None:
         size = VisionConfig().image_size
-        return load_br35h(get_settings().data_dir, PreprocessConfig(image_size=size))
+        return load_br35h(get_settings().data_dir,
+                          PreprocessConfig(image_size=size, crop_work_side=CROP_WORK_SIDE))
     z = np.load(npz)
     return Dataset(z["images"].astype(np.float32) / 255.0, z["labels"], z["groups"],
                    z["folds"], tuple(z["paths"]), str(z["split_sha256"]))
@@ -62,6 +64,7 @@ def _cv(name: str, changes: dict[str, Any], npz: Path | None, device: str,
     torch.set_num_threads(threads)
     from assistant.config import get_settings
     from assistant.imaging.preprocess import PreprocessConfig
+    from assistant.vision import CROP_WORK_SIDE
     from assistant.vision.evaluate import cv_summary
     from assistant.vision.experiment import cross_validate
     from assistant.vision.model import VisionConfig
@@ -71,7 +74,8 @@ def _cv(name: str, changes: dict[str, Any], npz: Path | None, device: str,
     model_cfg = VisionConfig()
     train_cfg = replace(TrainConfig(), **changes)
     outcomes = cross_validate(_dataset(npz), model_cfg,
-                              PreprocessConfig(image_size=model_cfg.image_size), train_cfg,
+                              PreprocessConfig(image_size=model_cfg.image_size,
+                                               crop_work_side=CROP_WORK_SIDE), train_cfg,
                               get_settings().data_dir, progress=False, device=device)
     summary = cv_summary(outcomes)
     summary.update(name=name, changes=changes, seconds=round(time.perf_counter() - start, 1))

@@ -9,6 +9,7 @@ input at the boundary, raising ``ValueError`` that says what was expected and wh
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -201,31 +202,43 @@ def _content_mask(grey: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def content_bbox(
-    img: np.ndarray, threshold: float = 0.05, margin: int = 2
+    img: np.ndarray, threshold: float = 0.05, margin: int = 2, work_side: int | None = None
 ) -> tuple[int, int, int, int]:
     """Half-open box (y0, y1, x0, x1) around the content above ``threshold``, plus ``margin``.
 
     Isolated noise pixels and small text specks do not extend the box: the mask is opened
     and components under 1% of the largest one's area are dropped. No content -> the whole
-    image.
+    image. ``work_side``: find the content on a copy whose longer side is at most that
+    (area-averaged), so that the box does not depend on the resolution the same slice was
+    stored at (an image stored twice as large keeps noise specks that a 3x3 opening no
+    longer removes); the box is mapped back outwards to ``img``'s pixels.
     """
     _check_image(img)
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
+    if work_side is not None and work_side < 8:
+        raise ValueError(f"work_side must be >= 8 or None, got {work_side}")
     height, width = img.shape[:2]
-    mask = _content_mask(to_grey(img), threshold)
+    grey = to_grey(img)
+    factor = 1.0 if work_side is None else work_side / max(height, width)
+    if factor < 1.0:
+        size = (max(1, round(width * factor)), max(1, round(height * factor)))
+        grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+    mask = _content_mask(grey, threshold)
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
         return 0, height, 0, width
-    y0, y1 = max(0, int(rows[0]) - margin), min(height, int(rows[-1]) + 1 + margin)
-    x0, x1 = max(0, int(cols[0]) - margin), min(width, int(cols[-1]) + 1 + margin)
-    return y0, y1, x0, x1
+    sy, sx = height / mask.shape[0], width / mask.shape[1]  # 1.0 at full resolution
+    y0, y1 = math.floor(rows[0] * sy) - margin, math.ceil((rows[-1] + 1) * sy) + margin
+    x0, x1 = math.floor(cols[0] * sx) - margin, math.ceil((cols[-1] + 1) * sx) + margin
+    return max(0, y0), min(height, y1), max(0, x0), min(width, x1)
 
 
-def crop_to_content(img: np.ndarray, threshold: float = 0.05, margin: int = 2) -> np.ndarray:
+def crop_to_content(img: np.ndarray, threshold: float = 0.05, margin: int = 2,
+                    work_side: int | None = None) -> np.ndarray:
     """Crop ``img`` to ``content_bbox`` (a view, not a copy)."""
-    y0, y1, x0, x1 = content_bbox(img, threshold, margin)
+    y0, y1, x0, x1 = content_bbox(img, threshold, margin, work_side)
     return img[y0:y1, x0:x1]
 
 
@@ -298,6 +311,9 @@ class PreprocessConfig:
     high_pct: float = 99.0
     crop: bool = True
     crop_threshold: float = 0.05
+    # The content box is found at most this many pixels on the longer side (None: at the
+    # image's own resolution, as checkpoints before it were trained).
+    crop_work_side: int | None = None
     grey: bool = True
 
     def __post_init__(self) -> None:
@@ -313,6 +329,8 @@ class PreprocessConfig:
             )
         if not 0.0 <= self.crop_threshold < 1.0:
             raise ValueError(f"crop_threshold must be in [0, 1), got {self.crop_threshold}")
+        if self.crop_work_side is not None and self.crop_work_side < 8:
+            raise ValueError(f"crop_work_side must be >= 8 or None, got {self.crop_work_side}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict, as stored in a checkpoint."""
@@ -341,5 +359,5 @@ def preprocess(img: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
         out = denoise_nlm(out, strength=cfg.denoise_strength)
     out = normalize_percentile(out, cfg.low_pct, cfg.high_pct)
     if cfg.crop:
-        out = crop_to_content(out, threshold=cfg.crop_threshold)
+        out = crop_to_content(out, threshold=cfg.crop_threshold, work_side=cfg.crop_work_side)
     return resize_and_pad(out, cfg.image_size)

@@ -1,1 +1,7 @@
 """The patch-sequence transformer: model, training, evaluation."""
+
+# The release recipe finds the content box at most this many pixels on the longer side
+# (``PreprocessConfig.crop_work_side``): a slice stored at 2x or 0.75x then gets about the
+# box it gets as fetched (11 and 34 of 1,000 training images off by more than 4% of a
+# side, against 119 and 82 at full resolution).
+CROP_WORK_SIDE = 160

