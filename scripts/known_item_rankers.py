@@ -72,6 +72,8 @@ class Corpus:
         self.passage_rows = rows
         dense = searcher.index.dense
         self.vectors = dense.reconstruct_n(0, dense.ntotal).astype(np.float32)
+        mean = np.add.reduceat(self.vectors, self.starts, axis=0)  # (D, d), a row per abstract
+        self.mean = mean / np.linalg.norm(mean, axis=1, keepdims=True)
         self.lexical = LexicalIndex.build([d.text for d in self.docs])  # whole abstracts
 
     def split(self, n_tune: int) -> tuple[list[Query], list[Query]]:
@@ -112,14 +114,12 @@ def features(corpus: Corpus, queries: Sequence[Query], vecs: np.ndarray
              ) -> list[tuple[np.ndarray, np.ndarray, int | None]]:
     """Per title: candidate rows (union of the dense, dense-mean and BM25 top 100), their
     (M, F) features, and where the target is among them (None: not a candidate)."""
-    mean = np.add.reduceat(corpus.vectors, corpus.starts, axis=0)
-    mean /= np.linalg.norm(mean, axis=1, keepdims=True)
     terms = {}
     idf: dict[str, float] = {}
     n_docs = len(corpus.docs)
     out = []
     for query, vec in zip(queries, vecs, strict=True):
-        best, avg = corpus.dense_best(vec), mean @ vec
+        best, avg = corpus.dense_best(vec), corpus.mean @ vec
         bm25 = corpus.lexical.scores(query.text)
         passage_bm25 = np.maximum.reduceat(corpus.searcher.lexical_scores(query.text),
                                            corpus.starts)

@@ -235,11 +235,12 @@ def content_bbox(
     return max(0, y0), min(height, y1), max(0, x0), min(width, x1)
 
 
-def crop_to_content(img: np.ndarray, threshold: float = 0.05, margin: int = 2,
-                    work_side: int | None = None) -> np.ndarray:
-    """Crop ``img`` to ``content_bbox`` (a view, not a copy)."""
-    y0, y1, x0, x1 = content_bbox(img, threshold, margin, work_side)
-    return img[y0:y1, x0:x1]
+def config_bbox(img: np.ndarray, cfg: PreprocessConfig) -> tuple[int, int, int, int]:
+    """The box ``preprocess`` crops ``img`` (the normalised frame) to under ``cfg``: the
+    content box with its threshold and working side, or the whole image without a crop."""
+    if not cfg.crop:
+        return 0, img.shape[0], 0, img.shape[1]
+    return content_bbox(img, cfg.crop_threshold, work_side=cfg.crop_work_side)
 
 
 def resize_and_pad(img: np.ndarray, size: int, pad_value: float = 0.0) -> np.ndarray:
@@ -358,6 +359,5 @@ def preprocess(img: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     if cfg.denoise == "nlm":
         out = denoise_nlm(out, strength=cfg.denoise_strength)
     out = normalize_percentile(out, cfg.low_pct, cfg.high_pct)
-    if cfg.crop:
-        out = crop_to_content(out, threshold=cfg.crop_threshold, work_side=cfg.crop_work_side)
-    return resize_and_pad(out, cfg.image_size)
+    y0, y1, x0, x1 = config_bbox(out, cfg)
+    return resize_and_pad(out[y0:y1, x0:x1], cfg.image_size)

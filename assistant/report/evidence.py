@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from assistant.imaging.preprocess import (
     PreprocessConfig,
-    content_bbox,
+    config_bbox,
     denoise_nlm,
     normalize_percentile,
     percentiles,
@@ -141,8 +141,7 @@ def frame_geometry(pixels: npt.NDArray[np.floating[Any]], cfg: PreprocessConfig,
         grey = denoise_nlm(grey, strength=cfg.denoise_strength)
     norm = normalize_percentile(grey, cfg.low_pct, cfg.high_pct)
     height, width = norm.shape
-    bbox = (content_bbox(norm, cfg.crop_threshold, work_side=cfg.crop_work_side) if cfg.crop
-            else (0, height, 0, width))
+    bbox = config_bbox(norm, cfg)
     crop_h, crop_w = bbox[1] - bbox[0], bbox[3] - bbox[2]
     scale = cfg.image_size / max(crop_h, crop_w)
     new_h = min(cfg.image_size, max(1, round(crop_h * scale)))

@@ -226,13 +226,18 @@ def _probability(ev: Evidence) -> tuple[float, float]:
     return d.probability, d.threshold
 
 
+def side_words(side: str) -> str:
+    """How a report says where the heat lies across the head (``HeatLocation.side``)."""
+    return ("across the head's midline" if side == "across the midline"
+            else f"on the {side} side of the head")
+
+
 def _location_sentence(ev: Evidence, positive: bool) -> Sentence:
     loc = ev.location
     if loc is None:
         return Sentence("findings", "The heatmap could not be placed on the head: no head "
                         "outline was found in the image.", ("heat.location",))
-    where = ("across the head's midline" if loc.side == "across the midline"
-             else f"on the {loc.side} side of the head")
+    where = side_words(loc.side)
     extent = f"{loc.extent:.0%}" if loc.extent >= 0.005 else "<1%"
     area = (f"The heatmap's hottest area lies {where}, in its {loc.third} third, "
             f"{loc.depth} ({extent} of the head's area)")

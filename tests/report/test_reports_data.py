@@ -9,6 +9,7 @@ import pytest
 from assistant.imaging import read_image
 from assistant.pipeline import Analysis, Pipeline
 from assistant.report import SOURCES, Report, Sentence, check_report, frame_geometry
+from assistant.report.structured import side_words
 
 pytestmark = pytest.mark.data
 
@@ -53,9 +54,7 @@ def test_tumour_reports_say_tumour_where_the_heat_is(released: Pipeline, tumour_
         assert "Tumour suggested" in report.impression, path
         assert check_report(report, d).ok, (path, check_report(report, d).problems)
         assert loc is not None, path
-        where = ("across the head's midline" if loc.side == "across the midline"
-                 else f"on the {loc.side} side of the head")
-        assert where in report.findings, path
+        assert side_words(loc.side) in report.findings, path
         if loc.side == "across the midline":
             continue
         sided += 1
