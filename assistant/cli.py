@@ -154,6 +154,9 @@ def train_vision(
     crop_work_side: Annotated[int, typer.Option(
         help="Find the content box at most this many pixels on the longer side "
              "(0: at each image's own resolution).")] = CROP_WORK_SIDE,
+    restored_copies: Annotated[int, typer.Option(
+        help="Re-stored copies (JPEG, resampled) of each training image that half the "
+             "augmented views start from (0: none).")] = 0,
     out: Annotated[Path | None, typer.Option(help="Checkpoint path.")] = None,
 ) -> None:
     """Train the Br35H tumour classifier on the committed grouped split."""
@@ -165,9 +168,11 @@ def train_vision(
         raise typer.BadParameter("variant must be hybrid or vit")
     if crop_work_side != 0 and crop_work_side < 8:
         raise typer.BadParameter("crop-work-side must be 0 or at least 8")
+    if restored_copies < 0:
+        raise typer.BadParameter("restored-copies must be 0 or more")
     settings = get_settings()
     cfg = TrainConfig(epochs=epochs, freeze_blocks=freeze_blocks if variant == "hybrid" else 0,
-                      views=views, lr=lr, seed=seed, ema=ema)
+                      views=views, lr=lr, seed=seed, ema=ema, restored_copies=restored_copies)
     run(settings, variant, cfg, val_fold, out or release_path(settings),  # type: ignore[arg-type]
         crop_work_side=crop_work_side or None)
 

@@ -17,7 +17,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from assistant.imaging import read_image
-from assistant.imaging.preprocess import to_grey
+from assistant.vision import restore
 
 Grey = npt.NDArray[np.uint8]
 
@@ -25,7 +25,7 @@ Grey = npt.NDArray[np.uint8]
 def grey_levels(data: bytes) -> Grey:
     """The 8-bit grey levels of an encoded image (some Br35H JPEGs carry colour noise: the
     model sees their luminance either way)."""
-    return np.round(to_grey(read_image(data).pixels) * 255).astype(np.uint8)
+    return restore.grey_levels(read_image(data).pixels)
 
 
 def dicom(values: npt.NDArray[np.integer], photometric: str = "MONOCHROME2",

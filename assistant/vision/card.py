@@ -9,6 +9,7 @@ from typing import Any
 
 from assistant.vision.checkpoint import VisionBundle
 from assistant.vision.metrics import format_auc, format_ece, format_percent
+from assistant.vision.restore import JPEG_QUALITY, SCALE
 
 
 def _interval(metric: Any, auc: bool = False) -> str:
@@ -35,6 +36,17 @@ def _preprocessing(bundle: VisionBundle) -> str:
     return (f"grey, percentiles {pre.low_pct}-{pre.high_pct} to [0, 1], {crop}, "
             f"resized and padded to {pre.image_size} px"
             + ("" if pre.denoise == "none" else f", {pre.denoise} denoising"))
+
+
+def _restored(train_config: dict[str, Any]) -> str:
+    copies = int(train_config.get("restored_copies", 0))
+    if copies == 0:
+        return "augmented views start from the images as fetched"
+    return (f"{copies} re-stored copies of each training image (JPEG at quality "
+            f"{JPEG_QUALITY[0]}-{JPEG_QUALITY[1]}, resampled {SCALE[0]}-{SCALE[1]}x, or both; "
+            f"`assistant/vision/restore.py`); "
+            f"{train_config.get('restored_share', 0.5):.0%} of the augmented views start "
+            "from one of them")
 
 
 def render_card(bundle: VisionBundle, results: dict[str, Any]) -> str:
@@ -69,6 +81,7 @@ def render_card(bundle: VisionBundle, results: dict[str, Any]) -> str:
         f"{test['n']} images ({test['positives']} tumour, {test['negatives']} none), "
         "never used for training, stopping, calibration or thresholds",
         f"- best epoch {p.get('best_epoch')}, {p.get('train_seconds')} s of training",
+        f"- {_restored(p.get('train_config', {}))}",
         "",
         "## Test fold (95% cluster-bootstrap intervals over near-copy groups)",
         "| metric | value |",

@@ -41,7 +41,8 @@ def train_vision(settings: Settings, variant: Variant, train_cfg: TrainConfig, v
     """``crop_work_side``: see ``PreprocessConfig.crop_work_side``."""
     preprocess = PreprocessConfig(image_size=model_config(variant).image_size,
                                   crop_work_side=crop_work_side)
-    dataset = load_br35h(settings.data_dir, preprocess)
+    dataset = load_br35h(settings.data_dir, preprocess,
+                         restored_copies=train_cfg.restored_copies, seed=train_cfg.seed)
     bundle, result = fit_bundle(dataset, model_config(variant), preprocess, train_cfg,
                                 settings.data_dir, val_fold, progress=progress)
     bundle.provenance.update({"name": f"{RELEASE_NAME}-{variant}", "variant": variant,
@@ -73,7 +74,13 @@ def eval_vision(settings: Settings, checkpoint: Path, out_dir: Path, *, cv: bool
                 baselines: bool, heat_method: Method, n_boot: int, card: Path | None = None,
                 progress: bool = True) -> dict[str, Any]:
     bundle = load_bundle(checkpoint)
-    dataset = load_br35h(settings.data_dir, bundle.preprocess)
+    train_cfg = TrainConfig(**{k: v for k, v in
+                               bundle.provenance.get("train_config", {}).items()
+                               if k != "augment"})
+    # The re-stored training copies are made only when the cross-validation retrains.
+    dataset = load_br35h(settings.data_dir, bundle.preprocess,
+                         restored_copies=train_cfg.restored_copies if cv else 0,
+                         seed=train_cfg.seed)
     results: dict[str, Any] = {"checkpoint": str(checkpoint), "sha256": bundle.sha256,
                                "name": bundle.name,
                                "command": "assistant " + " ".join(sys.argv[1:])}
@@ -96,8 +103,6 @@ def eval_vision(settings: Settings, checkpoint: Path, out_dir: Path, *, cv: bool
     results["timing_eager"] = evaluate.timing(bundle.model.eval(),
                                               bundle.model.config.image_size)
     if cv:
-        train_cfg = TrainConfig(**{k: v for k, v in bundle.provenance["train_config"].items()
-                                   if k != "augment"})
         outcomes = cross_validate(dataset, bundle.model.config, bundle.preprocess, train_cfg,
                                   settings.data_dir, progress)
         results["cross_validation"] = evaluate.cv_summary(outcomes)

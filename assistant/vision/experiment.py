@@ -49,9 +49,10 @@ def fit_bundle(dataset: Dataset, model_cfg: VisionConfig, preprocess: Preprocess
     default_train, val_mask, _ = dataset.fold_masks(val_fold)
     train_mask = default_train if train_mask is None else train_mask
     model = build_model(model_cfg, data_dir)
+    restored = dataset.restored[train_mask] if dataset.restored is not None else None
     result = train(model, dataset.images[train_mask], dataset.labels[train_mask],
                    dataset.images[val_mask], dataset.labels[val_mask], train_cfg, progress,
-                   bank, device)
+                   bank, device, restored)
     result.model.to(device)
     detector = MahalanobisDetector.fit(
         ood_features(result.model, as_batch(dataset.images[train_mask])),
@@ -105,8 +106,10 @@ def cross_validate(dataset: Dataset, model_cfg: VisionConfig, preprocess: Prepro
     shared = None
     if frozen is not None:
         gen = torch.Generator().manual_seed(train_cfg.seed)
+        restored = (torch.from_numpy(dataset.restored[pool])
+                    if dataset.restored is not None else None)
         shared = feature_bank(frozen, torch.from_numpy(dataset.images[pool]).unsqueeze(1),
-                              train_cfg.views, train_cfg, gen, progress, device)
+                              train_cfg.views, train_cfg, gen, progress, device, restored)
     for k in range(N_FOLDS):
         eval_fold, val_fold = str(k), str((k + 1) % N_FOLDS)
         train_mask, _, _ = dataset.fold_masks(val_fold)

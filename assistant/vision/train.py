@@ -56,6 +56,11 @@ class TrainConfig:
     # Exponential moving average of the weights, per step (0 = off): validation, early
     # stopping and the kept model use the averaged weights.
     ema: float = 0.0
+    # Re-stored copies of each training image (``restore.py``: JPEG, resampled) and the
+    # share of augmented views that start from one of them instead of the image as
+    # fetched (0 copies: every view starts from the image as fetched).
+    restored_copies: int = 0
+    restored_share: float = 0.5
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,17 +91,34 @@ def _trainable_forward(model: PatchTransformer, cfg: TrainConfig, x: Tensor) -> 
     return model.encode(model.stem.blocks[cfg.freeze_blocks:](x)).logits
 
 
+def _view_source(images: Tensor, restored: Tensor | None, cfg: TrainConfig,
+                 gen: torch.Generator) -> Tensor:
+    """What each image's augmented view starts from: the image as fetched or, for a
+    ``restored_share`` of them, one of its re-stored copies (``restored``: (B, K, S, S))."""
+    if restored is None or restored.size(1) == 0 or cfg.restored_share <= 0:
+        return images
+    b = images.size(0)
+    pick = torch.randint(restored.size(1), (b,), generator=gen)
+    use = torch.rand(b, generator=gen) < cfg.restored_share
+    copy = restored[torch.arange(b), pick].unsqueeze(1)
+    return torch.where(use.view(b, 1, 1, 1), copy, images)
+
+
 @torch.no_grad()
 def feature_bank(frozen: nn.Module, images: Tensor, views: int, cfg: TrainConfig,
-                 gen: torch.Generator, progress: bool, device: str = "cpu") -> Tensor:
+                 gen: torch.Generator, progress: bool, device: str = "cpu",
+                 restored: Tensor | None = None) -> Tensor:
     """(N, views + 1, C, H, W) float16 frozen-stem outputs, on ``device``; view 0 is the
-    clean image. Augmentation runs on the CPU (its generator), the stem on ``device``."""
+    clean image. Augmentation runs on the CPU (its generator), the stem on ``device``.
+    ``restored``: (N, K, S, S) re-stored copies some augmented views start from."""
     frozen.eval().to(device)
     out: list[Tensor] = []
     for start in tqdm(range(0, len(images), 64), desc="frozen stem", disable=not progress,
                       leave=False):
         batch = images[start:start + 64]
-        stack = [batch] + [augment(batch, cfg.augment, gen) for _ in range(views)]
+        copies = restored[start:start + 64] if restored is not None else None
+        stack = [batch] + [augment(_view_source(batch, copies, cfg, gen), cfg.augment, gen)
+                           for _ in range(views)]
         feats = [frozen(((v - 0.5) / 0.5).to(device)).half() for v in stack]
         out.append(torch.stack(feats, dim=1))
     return torch.cat(out)
@@ -158,23 +180,26 @@ def _set_train_mode(model: PatchTransformer, cfg: TrainConfig) -> None:
 def train(model: PatchTransformer, x_train: npt.NDArray[np.float32],
           y_train: npt.NDArray[np.int64], x_val: npt.NDArray[np.float32],
           y_val: npt.NDArray[np.int64], cfg: TrainConfig, progress: bool = True,
-          bank: Tensor | None = None, device: str = "cpu") -> TrainResult:
+          bank: Tensor | None = None, device: str = "cpu",
+          restored: npt.NDArray[np.float32] | None = None) -> TrainResult:
     """Train, keep the epoch with the lowest validation loss, then calibrate on validation.
 
     ``bank``: frozen-stem outputs of ``x_train`` already computed (``feature_bank``), e.g.
     shared by the folds of a cross-validation; computed here when absent. ``device``: where
-    the training steps run; the model returned is on the CPU.
+    the training steps run; the model returned is on the CPU. ``restored``: (N, K, S, S)
+    re-stored copies of ``x_train`` that augmented views may start from.
     """
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     images = torch.from_numpy(x_train).unsqueeze(1)
+    copies = torch.from_numpy(restored) if restored is not None else None
     labels = torch.from_numpy(y_train).to(device)
     model.to(device)
     _set_train_mode(model, cfg)
     frozen = frozen_part(model, cfg)
     if frozen is not None and bank is None:
-        bank = feature_bank(frozen, images, cfg.views, cfg, gen, progress, device)
+        bank = feature_bank(frozen, images, cfg.views, cfg, gen, progress, device, copies)
     elif frozen is None:
         bank = None
     if bank is not None:
@@ -200,7 +225,9 @@ def train(model: PatchTransformer, x_train: npt.NDArray[np.float32],
                 view = torch.randint(1, cfg.views + 1, (len(idx),), generator=gen)
                 x = bank[at, view.to(device)].float()
             else:
-                x = augment(images[idx], cfg.augment, gen).to(device)
+                source = _view_source(images[idx], copies[idx] if copies is not None else None,
+                                      cfg, gen)
+                x = augment(source, cfg.augment, gen).to(device)
             for group in opt.param_groups:
                 group["lr"] = group["base_lr"] * _lr_factor(step, warmup, total)
             loss = F.cross_entropy(_trainable_forward(model, cfg, x), labels[at])

@@ -39,3 +39,19 @@ def test_cross_validation_evaluates_every_fold_once() -> None:
     assert len(summary["folds"]) == N_FOLDS
     assert 0.0 <= summary["accuracy"]["mean"] <= 1.0
     assert summary["accuracy"]["std"] >= 0.0
+
+
+@pytest.mark.data
+def test_cross_validation_trains_from_restored_copies() -> None:
+    """Views start from the re-stored copies the data set carries, in every fold."""
+    cfg = VisionConfig(image_size=32, stem_stages=3, width=32, depth=1, heads=2)
+    train_cfg = TrainConfig(epochs=2, batch_size=16, freeze_blocks=2, views=2, patience=2,
+                            restored_copies=2, restored_share=1.0)
+    data = _dataset()
+    shifted = np.roll(data.images, 1, axis=2)[:, None]  # a copy the image itself is not
+    data = Dataset(data.images, data.labels, data.groups, data.folds, data.paths,
+                   data.split_sha256, np.concatenate([shifted, shifted], axis=1))
+    outcomes = cross_validate(data, cfg, PreprocessConfig(image_size=32), train_cfg,
+                              Settings().data_dir, progress=False)
+    assert [o.fold for o in outcomes] == [str(k) for k in range(N_FOLDS)]
+    assert all(np.isfinite(o.p_tumour).all() for o in outcomes)
