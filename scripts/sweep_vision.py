@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 
-def _dataset(npz: Path | None) -> Any:
+def _dataset(npz: Path | None, restored_copies: int = 0, seed: int = 0) -> Any:
     from assistant.config import get_settings
     from assistant.imaging.preprocess import PreprocessConfig
     from assistant.vision import CROP_WORK_SIDE
@@ -40,7 +40,11 @@ def _dataset(npz: Path | None) -> Any:
     if npz is None:
         size = VisionConfig().image_size
         return load_br35h(get_settings().data_dir,
-                          PreprocessConfig(image_size=size, crop_work_side=CROP_WORK_SIDE))
+                          PreprocessConfig(image_size=size, crop_work_side=CROP_WORK_SIDE),
+                          restored_copies=restored_copies, seed=seed)
+    if restored_copies:
+        raise SystemExit("re-stored copies are made from the source files, which an "
+                         "exported --npz does not carry: run that variant without --npz")
     z = np.load(npz)
     return Dataset(z["images"].astype(np.float32) / 255.0, z["labels"], z["groups"],
                    z["folds"], tuple(z["paths"]), str(z["split_sha256"]))
@@ -73,7 +77,8 @@ def _cv(name: str, changes: dict[str, Any], npz: Path | None, device: str,
     start = time.perf_counter()
     model_cfg = VisionConfig()
     train_cfg = replace(TrainConfig(), **changes)
-    outcomes = cross_validate(_dataset(npz), model_cfg,
+    outcomes = cross_validate(_dataset(npz, train_cfg.restored_copies, train_cfg.seed),
+                              model_cfg,
                               PreprocessConfig(image_size=model_cfg.image_size,
                                                crop_work_side=CROP_WORK_SIDE), train_cfg,
                               get_settings().data_dir, progress=False, device=device)

@@ -74,13 +74,11 @@ def eval_vision(settings: Settings, checkpoint: Path, out_dir: Path, *, cv: bool
                 baselines: bool, heat_method: Method, n_boot: int, card: Path | None = None,
                 progress: bool = True) -> dict[str, Any]:
     bundle = load_bundle(checkpoint)
-    train_cfg = TrainConfig(**{k: v for k, v in
-                               bundle.provenance.get("train_config", {}).items()
-                               if k != "augment"})
+    train_cfg = _recipe(bundle) if cv else None
     # The re-stored training copies are made only when the cross-validation retrains.
     dataset = load_br35h(settings.data_dir, bundle.preprocess,
-                         restored_copies=train_cfg.restored_copies if cv else 0,
-                         seed=train_cfg.seed)
+                         restored_copies=train_cfg.restored_copies if train_cfg else 0,
+                         seed=train_cfg.seed if train_cfg else 0)
     results: dict[str, Any] = {"checkpoint": str(checkpoint), "sha256": bundle.sha256,
                                "name": bundle.name,
                                "command": "assistant " + " ".join(sys.argv[1:])}
@@ -102,7 +100,7 @@ def eval_vision(settings: Settings, checkpoint: Path, out_dir: Path, *, cv: bool
     results["heatmap_compared"] = evaluate.heatmaps(bundle, dataset, other)
     results["timing_eager"] = evaluate.timing(bundle.model.eval(),
                                               bundle.model.config.image_size)
-    if cv:
+    if train_cfg is not None:
         outcomes = cross_validate(dataset, bundle.model.config, bundle.preprocess, train_cfg,
                                   settings.data_dir, progress)
         results["cross_validation"] = evaluate.cv_summary(outcomes)
@@ -122,6 +120,15 @@ def eval_vision(settings: Settings, checkpoint: Path, out_dir: Path, *, cv: bool
         card.write_text(render_card(bundle, results))
         print(f"wrote model card {card}")
     return results
+
+
+def _recipe(bundle: VisionBundle) -> TrainConfig:
+    """The training recipe a checkpoint records, for its cross-validation to repeat."""
+    recorded = bundle.provenance.get("train_config")
+    if not isinstance(recorded, dict):
+        raise ValueError(f"{bundle.name} records no training recipe (provenance "
+                         "train_config): its cross-validation cannot repeat it")
+    return TrainConfig(**{k: v for k, v in recorded.items() if k != "augment"})
 
 
 def _json(value: object) -> object:

@@ -39,6 +39,14 @@ class Dataset:
     # (``restore.py``), for training only; the test fold's rows hold its clean images.
     restored: npt.NDArray[np.float32] | None = None
 
+    def __post_init__(self) -> None:
+        if self.restored is not None and (
+                self.restored.ndim != self.images.ndim + 1
+                or self.restored.shape[0] != len(self.images)
+                or self.restored.shape[2:] != self.images.shape[1:]):
+            raise ValueError(f"re-stored copies {self.restored.shape} do not match the "
+                             f"images {self.images.shape}: (N, K, *image shape) expected")
+
     def select(self, mask: npt.NDArray[np.bool_]) -> Dataset:
         restored = self.restored[mask] if self.restored is not None else None
         return Dataset(self.images[mask], self.labels[mask], self.groups[mask],

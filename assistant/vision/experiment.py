@@ -46,10 +46,13 @@ def fit_bundle(dataset: Dataset, model_cfg: VisionConfig, preprocess: Preprocess
                ) -> tuple[VisionBundle, TrainResult]:
     """Train on ``train_mask`` (default: every fold but ``val_fold`` and test); the
     training steps run on ``device``."""
+    _check_restored(dataset, train_cfg)
     default_train, val_mask, _ = dataset.fold_masks(val_fold)
     train_mask = default_train if train_mask is None else train_mask
     model = build_model(model_cfg, data_dir)
-    restored = dataset.restored[train_mask] if dataset.restored is not None else None
+    # A bank passed in was made from the copies already.
+    restored = (dataset.restored[train_mask]
+                if dataset.restored is not None and bank is None else None)
     result = train(model, dataset.images[train_mask], dataset.labels[train_mask],
                    dataset.images[val_mask], dataset.labels[val_mask], train_cfg, progress,
                    bank, device, restored)
@@ -75,6 +78,16 @@ def fit_bundle(dataset: Dataset, model_cfg: VisionConfig, preprocess: Preprocess
     return bundle, result
 
 
+def _check_restored(dataset: Dataset, cfg: TrainConfig) -> None:
+    """The data set carries exactly the re-stored copies the recipe asks for, so a run
+    never records copies it did not train on (or the reverse)."""
+    have = 0 if dataset.restored is None else dataset.restored.shape[1]
+    if have != cfg.restored_copies:
+        raise ValueError(f"the training recipe asks for {cfg.restored_copies} re-stored "
+                         f"copies per image but the data set carries {have}: load it with "
+                         f"load_br35h(..., restored_copies={cfg.restored_copies})")
+
+
 def _files_digest(files: dict[str, str]) -> str:
     import hashlib
 
@@ -97,6 +110,7 @@ class FoldOutcome:
 def cross_validate(dataset: Dataset, model_cfg: VisionConfig, preprocess: PreprocessConfig,
                    train_cfg: TrainConfig, data_dir: Path, progress: bool = True,
                    device: str = "cpu") -> list[FoldOutcome]:
+    _check_restored(dataset, train_cfg)
     outcomes = []
     # The frozen stem is the same ImageNet network in every fold: its outputs for all
     # non-test images are computed once and each fold takes its training rows.

@@ -72,6 +72,6 @@ def restored_copies(source: bytes | Path, cfg: PreprocessConfig, copies: int,
     or encoded bytes), the ``index``-th of its data set: the same seed and index give the
     same copies."""
     grey = grey_levels(read_image(source).pixels)
-    rng = np.random.default_rng([seed, index])
+    rng = np.random.default_rng([seed % 2**32, index])  # any integer seed, -1 included
     return np.stack([preprocess(restore(grey, rng).astype(np.float32) / 255, cfg)
                      .astype(np.float32) for _ in range(copies)])

@@ -55,3 +55,20 @@ def test_cross_validation_trains_from_restored_copies() -> None:
                               Settings().data_dir, progress=False)
     assert [o.fold for o in outcomes] == [str(k) for k in range(N_FOLDS)]
     assert all(np.isfinite(o.p_tumour).all() for o in outcomes)
+
+
+def test_recipe_and_data_set_must_agree_on_restored_copies() -> None:
+    """A run never records re-stored copies it did not train on, or the reverse."""
+    cfg = VisionConfig(image_size=32, stem_stages=3, width=32, depth=1, heads=2)
+    data = _dataset(per_fold=2)
+    with pytest.raises(ValueError, match="asks for 2 re-stored copies"):
+        cross_validate(data, cfg, PreprocessConfig(image_size=32),
+                       TrainConfig(restored_copies=2), Settings().data_dir, progress=False)
+    with_copies = Dataset(data.images, data.labels, data.groups, data.folds, data.paths,
+                          data.split_sha256, data.images[:, None].copy())
+    with pytest.raises(ValueError, match="asks for 0 re-stored copies"):
+        cross_validate(with_copies, cfg, PreprocessConfig(image_size=32), TrainConfig(),
+                       Settings().data_dir, progress=False)
+    with pytest.raises(ValueError, match="do not match the images"):
+        Dataset(data.images, data.labels, data.groups, data.folds, data.paths,
+                data.split_sha256, data.images[:-1, None].copy())
