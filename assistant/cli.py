@@ -12,7 +12,7 @@ import typer
 
 from assistant import __version__
 from assistant.config import get_settings
-from assistant.vision import CROP_WORK_SIDE
+from assistant.vision import CROP_WORK_SIDE, RESTORED_COPIES
 
 app = typer.Typer(help="Medical imaging assistant: every output is a draft for a clinician.",
                   no_args_is_help=True, add_completion=False)
@@ -156,7 +156,7 @@ def train_vision(
              "(0: at each image's own resolution).")] = CROP_WORK_SIDE,
     restored_copies: Annotated[int, typer.Option(
         help="Re-stored copies (JPEG, resampled) of each training image that half the "
-             "augmented views start from (0: none).")] = 0,
+             "augmented views start from (0: none).")] = RESTORED_COPIES,
     out: Annotated[Path | None, typer.Option(help="Checkpoint path.")] = None,
 ) -> None:
     """Train the Br35H tumour classifier on the committed grouped split."""

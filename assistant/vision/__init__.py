@@ -5,3 +5,8 @@
 # box it gets as fetched (11 and 34 of 1,000 training images off by more than 4% of a
 # side, against 119 and 82 at full resolution).
 CROP_WORK_SIDE = 160
+
+# The release recipe starts half of each training image's augmented views from one of
+# this many re-stored copies of it (``restore.py``: JPEG, resampled), so the verdict moves
+# less with how a slice was stored.
+RESTORED_COPIES = 4
