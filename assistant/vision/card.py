@@ -45,7 +45,7 @@ def _restored(train_config: dict[str, Any]) -> str:
     return (f"{copies} re-stored copies of each training image (JPEG at quality "
             f"{JPEG_QUALITY[0]}-{JPEG_QUALITY[1]}, resampled {SCALE[0]}-{SCALE[1]}x, or both; "
             f"`assistant/vision/restore.py`); "
-            f"{train_config.get('restored_share', 0.5):.0%} of the augmented views start "
+            f"{train_config['restored_share']:.0%} of the augmented views start "
             "from one of them")
 
 

@@ -40,12 +40,8 @@ class Dataset:
     restored: npt.NDArray[np.float32] | None = None
 
     def __post_init__(self) -> None:
-        if self.restored is not None and (
-                self.restored.ndim != self.images.ndim + 1
-                or self.restored.shape[0] != len(self.images)
-                or self.restored.shape[2:] != self.images.shape[1:]):
-            raise ValueError(f"re-stored copies {self.restored.shape} do not match the "
-                             f"images {self.images.shape}: (N, K, *image shape) expected")
+        if self.restored is not None:
+            restore.check_copies(self.restored.shape, self.images.shape)
 
     def select(self, mask: npt.NDArray[np.bool_]) -> Dataset:
         restored = self.restored[mask] if self.restored is not None else None

@@ -66,6 +66,14 @@ def restore(grey: npt.NDArray[np.uint8], rng: np.random.Generator) -> npt.NDArra
     return out
 
 
+def check_copies(copies: tuple[int, ...], images: tuple[int, ...]) -> None:
+    """Re-stored copies of shape (N, K, *S) belong to images of shape (N, *S); a
+    ValueError otherwise."""
+    if len(copies) != len(images) + 1 or copies[0] != images[0] or copies[2:] != images[1:]:
+        raise ValueError(f"re-stored copies {copies} do not match the images {images}: "
+                         "(N, K, *image shape) expected")
+
+
 def restored_copies(source: bytes | Path, cfg: PreprocessConfig, copies: int,
                     seed: int, index: int) -> npt.NDArray[np.float32]:
     """(copies, S, S) model inputs of ``copies`` re-stored versions of one image (a path

@@ -35,6 +35,7 @@ from assistant.vision.metrics import (
     softmax_with_temperature,
 )
 from assistant.vision.model import Lite0Stem, PatchTransformer
+from assistant.vision.restore import check_copies
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +112,8 @@ def feature_bank(frozen: nn.Module, images: Tensor, views: int, cfg: TrainConfig
     """(N, views + 1, C, H, W) float16 frozen-stem outputs, on ``device``; view 0 is the
     clean image. Augmentation runs on the CPU (its generator), the stem on ``device``.
     ``restored``: (N, K, S, S) re-stored copies some augmented views start from."""
-    if restored is not None and (len(restored) != len(images)
-                                 or restored.shape[2:] != images.shape[2:]):
-        raise ValueError(f"re-stored copies {tuple(restored.shape)} do not match the "
-                         f"images {tuple(images.shape)}")
+    if restored is not None:  # images: (N, 1, S, S)
+        check_copies(tuple(restored.shape), (len(images), *images.shape[2:]))
     frozen.eval().to(device)
     out: list[Tensor] = []
     for start in tqdm(range(0, len(images), 64), desc="frozen stem", disable=not progress,
@@ -197,10 +196,8 @@ def train(model: PatchTransformer, x_train: npt.NDArray[np.float32],
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     images = torch.from_numpy(x_train).unsqueeze(1)
-    if restored is not None and (restored.shape[0] != len(x_train)
-                                 or restored.shape[2:] != x_train.shape[1:]):
-        raise ValueError(f"re-stored copies {restored.shape} do not match the training "
-                         f"images {x_train.shape}")
+    if restored is not None:
+        check_copies(restored.shape, x_train.shape)
     copies = torch.from_numpy(restored) if restored is not None else None
     labels = torch.from_numpy(y_train).to(device)
     model.to(device)
