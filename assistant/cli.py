@@ -12,7 +12,7 @@ import typer
 
 from assistant import __version__
 from assistant.config import get_settings
-from assistant.vision import CROP_WORK_SIDE, RESTORED_COPIES
+from assistant.vision import ANTIALIAS, CROP_WORK_SIDE, RESTORED_COPIES
 
 app = typer.Typer(help="Medical imaging assistant: every output is a draft for a clinician.",
                   no_args_is_help=True, add_completion=False)
@@ -157,9 +157,13 @@ def train_vision(
     restored_copies: Annotated[int, typer.Option(
         help="Re-stored copies (JPEG, resampled) of each training image that half the "
              "augmented views start from (0: none).")] = RESTORED_COPIES,
+    antialias: Annotated[float, typer.Option(
+        help="Strength of the low-pass filter before each crop is shrunk to the model "
+             "input (0: none).")] = ANTIALIAS,
     out: Annotated[Path | None, typer.Option(help="Checkpoint path.")] = None,
 ) -> None:
     """Train the Br35H tumour classifier on the committed grouped split."""
+    from assistant.imaging.preprocess import PreprocessConfig
     from assistant.vision.checkpoint import release_path
     from assistant.vision.commands import train_vision as run
     from assistant.vision.train import TrainConfig
@@ -170,11 +174,15 @@ def train_vision(
         raise typer.BadParameter("crop-work-side must be 0 or at least 8")
     if restored_copies < 0:
         raise typer.BadParameter("restored-copies must be 0 or more")
+    try:  # the config's own range check, as a usage error rather than a traceback
+        PreprocessConfig(antialias=antialias)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     settings = get_settings()
     cfg = TrainConfig(epochs=epochs, freeze_blocks=freeze_blocks if variant == "hybrid" else 0,
                       views=views, lr=lr, seed=seed, ema=ema, restored_copies=restored_copies)
     run(settings, variant, cfg, val_fold, out or release_path(settings),  # type: ignore[arg-type]
-        crop_work_side=crop_work_side or None)
+        crop_work_side=crop_work_side or None, antialias=antialias)
 
 
 @train_app.command("report")

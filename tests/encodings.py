@@ -1,7 +1,7 @@
 """The same image stored other ways: the grey levels of a fetched image re-encoded as PNG,
-DICOM, JPEG and resampled copies. ``tests/vision/test_release.py`` checks the lossless ones
-give the release's diagnosis; ``scripts/check_encodings.py`` measures them all over the
-test fold."""
+DICOM, JPEG and resampled copies, and the fetched image itself re-encoded in colour.
+``tests/vision/test_release.py`` checks the lossless ones give the release's diagnosis;
+``scripts/check_encodings.py`` measures them all over the test fold."""
 
 from __future__ import annotations
 
@@ -84,8 +84,23 @@ ENCODINGS: dict[str, Callable[[Grey], bytes]] = {
     "jpeg100": lambda g: _encode(".jpg", g, cv2.IMWRITE_JPEG_QUALITY, 100),
     "jpeg95": lambda g: _encode(".jpg", g, cv2.IMWRITE_JPEG_QUALITY, 95),
     "jpeg85": lambda g: _encode(".jpg", g, cv2.IMWRITE_JPEG_QUALITY, 85),
+    "jpeg75": lambda g: _encode(".jpg", g, cv2.IMWRITE_JPEG_QUALITY, 75),
+    "jpeg60": lambda g: _encode(".jpg", g, cv2.IMWRITE_JPEG_QUALITY, 60),
     "jpeg95-progressive": lambda g: _encode(".jpg", g, cv2.IMWRITE_JPEG_QUALITY, 95,
                                             cv2.IMWRITE_JPEG_PROGRESSIVE, 1),
     "resized-2x-bicubic": lambda g: _resized(g, 2.0, cv2.INTER_CUBIC),
     "resized-0.75x-area": lambda g: _resized(g, 0.75, cv2.INTER_AREA),
 }
+
+
+def _colour(data: bytes) -> npt.NDArray[np.uint8]:
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
+# The image as fetched, colour noise and all (what a user's own converter would write), not
+# its grey levels: the PNG holds exactly the fetched pixels, so its verdict must not change.
+FROM_FETCHED: dict[str, Callable[[bytes], bytes]] = {
+    "colour-png": lambda d: _encode(".png", _colour(d)),
+    "colour-jpeg75": lambda d: _encode(".jpg", _colour(d), cv2.IMWRITE_JPEG_QUALITY, 75),
+}
+FROM_FETCHED_LOSSLESS = ("colour-png",)

@@ -37,6 +37,20 @@ def test_draft_of_a_missing_input_fails_clearly(tmp_path: Path) -> None:
     assert not (tmp_path / "r.jsonl").exists()
 
 
+@pytest.mark.parametrize(("option", "message"), [
+    (("--antialias", "-0.5"), "antialias must be in [0, 4]"),
+    (("--restored-copies", "-1"), "restored-copies must be 0 or more"),
+    (("--crop-work-side", "4"), "crop-work-side must be 0 or at least 8"),
+])
+def test_train_vision_refuses_a_bad_recipe_before_loading_data(tmp_path: Path,
+                                                               option: tuple[str, str],
+                                                               message: str) -> None:
+    out = tmp_path / "v.pt"
+    result = _run("train", "vision", *option, "--out", str(out))
+    assert result.returncode == 2 and message in result.stderr
+    assert not out.exists()
+
+
 @pytest.mark.data
 def test_second_data_fetch_downloads_nothing() -> None:
     result = _run("data", "fetch", "--quiet")

@@ -162,7 +162,8 @@ def test_the_geometry_gives_the_preprocessed_model_input(pipeline: Pipeline,
                np.pad(rng.random((40, 60)), ((30, 5), (2, 50))).astype(np.float32),
                np.zeros((33, 17), np.float32), (rng.random((300, 280)) * 4095).astype(np.uint16)]
     cfg = pipeline.vision.bundle.preprocess
-    for c in (cfg, replace(cfg, crop=False), replace(cfg, crop_threshold=0.3)):
+    for c in (cfg, replace(cfg, crop=False), replace(cfg, crop_threshold=0.3),
+              replace(cfg, antialias=0.8)):
         for frame in frames:
             expected = preprocess(frame.astype(np.float32), c)
             assert np.array_equal(frame_geometry(frame, c).model_input(), expected)

@@ -243,11 +243,38 @@ def config_bbox(img: np.ndarray, cfg: PreprocessConfig) -> tuple[int, int, int, 
     return content_bbox(img, cfg.crop_threshold, work_side=cfg.crop_work_side)
 
 
-def resize_and_pad(img: np.ndarray, size: int, pad_value: float = 0.0) -> np.ndarray:
+def antialias_filter(img: np.ndarray, size: int, strength: float) -> np.ndarray:
+    """Low-pass ``img`` before its longer side is shrunk to ``size``, so that the result
+    depends little on the resolution the image was stored at. An area average alone lets
+    fine texture alias, and differently for each shrink factor: a slice stored at twice the
+    size reached the model input with other high-frequency content than as fetched.
+
+    A Gaussian of sigma ``strength * sqrt(f**2 - 1)`` pixels for a shrink factor f: the
+    blur that brings a source pixel's own footprint up to ``strength`` target pixels, the
+    same in target pixels whatever f is. (Halving first with ``cv2.pyrDown`` is cheaper but
+    adds its own blur, a different amount on each side of every power of two.) 0 or no
+    shrink: the image as given. Returns float32.
+    """
+    _check_image(img)
+    _check_positive(size, "size")
+    if not strength >= 0:
+        raise ValueError(f"antialias strength must be >= 0, got {strength}")
+    out: np.ndarray = img.astype(np.float32, copy=False)
+    factor = max(out.shape[:2]) / size
+    if strength == 0 or factor <= 1:
+        return out
+    sigma = strength * float(np.sqrt(factor * factor - 1.0))
+    return cv2.GaussianBlur(out, (0, 0), sigmaX=sigma, sigmaY=sigma,
+                            borderType=cv2.BORDER_REFLECT_101)
+
+
+def resize_and_pad(img: np.ndarray, size: int, pad_value: float = 0.0,
+                   antialias: float = 0.0) -> np.ndarray:
     """Scale the longer side to ``size`` keeping aspect ratio, centred on a square canvas.
 
     INTER_AREA when shrinking, INTER_LINEAR when growing; the shorter side is at least 1.
-    Returns float32 (size, size) or (size, size, 3).
+    ``antialias``: the strength of ``antialias_filter`` applied first when shrinking (0:
+    none). Returns float32 (size, size) or (size, size, 3).
     """
     _check_image(img)
     _check_positive(size, "size")
@@ -256,7 +283,8 @@ def resize_and_pad(img: np.ndarray, size: int, pad_value: float = 0.0) -> np.nda
     new_h = min(size, max(1, round(height * scale)))
     new_w = min(size, max(1, round(width * scale)))
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(img.astype(np.float32), (new_w, new_h), interpolation=interpolation)
+    source = antialias_filter(img, size, antialias) if scale < 1 else img
+    resized = cv2.resize(source.astype(np.float32), (new_w, new_h), interpolation=interpolation)
     # Both interpolations are convex; clipping removes float rounding past the input range.
     resized = np.clip(resized, img.min(), img.max())
     canvas = np.full((size, size, *img.shape[2:]), pad_value, dtype=np.float32)
@@ -316,6 +344,9 @@ class PreprocessConfig:
     # image's own resolution, as checkpoints before it were trained).
     crop_work_side: int | None = None
     grey: bool = True
+    # Strength of the low-pass filter before the crop is shrunk to ``image_size``
+    # (``antialias_filter``; 0: none, as checkpoints before it were trained).
+    antialias: float = 0.0
 
     def __post_init__(self) -> None:
         _check_positive(self.image_size, "image_size")
@@ -332,6 +363,8 @@ class PreprocessConfig:
             raise ValueError(f"crop_threshold must be in [0, 1), got {self.crop_threshold}")
         if self.crop_work_side is not None and self.crop_work_side < 8:
             raise ValueError(f"crop_work_side must be >= 8 or None, got {self.crop_work_side}")
+        if not 0.0 <= self.antialias <= 4.0:
+            raise ValueError(f"antialias must be in [0, 4], got {self.antialias}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict, as stored in a checkpoint."""
@@ -350,7 +383,8 @@ class PreprocessConfig:
 
 
 def preprocess(img: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
-    """Reader pixels -> model input: grey, denoise, percentile-normalise, crop, resize+pad.
+    """Reader pixels -> model input: grey, denoise, percentile-normalise, crop, low-pass and
+    resize, pad.
 
     Deterministic; returns float32 in [0, 1], (size, size) or (size, size, 3).
     """
@@ -360,4 +394,4 @@ def preprocess(img: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
         out = denoise_nlm(out, strength=cfg.denoise_strength)
     out = normalize_percentile(out, cfg.low_pct, cfg.high_pct)
     y0, y1, x0, x1 = config_bbox(out, cfg)
-    return resize_and_pad(out[y0:y1, x0:x1], cfg.image_size)
+    return resize_and_pad(out[y0:y1, x0:x1], cfg.image_size, antialias=cfg.antialias)

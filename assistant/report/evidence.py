@@ -99,6 +99,7 @@ class FrameGeometry:
     bbox: tuple[int, int, int, int]  # (y0, y1, x0, x1) content crop, half-open
     placed: tuple[int, int, int, int]  # (top, left, h, w) of the crop inside the input
     size: int  # model input side
+    antialias: float  # ``PreprocessConfig.antialias``
     normalised: npt.NDArray[np.float32]  # grey, percentile-normalised frame (H, W)
     head: npt.NDArray[np.bool_]  # the head over the frame (H, W), see ``head_mask``
 
@@ -126,7 +127,8 @@ class FrameGeometry:
         """The model input ``imaging.preprocess`` makes from the same grey frame, from the
         normalised frame and crop already computed here (the pipeline computes both once)."""
         y0, y1, x0, x1 = self.bbox
-        return resize_and_pad(self.normalised[y0:y1, x0:x1], self.size)
+        return resize_and_pad(self.normalised[y0:y1, x0:x1], self.size,
+                              antialias=self.antialias)
 
     def head_on_input(self) -> npt.NDArray[np.bool_]:
         """The head mask over the model input (S, S)."""
@@ -147,7 +149,8 @@ def frame_geometry(pixels: npt.NDArray[np.floating[Any]], cfg: PreprocessConfig,
     new_h = min(cfg.image_size, max(1, round(crop_h * scale)))
     new_w = min(cfg.image_size, max(1, round(crop_w * scale)))
     placed = ((cfg.image_size - new_h) // 2, (cfg.image_size - new_w) // 2, new_h, new_w)
-    return FrameGeometry(height, width, bbox, placed, cfg.image_size, norm, head_mask(norm))
+    return FrameGeometry(height, width, bbox, placed, cfg.image_size, cfg.antialias, norm,
+                         head_mask(norm))
 
 
 def heat_on_frame(heat: npt.NDArray[np.float32], geometry: FrameGeometry,

@@ -10,3 +10,8 @@ CROP_WORK_SIDE = 160
 # this many re-stored copies of it (``restore.py``: JPEG, resampled), so the verdict moves
 # less with how a slice was stored.
 RESTORED_COPIES = 4
+
+# The release recipe low-pass filters each crop before shrinking it to the model input
+# (``PreprocessConfig.antialias``, ``imaging.preprocess.antialias_filter``), so the texture
+# the model sees depends less on the resolution a slice was stored at (0: none).
+ANTIALIAS = 0.0

@@ -33,8 +33,11 @@ def _preprocessing(bundle: VisionBundle) -> str:
             f"cropped to the content above {pre.crop_threshold} "
             + ("found at the image's own resolution" if pre.crop_work_side is None else
                f"found at most {pre.crop_work_side} px on the longer side"))
+    low_pass = ("" if pre.antialias == 0 else
+                f"low-pass filtered (strength {pre.antialias}, "
+                "`imaging.preprocess.antialias_filter`) and ")
     return (f"grey, percentiles {pre.low_pct}-{pre.high_pct} to [0, 1], {crop}, "
-            f"resized and padded to {pre.image_size} px"
+            f"{low_pass}resized and padded to {pre.image_size} px"
             + ("" if pre.denoise == "none" else f", {pre.denoise} denoising"))
 
 

@@ -36,11 +36,11 @@ def model_config(variant: Variant) -> VisionConfig:
 
 
 def train_vision(settings: Settings, variant: Variant, train_cfg: TrainConfig, val_fold: str,
-                 out: Path, progress: bool = True, crop_work_side: int | None = None
-                 ) -> VisionBundle:
-    """``crop_work_side``: see ``PreprocessConfig.crop_work_side``."""
+                 out: Path, progress: bool = True, crop_work_side: int | None = None,
+                 antialias: float = 0.0) -> VisionBundle:
+    """``crop_work_side``, ``antialias``: see ``PreprocessConfig``."""
     preprocess = PreprocessConfig(image_size=model_config(variant).image_size,
-                                  crop_work_side=crop_work_side)
+                                  crop_work_side=crop_work_side, antialias=antialias)
     dataset = load_br35h(settings.data_dir, preprocess,
                          restored_copies=train_cfg.restored_copies, seed=train_cfg.seed)
     bundle, result = fit_bundle(dataset, model_config(variant), preprocess, train_cfg,

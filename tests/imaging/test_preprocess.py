@@ -16,6 +16,7 @@ from hypothesis.extra import numpy as hnp
 
 from assistant.imaging.preprocess import (
     PreprocessConfig,
+    antialias_filter,
     content_bbox,
     denoise_nlm,
     from_patches,
@@ -249,12 +250,66 @@ def test_resize_one_pixel_wide_image() -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(1, 300), st.integers(1, 300), st.booleans(), st.integers(1, 64))
-def test_resize_and_pad_shape_for_any_input(height: int, width: int, rgb: bool, size: int) -> None:
+@given(st.integers(1, 300), st.integers(1, 300), st.booleans(), st.integers(1, 64),
+       st.sampled_from([0.0, 0.8]))
+def test_resize_and_pad_shape_for_any_input(height: int, width: int, rgb: bool, size: int,
+                                            antialias: float) -> None:
     shape = (height, width, 3) if rgb else (height, width)
-    out = resize_and_pad(np.full(shape, 0.5, np.float32), size)
+    out = resize_and_pad(np.full(shape, 0.5, np.float32), size, antialias=antialias)
     assert out.shape == ((size, size, 3) if rgb else (size, size))
     assert out.dtype == np.float32 and out.max() <= 0.5
+    assert out.max() == pytest.approx(0.5)  # a flat image stays flat, filtered or not
+
+
+def _texture(side: int, blur: float, seed: int) -> np.ndarray:
+    noise = np.random.default_rng(seed).random((side, side)).astype(np.float32)
+    return cv2.GaussianBlur(noise, (0, 0), blur)
+
+
+def test_the_low_pass_makes_the_input_depend_less_on_the_stored_size() -> None:
+    """Fine texture stored at twice its size (bicubic) or at three quarters (area) reaches
+    the 64-px input closer to the texture as given once filtered: an area average alone
+    aliases it differently for each shrink factor."""
+    totals = np.zeros(2)
+    for side in (200, 256, 300):
+        for blur in (0.5, 0.8):
+            img = _texture(side, blur, seed=side)
+            for scale, interpolation in ((2.0, cv2.INTER_CUBIC), (0.75, cv2.INTER_AREA)):
+                other = cv2.resize(img, (round(side * scale),) * 2, interpolation=interpolation)
+                plain, filtered = (float(np.abs(resize_and_pad(img, 64, antialias=k)
+                                                - resize_and_pad(other, 64, antialias=k)).mean())
+                                   for k in (0.0, 0.8))
+                # 256 -> 64 and 192 -> 64 are exact box averages of each other: 0 unfiltered
+                assert filtered < max(plain, 1e-3), (side, blur, scale, plain, filtered)
+                totals += (plain, filtered)
+    assert totals[1] < 0.3 * totals[0], totals
+
+
+def test_the_low_pass_is_off_at_zero_and_when_nothing_shrinks() -> None:
+    img = _texture(120, 0.5, seed=1)
+    assert antialias_filter(img, 64, 0.0) is img
+    assert antialias_filter(img, 120, 0.8) is img and antialias_filter(img, 200, 0.8) is img
+    np.testing.assert_array_equal(resize_and_pad(img, 64), resize_and_pad(img, 64, antialias=0))
+    np.testing.assert_array_equal(resize_and_pad(img, 200, antialias=0.8),
+                                  resize_and_pad(img, 200))  # growing: never filtered
+    # shrinking: the blur's sigma grows with the factor, so more is removed from a finer grid
+    step = [float(antialias_filter(img, size, 0.8).std()) for size in (100, 60, 30)]
+    assert step[0] > step[1] > step[2]
+    with pytest.raises(ValueError, match="antialias"):
+        antialias_filter(img, 64, -1.0)
+    with pytest.raises(ValueError, match="antialias"):
+        PreprocessConfig(antialias=-0.1)
+    with pytest.raises(ValueError, match="antialias"):
+        PreprocessConfig(antialias=5.0)
+
+
+def test_a_config_without_the_low_pass_key_loads_as_before() -> None:
+    """Checkpoints written before the setting carry no ``antialias``: they load with 0, the
+    preprocessing they were trained with."""
+    saved = PreprocessConfig(image_size=128, crop_work_side=160).to_dict()
+    del saved["antialias"]
+    assert PreprocessConfig.from_dict(saved).antialias == 0.0
+    assert PreprocessConfig.from_dict({**saved, "antialias": 0.8}).antialias == 0.8
 
 
 # ---------------------------------------------------------------- patches

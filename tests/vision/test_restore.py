@@ -112,3 +112,16 @@ def test_the_model_card_says_how_the_views_were_made() -> None:
     line = _restored({"restored_copies": 4, "restored_share": 0.5})
     assert line.startswith("4 re-stored copies") and "JPEG at quality 40-95" in line
     assert "50% of the augmented views" in line
+
+
+def test_the_model_card_says_whether_the_crop_was_low_pass_filtered() -> None:
+    from types import SimpleNamespace
+
+    from assistant.vision.card import _preprocessing
+
+    plain = _preprocessing(SimpleNamespace(preprocess=CFG))  # type: ignore[arg-type]
+    assert "low-pass" not in plain and plain.endswith("resized and padded to 64 px")
+    filtered = _preprocessing(SimpleNamespace(  # type: ignore[arg-type]
+        preprocess=PreprocessConfig(image_size=64, crop_work_side=160, antialias=0.8)))
+    assert "low-pass filtered (strength 0.8" in filtered
+    assert filtered.endswith("resized and padded to 64 px")
