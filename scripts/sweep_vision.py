@@ -33,14 +33,15 @@ import numpy as np
 def _dataset(npz: Path | None, restored_copies: int = 0, seed: int = 0) -> Any:
     from assistant.config import get_settings
     from assistant.imaging.preprocess import PreprocessConfig
-    from assistant.vision import CROP_WORK_SIDE
+    from assistant.vision import ANTIALIAS, CROP_WORK_SIDE
     from assistant.vision.data import Dataset, load_br35h
     from assistant.vision.model import VisionConfig
 
     if npz is None:
         size = VisionConfig().image_size
         return load_br35h(get_settings().data_dir,
-                          PreprocessConfig(image_size=size, crop_work_side=CROP_WORK_SIDE),
+                          PreprocessConfig(image_size=size, crop_work_side=CROP_WORK_SIDE,
+                                           antialias=ANTIALIAS),
                           restored_copies=restored_copies, seed=seed)
     if restored_copies:
         raise SystemExit("re-stored copies are made from the source files, which an "
@@ -68,7 +69,7 @@ def _cv(name: str, changes: dict[str, Any], npz: Path | None, device: str,
     torch.set_num_threads(threads)
     from assistant.config import get_settings
     from assistant.imaging.preprocess import PreprocessConfig
-    from assistant.vision import CROP_WORK_SIDE
+    from assistant.vision import ANTIALIAS, CROP_WORK_SIDE
     from assistant.vision.evaluate import cv_summary
     from assistant.vision.experiment import cross_validate
     from assistant.vision.model import VisionConfig
@@ -80,7 +81,8 @@ def _cv(name: str, changes: dict[str, Any], npz: Path | None, device: str,
     outcomes = cross_validate(_dataset(npz, train_cfg.restored_copies, train_cfg.seed),
                               model_cfg,
                               PreprocessConfig(image_size=model_cfg.image_size,
-                                               crop_work_side=CROP_WORK_SIDE), train_cfg,
+                                               crop_work_side=CROP_WORK_SIDE,
+                                               antialias=ANTIALIAS), train_cfg,
                               get_settings().data_dir, progress=False, device=device)
     summary = cv_summary(outcomes)
     summary.update(name=name, changes=changes, seconds=round(time.perf_counter() - start, 1))

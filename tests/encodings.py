@@ -93,14 +93,18 @@ ENCODINGS: dict[str, Callable[[Grey], bytes]] = {
 }
 
 
-def _colour(data: bytes) -> npt.NDArray[np.uint8]:
-    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+def _fetched(data: bytes) -> npt.NDArray[Any]:
+    """The fetched image's pixels as the reader decodes them (``IMREAD_UNCHANGED``: no EXIF
+    rotation, channels kept)."""
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
 
 
 # The image as fetched, colour noise and all (what a user's own converter would write), not
-# its grey levels: the PNG holds exactly the fetched pixels, so its verdict must not change.
-FROM_FETCHED: dict[str, Callable[[bytes], bytes]] = {
-    "colour-png": lambda d: _encode(".png", _colour(d)),
-    "colour-jpeg75": lambda d: _encode(".jpg", _colour(d), cv2.IMWRITE_JPEG_QUALITY, 75),
+# its grey levels. The PNG holds exactly the fetched pixels: its verdict must not change.
+FROM_FETCHED_LOSSLESS: dict[str, Callable[[bytes], bytes]] = {
+    "colour-png": lambda d: _encode(".png", _fetched(d)),
 }
-FROM_FETCHED_LOSSLESS = ("colour-png",)
+FROM_FETCHED: dict[str, Callable[[bytes], bytes]] = {
+    **FROM_FETCHED_LOSSLESS,
+    "colour-jpeg75": lambda d: _encode(".jpg", _fetched(d), cv2.IMWRITE_JPEG_QUALITY, 75),
+}

@@ -243,6 +243,34 @@ def config_bbox(img: np.ndarray, cfg: PreprocessConfig) -> tuple[int, int, int, 
     return content_bbox(img, cfg.crop_threshold, work_side=cfg.crop_work_side)
 
 
+# The low-pass blurs at most this many target pixels' worth of source per target pixel: a
+# larger crop is first area-averaged down to it, so a 40-megapixel frame does not take a
+# blur hundreds of taps wide (Br35H crops shrink by at most about 8 to 128 px).
+MAX_BLUR_FACTOR = 8.0
+
+
+def _check_antialias(strength: float) -> None:
+    if not 0.0 <= strength <= 4.0:
+        raise ValueError(f"antialias must be in [0, 4], got {strength}")
+
+
+def _low_pass(img: np.ndarray, size: int, strength: float) -> np.ndarray:
+    out: np.ndarray = img.astype(np.float32, copy=False)
+    longer = max(out.shape[:2])
+    if strength == 0 or longer <= size:
+        return out
+    if longer > MAX_BLUR_FACTOR * size:
+        scale = MAX_BLUR_FACTOR * size / longer
+        shape = (max(1, round(out.shape[1] * scale)), max(1, round(out.shape[0] * scale)))
+        out = cv2.resize(out, shape, interpolation=cv2.INTER_AREA)
+    factor = max(out.shape[:2]) / size
+    sigma = strength * float(np.sqrt(max(factor * factor - 1.0, 0.0)))
+    if sigma == 0:
+        return out
+    return cv2.GaussianBlur(out, (0, 0), sigmaX=sigma, sigmaY=sigma,
+                            borderType=cv2.BORDER_REFLECT_101)
+
+
 def antialias_filter(img: np.ndarray, size: int, strength: float) -> np.ndarray:
     """Low-pass ``img`` before its longer side is shrunk to ``size``, so that the result
     depends little on the resolution the image was stored at. An area average alone lets
@@ -252,20 +280,14 @@ def antialias_filter(img: np.ndarray, size: int, strength: float) -> np.ndarray:
     A Gaussian of sigma ``strength * sqrt(f**2 - 1)`` pixels for a shrink factor f: the
     blur that brings a source pixel's own footprint up to ``strength`` target pixels, the
     same in target pixels whatever f is. (Halving first with ``cv2.pyrDown`` is cheaper but
-    adds its own blur, a different amount on each side of every power of two.) 0 or no
-    shrink: the image as given. Returns float32.
+    adds its own blur, a different amount on each side of every power of two.) A crop more
+    than ``MAX_BLUR_FACTOR`` times ``size`` is area-averaged down to that first. 0 or no
+    shrink: the image as given. Returns float32, possibly smaller than ``img``.
     """
     _check_image(img)
     _check_positive(size, "size")
-    if not strength >= 0:
-        raise ValueError(f"antialias strength must be >= 0, got {strength}")
-    out: np.ndarray = img.astype(np.float32, copy=False)
-    factor = max(out.shape[:2]) / size
-    if strength == 0 or factor <= 1:
-        return out
-    sigma = strength * float(np.sqrt(factor * factor - 1.0))
-    return cv2.GaussianBlur(out, (0, 0), sigmaX=sigma, sigmaY=sigma,
-                            borderType=cv2.BORDER_REFLECT_101)
+    _check_antialias(strength)
+    return _low_pass(img, size, strength)
 
 
 def resize_and_pad(img: np.ndarray, size: int, pad_value: float = 0.0,
@@ -283,7 +305,8 @@ def resize_and_pad(img: np.ndarray, size: int, pad_value: float = 0.0,
     new_h = min(size, max(1, round(height * scale)))
     new_w = min(size, max(1, round(width * scale)))
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    source = antialias_filter(img, size, antialias) if scale < 1 else img
+    _check_antialias(antialias)
+    source = _low_pass(img, size, antialias) if scale < 1 else img
     resized = cv2.resize(source.astype(np.float32), (new_w, new_h), interpolation=interpolation)
     # Both interpolations are convex; clipping removes float rounding past the input range.
     resized = np.clip(resized, img.min(), img.max())
@@ -363,8 +386,7 @@ class PreprocessConfig:
             raise ValueError(f"crop_threshold must be in [0, 1), got {self.crop_threshold}")
         if self.crop_work_side is not None and self.crop_work_side < 8:
             raise ValueError(f"crop_work_side must be >= 8 or None, got {self.crop_work_side}")
-        if not 0.0 <= self.antialias <= 4.0:
-            raise ValueError(f"antialias must be in [0, 4], got {self.antialias}")
+        _check_antialias(self.antialias)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict, as stored in a checkpoint."""

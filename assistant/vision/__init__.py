@@ -11,7 +11,8 @@ CROP_WORK_SIDE = 160
 # less with how a slice was stored.
 RESTORED_COPIES = 4
 
-# The release recipe low-pass filters each crop before shrinking it to the model input
-# (``PreprocessConfig.antialias``, ``imaging.preprocess.antialias_filter``), so the texture
-# the model sees depends less on the resolution a slice was stored at (0: none).
+# The release recipe does not low-pass filter the crop before shrinking it to the model
+# input (``PreprocessConfig.antialias``, ``imaging.preprocess.antialias_filter``): a
+# candidate at 0.8 moved fewer labels with the stored size but changed one image's scope
+# with it (README, "A low-pass filter before the resize"), so it was not shipped.
 ANTIALIAS = 0.0

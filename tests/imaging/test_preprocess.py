@@ -289,7 +289,6 @@ def test_the_low_pass_is_off_at_zero_and_when_nothing_shrinks() -> None:
     img = _texture(120, 0.5, seed=1)
     assert antialias_filter(img, 64, 0.0) is img
     assert antialias_filter(img, 120, 0.8) is img and antialias_filter(img, 200, 0.8) is img
-    np.testing.assert_array_equal(resize_and_pad(img, 64), resize_and_pad(img, 64, antialias=0))
     np.testing.assert_array_equal(resize_and_pad(img, 200, antialias=0.8),
                                   resize_and_pad(img, 200))  # growing: never filtered
     # shrinking: the blur's sigma grows with the factor, so more is removed from a finer grid
@@ -301,6 +300,19 @@ def test_the_low_pass_is_off_at_zero_and_when_nothing_shrinks() -> None:
         PreprocessConfig(antialias=-0.1)
     with pytest.raises(ValueError, match="antialias"):
         PreprocessConfig(antialias=5.0)
+
+
+def test_the_low_pass_area_averages_a_huge_crop_first() -> None:
+    """A 40-megapixel frame must not take a blur hundreds of taps wide: past
+    ``MAX_BLUR_FACTOR`` times the target the crop is area-averaged down to that first."""
+    img = _texture(2048, 0.5, seed=2)[:, :1000]
+    out = antialias_filter(img, 64, 0.8)
+    assert out.shape == (512, 250)  # 8 x 64 on the longer side
+    small = antialias_filter(img[:400, :500], 64, 0.8)
+    assert small.shape == (400, 500)  # under the cap: filtered at its own size
+    # and the input made from it still sits where an unfiltered shrink puts it
+    np.testing.assert_allclose(resize_and_pad(img, 64, antialias=0.8).mean(),
+                               resize_and_pad(img, 64).mean(), atol=2e-3)
 
 
 def test_a_config_without_the_low_pass_key_loads_as_before() -> None:

@@ -13,7 +13,7 @@ from assistant.vision.checkpoint import RELEASE_NAME, as_batch, load_bundle, rel
 from assistant.vision.explain import patch_heat
 from assistant.vision.infer import VisionModel
 from assistant.vision.splits import BR35H_SPLIT_PATH, manifest_sha256, read_split_manifest
-from tests.encodings import LOSSLESS, grey_levels
+from tests.encodings import FROM_FETCHED_LOSSLESS, LOSSLESS, grey_levels
 
 pytestmark = pytest.mark.data
 
@@ -38,7 +38,8 @@ def test_release_is_small_documented_and_traceable(model: VisionModel) -> None:
 def _encodings(path: Path) -> dict[str, bytes]:
     original = path.read_bytes()
     grey = grey_levels(original)
-    return {"original": original, **{name: encode(grey) for name, encode in LOSSLESS.items()}}
+    return {"original": original, **{name: encode(grey) for name, encode in LOSSLESS.items()},
+            **{name: encode(original) for name, encode in FROM_FETCHED_LOSSLESS.items()}}
 
 
 def test_diagnosis_does_not_change_with_the_file_format(model: VisionModel) -> None:
