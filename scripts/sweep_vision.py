@@ -30,18 +30,22 @@ from typing import Any
 import numpy as np
 
 
-def _dataset(npz: Path | None, restored_copies: int = 0, seed: int = 0) -> Any:
-    from assistant.config import get_settings
+def _release_preprocess() -> Any:
+    """The release recipe's preprocessing (``assistant train vision``'s defaults)."""
     from assistant.imaging.preprocess import PreprocessConfig
     from assistant.vision import ANTIALIAS, CROP_WORK_SIDE
-    from assistant.vision.data import Dataset, load_br35h
     from assistant.vision.model import VisionConfig
 
+    return PreprocessConfig(image_size=VisionConfig().image_size, crop_work_side=CROP_WORK_SIDE,
+                            antialias=ANTIALIAS)
+
+
+def _dataset(npz: Path | None, restored_copies: int = 0, seed: int = 0) -> Any:
+    from assistant.config import get_settings
+    from assistant.vision.data import Dataset, load_br35h
+
     if npz is None:
-        size = VisionConfig().image_size
-        return load_br35h(get_settings().data_dir,
-                          PreprocessConfig(image_size=size, crop_work_side=CROP_WORK_SIDE,
-                                           antialias=ANTIALIAS),
+        return load_br35h(get_settings().data_dir, _release_preprocess(),
                           restored_copies=restored_copies, seed=seed)
     if restored_copies:
         raise SystemExit("re-stored copies are made from the source files, which an "
@@ -68,8 +72,6 @@ def _cv(name: str, changes: dict[str, Any], npz: Path | None, device: str,
 
     torch.set_num_threads(threads)
     from assistant.config import get_settings
-    from assistant.imaging.preprocess import PreprocessConfig
-    from assistant.vision import ANTIALIAS, CROP_WORK_SIDE
     from assistant.vision.evaluate import cv_summary
     from assistant.vision.experiment import cross_validate
     from assistant.vision.model import VisionConfig
@@ -79,10 +81,7 @@ def _cv(name: str, changes: dict[str, Any], npz: Path | None, device: str,
     model_cfg = VisionConfig()
     train_cfg = replace(TrainConfig(), **changes)
     outcomes = cross_validate(_dataset(npz, train_cfg.restored_copies, train_cfg.seed),
-                              model_cfg,
-                              PreprocessConfig(image_size=model_cfg.image_size,
-                                               crop_work_side=CROP_WORK_SIDE,
-                                               antialias=ANTIALIAS), train_cfg,
+                              model_cfg, _release_preprocess(), train_cfg,
                               get_settings().data_dir, progress=False, device=device)
     summary = cv_summary(outcomes)
     summary.update(name=name, changes=changes, seconds=round(time.perf_counter() - start, 1))

@@ -263,10 +263,8 @@ def _low_pass(img: np.ndarray, size: int, strength: float) -> np.ndarray:
         scale = MAX_BLUR_FACTOR * size / longer
         shape = (max(1, round(out.shape[1] * scale)), max(1, round(out.shape[0] * scale)))
         out = cv2.resize(out, shape, interpolation=cv2.INTER_AREA)
-    factor = max(out.shape[:2]) / size
-    sigma = strength * float(np.sqrt(max(factor * factor - 1.0, 0.0)))
-    if sigma == 0:
-        return out
+    factor = max(out.shape[:2]) / size  # > 1: the cap leaves 8 x size
+    sigma = strength * float(np.sqrt(factor * factor - 1.0))
     return cv2.GaussianBlur(out, (0, 0), sigmaX=sigma, sigmaY=sigma,
                             borderType=cv2.BORDER_REFLECT_101)
 
