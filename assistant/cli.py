@@ -241,6 +241,27 @@ def train_report(
                            "decode": bundle.decode.to_dict()}, indent=1))
 
 
+@train_app.command("report-decoding")
+def train_report_decoding(
+    out: Annotated[Path, typer.Option(help="Checkpoint path for the re-tuned decoder.")],
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default: release).")
+                          ] = None,
+) -> None:
+    """Tune a trained report decoder's decoding settings again on the validation reports
+    (beam, length penalty, nearest training reports as candidates); weights unchanged."""
+    from assistant.data.manifest import DataError
+    from assistant.report.decoder.commands import release_report_path, retune_report
+
+    settings = get_settings()
+    try:
+        bundle = retune_report(settings, checkpoint or release_report_path(settings), out)
+    except DataError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(json.dumps({"checkpoint": str(out), "sha256": bundle.sha256,
+                           "decode": bundle.decode.to_dict()}, indent=1))
+
+
 @eval_app.command("report")
 def eval_report(
     checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default: release).")

@@ -61,6 +61,9 @@ class DraftResponse(BaseModel):
     given_findings: list[str]
     added: list[str]  # findings the text asserts that were not given
     missing: list[str]  # given findings the text does not assert
+    # The text is word for word a training report (another patient's, de-identified) that
+    # the decoder read or chose, because it agreed best with the findings.
+    from_training_report: bool
     model: dict[str, str]
 
 
@@ -123,5 +126,6 @@ async def draft(body: DraftRequest, request: Request, settings: SettingsDep) -> 
     return DraftResponse(
         text=text, asserted_findings=sorted(got), given_findings=sorted(want),
         added=sorted(got - want - {NORMAL_CLASS}), missing=sorted(want - got - {NORMAL_CLASS}),
+        from_training_report=drafter.from_training_report(text, findings),
         model={"name": bundle.name, "sha256": bundle.sha256,
                "trained_on": str(bundle.provenance.get("data_source", "not recorded"))})

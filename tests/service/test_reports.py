@@ -16,6 +16,7 @@ def test_a_draft_follows_its_findings_and_says_it_is_a_draft(server: str) -> Non
     assert body["draft"] is True and "clinician" in body["notice"]
     assert body["given_findings"] == ["normal"] and body["asserted_findings"] == ["normal"]
     assert body["added"] == [] and body["missing"] == []
+    assert isinstance(body["from_training_report"], bool)
     assert body["model"]["name"] == "report-iu-xray" and len(body["model"]["sha256"]) == 64
     effusion = _draft(server, {"findings": [{"code": "Pleural Effusion/left", "probability": 0.9},
                                             {"code": "Cardiomegaly/mild"}]}).json()

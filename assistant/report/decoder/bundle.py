@@ -4,18 +4,18 @@ one file; ``Drafter`` turns findings (+ indication, + image tokens) into report 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from assistant.checkpoint_io import CheckpointError, read_payload, write_payload
 from assistant.report.decoder.data import Finding
 from assistant.report.decoder.generate import DecodeConfig, candidates, generate, sample
-from assistant.report.decoder.model import DecoderConfig, ReportDecoder
+from assistant.report.decoder.model import DecoderConfig, Memory, ReportDecoder
 from assistant.report.decoder.neighbours import ReportNeighbours
 from assistant.report.decoder.select import consensus, most_consistent
 from assistant.report.decoder.vocab import (
@@ -24,10 +24,12 @@ from assistant.report.decoder.vocab import (
     detokenize,
     encode_condition,
     encode_neighbours,
+    words,
 )
 
 FORMAT = "assistant-report-checkpoint/1"
 RELEASE_NAME = "report-iu-xray.pt"
+T = TypeVar("T")
 
 
 class ReportCheckpointError(CheckpointError):
@@ -112,13 +114,17 @@ class Drafter:
     """Findings (+ indication, + image tokens when the model takes them) -> report text.
 
     A retrieval decoder (``config.retrieved`` > 0) also reads the nearest training
-    reports, so it needs ``neighbours``: the training reports it was trained beside."""
+    reports, and ``decode.neighbour_candidates`` chooses among them, so either needs
+    ``neighbours``: the training reports it was trained beside."""
 
     def __init__(self, bundle: ReportBundle, neighbours: ReportNeighbours | None = None,
                  ) -> None:
         if bundle.model.config.retrieved and neighbours is None:
             raise ValueError(f"{bundle.name} reads its nearest training reports: "
                              "a drafter for it needs them (neighbours)")
+        if bundle.decode.neighbour_candidates and neighbours is None:
+            raise ValueError(f"{bundle.name} chooses among its nearest training reports "
+                             "too: a drafter for it needs them (neighbours)")
         self.bundle, self.neighbours = bundle, neighbours
         bundle.model.eval()
 
@@ -138,25 +144,63 @@ class Drafter:
         """One report text per study; studies decode together as one batch."""
         if not findings:
             return []
+        cfg = decode or self.bundle.decode
+        if not cfg.consistent and not cfg.samples:
+            memory = self._memory(findings, indications, image_tokens)
+            vocab = self.bundle.text_vocab
+            return [detokenize(vocab.decode(seq))
+                    for seq in generate(self.bundle.model, memory, cfg)]
+        pools = self.decoded_candidates(findings, indications, image_tokens, cfg)
+        return [self.choose(texts, f, cfg) for f, texts in zip(findings, pools, strict=True)]
+
+    def _memory(self, findings: Sequence[Sequence[Finding]],
+                indications: Sequence[str | None] | None,
+                image_tokens: torch.Tensor | None) -> Memory:
         indications = _indications(findings, indications)
         conds = [self.condition(f, ind) for f, ind in zip(findings, indications, strict=True)]
-        memory = self.bundle.model.encode(collate_conditions(conds), image_tokens)
+        return self.bundle.model.encode(collate_conditions(conds), image_tokens)
+
+    @torch.inference_mode()
+    def decoded_candidates(self, findings: Sequence[Sequence[Finding]],
+                           indications: Sequence[str | None] | None = None,
+                           image_tokens: torch.Tensor | None = None,
+                           decode: DecodeConfig | None = None) -> list[list[str]]:
+        """Per study: the finished beams, best first, then (``samples``) the drawn reports."""
+        if not findings:
+            return []
         cfg = decode or self.bundle.decode
         model, vocab = self.bundle.model, self.bundle.text_vocab
-        if not cfg.consistent and not cfg.samples:
-            return [detokenize(vocab.decode(seq)) for seq in generate(model, memory, cfg)]
+        memory = self._memory(findings, indications, image_tokens)
         pools = candidates(model, memory, cfg)
         if cfg.samples:
             pools = [beams + drawn for beams, drawn in
                      zip(pools, sample(model, memory, cfg), strict=True)]
-        out = []
-        for f, hyps in zip(findings, pools, strict=True):
-            texts = [detokenize(vocab.decode(seq)) for seq in hyps]
-            if cfg.samples:
-                out.append(consensus(texts, f if cfg.consistent else None))
-            else:
-                out.append(most_consistent(texts, f))
-        return out
+        return [[detokenize(vocab.decode(seq)) for seq in hyps] for hyps in pools]
+
+    def choose(self, texts: Sequence[str], findings: Sequence[Finding],
+               decode: DecodeConfig | None = None) -> str:
+        """The report for one study among its decoded ``texts`` (best first) and, with
+        ``neighbour_candidates``, its nearest training reports after them."""
+        cfg = decode or self.bundle.decode
+        pool = list(texts)
+        if cfg.neighbour_candidates:
+            if self.neighbours is None:
+                raise ValueError("neighbour_candidates needs the training reports: "
+                                 "a drafter with neighbours")
+            pool += self.neighbours.nearest(findings, cfg.neighbour_candidates)
+        if cfg.samples:
+            return consensus(pool, findings if cfg.consistent else None)
+        return most_consistent(pool, findings) if cfg.consistent else pool[0]
+
+    def from_training_report(self, text: str, findings: Sequence[Finding]) -> bool:
+        """Whether ``text`` is, word for word, one of the training reports the drafter
+        reads or offers as a candidate for these findings (another patient's report,
+        de-identified)."""
+        k = max(self.bundle.model.config.retrieved, self.bundle.decode.neighbour_candidates)
+        if self.neighbours is None or not k:
+            return False
+        target = words(text)
+        return any(words(t) == target for t in self.neighbours.nearest(findings, k))
 
     def draft_many(self, findings: Sequence[Sequence[Finding]],
                    indications: Sequence[str | None] | None = None,
@@ -170,15 +214,31 @@ class Drafter:
         share between cores inside torch's operations, so on a multi-core CPU whole batches
         run side by side instead: keep ``workers`` times torch's thread count within the
         cores (``scripts/bench_report.py`` runs one torch thread per worker)."""
+        return self._many(lambda f, ind: self.draft(f, ind, None, decode), findings,
+                          indications, batch, workers)
+
+    def candidates_many(self, findings: Sequence[Sequence[Finding]],
+                        indications: Sequence[str | None] | None = None,
+                        decode: DecodeConfig | None = None, batch: int = 32,
+                        workers: int = 1) -> list[list[str]]:
+        """``decoded_candidates`` for many studies, batched as ``draft_many`` batches."""
+        return self._many(lambda f, ind: self.decoded_candidates(f, ind, None, decode),
+                          findings, indications, batch, workers)
+
+    def _many(self, one: Callable[[Sequence[Sequence[Finding]], Sequence[str | None]],
+                                  list[T]],
+              findings: Sequence[Sequence[Finding]],
+              indications: Sequence[str | None] | None, batch: int, workers: int,
+              ) -> list[T]:
         if batch < 1 or workers < 1:
             raise ValueError(f"batch ({batch}) and workers ({workers}) must be at least 1")
         indications = _indications(findings, indications)
         starts = range(0, len(findings), batch)
 
-        def one(i: int) -> list[str]:
-            return self.draft(findings[i:i + batch], indications[i:i + batch], None, decode)
+        def part(i: int) -> list[T]:
+            return one(findings[i:i + batch], indications[i:i + batch])
 
         if workers == 1 or len(starts) <= 1:
-            return [text for i in starts for text in one(i)]
+            return [out for i in starts for out in part(i)]
         with ThreadPoolExecutor(min(workers, len(starts))) as pool:
-            return [text for part in pool.map(one, starts) for text in part]
+            return [out for chunk in pool.map(part, starts) for out in chunk]

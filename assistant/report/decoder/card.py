@@ -36,8 +36,15 @@ def write_card(path: Path, bundle: ReportBundle, results: dict[str, Any]) -> Non
         f"- Best epoch {p.get('best_epoch')} (validation loss {p.get('best_val_loss', 0):.4f}); "
         f"training took {p.get('train_seconds')} s on 2 CPU cores.",
         f"- Decoding (tuned on validation): {bundle.decode.to_dict()}.",
+        *([f"- The report kept is, among the finished beams and then the "
+           f"{bundle.decode.neighbour_candidates} nearest training report(s), the first whose "
+           "asserted findings agree best with the conditioning: a training report's text, "
+           "word for word, when it agrees better than every beam."]
+          if bundle.decode.neighbour_candidates and bundle.decode.consistent else []),
         f"- Checkpoint sha256 {bundle.sha256}.", "",
-        "## Reproduce", "", "```", str(p.get("command")), str(results.get("command")), "```",
+        "## Reproduce", "", "```", str(p.get("command")),
+        *([str(p["decoding_retuned"]["command"])] if "decoding_retuned" in p else []),
+        str(results.get("command")), "```",
         "", f"## Held-out test reports ({results['test_reports']})", "",
         table(results), "",
         f"{results['leaked']} test reports appear word for word among the training reports. "

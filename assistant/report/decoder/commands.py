@@ -47,14 +47,15 @@ def examples(records: list[ReportRecord], neighbours: ReportNeighbours | None = 
 
 def report_drafter(settings: Settings, checkpoint: Path,
                    train: list[ReportRecord] | None = None) -> Drafter:
-    """A drafter for a checkpoint; a retrieval decoder also gets its training reports
+    """A drafter for a checkpoint; a retrieval decoder (or one that chooses among its
+    nearest training reports) also gets its training reports
     (``train``, when the caller has read them already), read from the fetched IU X-ray
     archive (the reports are not redistributed with the weights: CC BY-NC-ND) and checked
     against the split manifest it was trained on."""
     from assistant.report.decoder.bundle import load_report_bundle
 
     bundle = load_report_bundle(checkpoint)
-    if not bundle.model.config.retrieved:
+    if not (bundle.model.config.retrieved or bundle.decode.neighbour_candidates):
         return Drafter(bundle)
     if bundle.provenance.get("split_manifest_sha256") != manifest_sha256():
         raise DataError(f"{checkpoint} reads the training reports of another split "
@@ -98,6 +99,31 @@ def train_report(settings: Settings, cfg: TrainReportConfig, out: Path,
     log.info("saved %s (sha256 %s): best epoch %s, %s s, decoding %s", out, sha,
              bundle.provenance["best_epoch"], bundle.provenance["train_seconds"],
              asdict(bundle.decode))
+    return bundle
+
+
+def retune_report(settings: Settings, checkpoint: Path, out: Path) -> ReportBundle:
+    """The checkpoint's weights with its decoding settings tuned again on the validation
+    reports (``tune_decoding``), written to ``out``; the weights are unchanged."""
+    from assistant.report.decoder.evaluate import RETUNE_GRID, tune_decoding
+
+    split = load_split(settings)
+    drafter = report_drafter(settings, checkpoint, split["train"])
+    bundle = drafter.bundle
+    if bundle.provenance.get("split_manifest_sha256") != manifest_sha256():
+        raise DataError(f"{checkpoint} was trained on another split manifest than the "
+                        "committed one: its validation reports may be training reports")
+    before, digest = bundle.decode, bundle.sha256
+    bundle.decode, tuning = tune_decoding(
+        drafter if drafter.neighbours is not None else Drafter(
+            bundle, ReportNeighbours(split["train"])), split["val"], RETUNE_GRID)
+    bundle.provenance["decode_tuning"] = tuning
+    bundle.provenance["decoding_retuned"] = {
+        "from_sha256": digest, "before": before.to_dict(),
+        "command": "assistant " + " ".join(sys.argv[1:])}
+    sha = bundle.save(out)
+    log.info("saved %s (sha256 %s): decoding %s, was %s", out, sha, bundle.decode.to_dict(),
+             before.to_dict())
     return bundle
 
 

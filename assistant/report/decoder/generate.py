@@ -31,6 +31,12 @@ class DecodeConfig:
     # Among the finished beams, prefer the best-scored one whose asserted findings agree
     # best with the conditioning findings (``findings.asserted``).
     consistent: bool = True
+    # With ``consistent`` (or ``samples``): the first this-many distinct nearest training
+    # reports (``neighbours.py``) join the candidates after the decoder's own, so a
+    # training report's text is returned only when its findings agree better with the
+    # conditioning than every decoded candidate's (a beam wins ties). Needs a drafter with
+    # the training reports; 0: the decoder's candidates only.
+    neighbour_candidates: int = 0
     # Minimum-Bayes-risk decoding: with ``samples`` > 0, that many reports are also drawn
     # from the decoder and the report returned is the candidate (beams and samples) that
     # agrees best with the others (expected BLEU), among those whose findings agree best
@@ -43,6 +49,8 @@ class DecodeConfig:
     def __post_init__(self) -> None:
         if self.beam < 1 or self.max_tokens < 1:
             raise ValueError("beam and max_tokens must be at least 1")
+        if self.neighbour_candidates < 0:
+            raise ValueError(f"neighbour_candidates {self.neighbour_candidates} is negative")
         if not 0 <= self.min_tokens <= self.max_tokens:
             raise ValueError(f"min_tokens {self.min_tokens} must be within [0, max_tokens]")
 

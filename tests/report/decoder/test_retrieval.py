@@ -3,6 +3,7 @@ and that a trained decoder follows the neighbour it is given."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -225,3 +226,101 @@ def test_the_training_command_refuses_retrieval_options_that_cannot_apply(
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert words in " ".join(done.stderr.replace("│", " ").split())  # the box rich draws
+
+
+def test_a_neighbour_is_kept_only_where_it_agrees_better_than_every_beam() -> None:
+    drafter = tiny_copy_drafter()
+    cfg = DecodeConfig(beam=2, max_tokens=12, neighbour_candidates=1)
+    mild = codes("Cardiomegaly/mild")
+    # No beam asserts cardiomegaly; the nearest training report does: it is kept.
+    assert drafter.choose(["Lungs are clear.", "No effusion."], mild, cfg) == (
+        "Mild cardiomegaly. Lungs are clear.")
+    # A beam agreeing as well wins the tie; without neighbour candidates the beams alone.
+    assert drafter.choose(["Mild cardiomegaly.", "Lungs are clear."], mild, cfg) == (
+        "Mild cardiomegaly.")
+    assert drafter.choose(["Lungs are clear.", "No effusion."], mild,
+                          replace(cfg, neighbour_candidates=0)) == "Lungs are clear."
+    # Two candidates: the second nearest (cardiomegaly and a left effusion) fits better.
+    both = codes("Cardiomegaly/mild", "Pleural Effusion/left")
+    assert drafter.choose(["Lungs are clear."], both, replace(cfg, neighbour_candidates=2)
+                          ) == "Mild cardiomegaly. Left effusion."
+    # Not consistency-ranked: the first beam, whatever the neighbours say.
+    assert drafter.choose(["Lungs are clear.", "No effusion."], mild,
+                          replace(cfg, consistent=False)) == "Lungs are clear."
+    assert drafter.from_training_report("mild  cardiomegaly, lungs are clear", mild)
+    assert not drafter.from_training_report("Mild cardiomegaly.", mild)
+    # Drafting a batch chooses per study as ``choose`` does over the decoded candidates.
+    studies = [mild, both, codes("normal")]
+    pools = drafter.decoded_candidates(studies, None, None, cfg)
+    assert drafter.draft(studies, None, None, cfg) == [
+        drafter.choose(p, f, cfg) for p, f in zip(pools, studies, strict=True)]
+    assert drafter.candidates_many(studies, None, cfg, batch=2, workers=2) == pools
+
+
+def test_neighbour_candidates_need_the_training_reports() -> None:
+    text, cond = _vocabs()
+    cfg = DecoderConfig(len(text), len(cond), width=32, heads=2, encoder_layers=1,
+                        decoder_layers=1, max_len=40, dropout=0.0)
+    bundle = ReportBundle(ReportDecoder(cfg).eval(), text, cond,
+                          DecodeConfig(beam=2, max_tokens=8, neighbour_candidates=1))
+    with pytest.raises(ValueError, match="neighbours"):
+        Drafter(bundle)
+    plain = Drafter(ReportBundle(bundle.model, text, cond, DecodeConfig(beam=2, max_tokens=8)))
+    with pytest.raises(ValueError, match="training reports"):
+        plain.choose(["Lungs are clear."], codes("normal"), bundle.decode)
+    with pytest.raises(ValueError, match="negative"):
+        DecodeConfig(neighbour_candidates=-1)
+
+
+def test_tuning_scores_each_setting_as_drafting_with_it_scores() -> None:
+    from assistant.report.decoder.evaluate import TuneGrid, tune_decoding
+    from assistant.report.decoder.scores import score
+
+    drafter = tiny_copy_drafter()
+    val = [record("V1", ("Cardiomegaly/mild",), "Mild cardiomegaly. Lungs are clear."),
+           record("V2", ("normal",), "Lungs are clear. No effusion."),
+           record("V3", ("Cardiomegaly/mild", "Pleural Effusion/left"),
+                  "Mild cardiomegaly. Left effusion.")]
+    grid = TuneGrid(beams=(1, 2), length_penalties=(0.5, 2.0), neighbour_candidates=(0, 1))
+    best, trials = tune_decoding(drafter, val, grid)
+    # Greedy once (its length penalty 1.0), beam 2 at each penalty; each with 0 and 1
+    # neighbour candidates.
+    assert [(t["beam"], t["length_penalty"], t["neighbour_candidates"]) for t in trials] == [
+        (1, 1.0, 0), (1, 1.0, 1), (2, 0.5, 0), (2, 0.5, 1), (2, 2.0, 0), (2, 2.0, 1)]
+    for t in trials:
+        cfg = replace(drafter.bundle.decode, beam=t["beam"], length_penalty=t["length_penalty"],
+                      neighbour_candidates=t["neighbour_candidates"])
+        drafted = drafter.draft([r.findings for r in val], [r.indication for r in val],
+                                None, cfg)
+        s = score([r.target for r in val], drafted, n_boot=0, meteor=False).point
+        assert t["BLEU-4"] == pytest.approx(s["BLEU-4"]) and t["CIDEr"] == pytest.approx(
+            s["CIDEr"])
+    top = max(trials, key=lambda t: t["objective"])
+    assert (best.beam, best.length_penalty, best.neighbour_candidates) == (
+        top["beam"], top["length_penalty"], top["neighbour_candidates"])
+    # The untrained decoder's beams never match; the training reports do, so the best
+    # setting takes them as candidates.
+    assert best.neighbour_candidates == 1
+    assert torch.get_num_threads() >= 1  # the thread count is given back
+
+
+@pytest.mark.data
+def test_retuning_refuses_a_decoder_of_another_split(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "other.pt"
+    text, cond = _vocabs()
+    cfg = DecoderConfig(len(text), len(cond), width=32, heads=2, encoder_layers=1,
+                        decoder_layers=1, max_len=40, dropout=0.0)
+    ReportBundle(ReportDecoder(cfg), text, cond,
+                 provenance={"split_manifest_sha256": "0" * 64}).save(path)
+    done = subprocess.run([sys.executable, "-m", "assistant", "train", "report-decoding",
+                           "--checkpoint", str(path), "--out", str(tmp_path / "new.pt")],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ,
+                               "ASSISTANT_DATA_DIR": str(data_dir())})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "another split manifest" in done.stderr
+    assert not (tmp_path / "new.pt").exists()
