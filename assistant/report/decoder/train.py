@@ -72,6 +72,9 @@ class TrainReportConfig:
     retrieved: int = 0
     retrieved_len: int = 128
     copy: bool = False  # copy words from the neighbours (pointer-generator mixture)
+    # Training steps in bfloat16 autocast (weights, optimiser and validation stay float32):
+    # about 1.4x faster steps on a CPU with AVX-512 BF16, so more epochs fit the budget.
+    bf16: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -195,7 +198,9 @@ def train_decoder(train: Sequence[Example], val: Sequence[Example], cfg: TrainRe
         running = 0.0
         for chunk in bar:
             cond, targets, images = _batch(bundle, chunk, rng, cfg)
-            loss = _loss(model, cond, targets, images, cfg.label_smoothing, cfg.token_dropout)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss = _loss(model, cond, targets, images, cfg.label_smoothing,
+                             cfg.token_dropout)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -38,6 +38,21 @@ def test_training_learns_the_reports_and_the_checkpoint_round_trips(tmp_path) ->
     assert Drafter(loaded).draft(conds, ["cough"] * len(conds)) == texts
 
 
+def test_bfloat16_steps_learn_the_reports_and_keep_float32_weights() -> None:
+    from dataclasses import replace
+
+    bundle = train_decoder(synthetic_examples(), synthetic_examples(1),
+                           replace(TINY, bf16=True), {"name": "tiny-bf16"},
+                           DecodeConfig(beam=2, max_tokens=30), progress=False)
+    history = bundle.provenance["history"]
+    assert history[-1]["val_loss"] < 0.5 * history[0]["val_loss"]
+    assert bundle.provenance["train_config"]["bf16"] is True
+    assert {p.dtype for p in bundle.model.parameters()} == {torch.float32}
+    conds = [tuple(Finding.from_code(c) for c in codes) for codes, _ in SYNTHETIC]
+    assert Drafter(bundle).draft(conds, ["cough"] * len(conds)) == [
+        text for _, text in SYNTHETIC]
+
+
 def test_most_consistent_prefers_the_text_that_agrees_with_the_codes() -> None:
     codes = [Finding.from_code("Pleural Effusion/left")]
     beams = ["No effusion. Lungs are clear.", "Small left pleural effusion."]
