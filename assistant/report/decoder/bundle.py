@@ -14,8 +14,8 @@ import torch
 
 from assistant.checkpoint_io import CheckpointError, read_payload, write_payload
 from assistant.report.decoder.data import Finding
-from assistant.report.decoder.generate import DecodeConfig, candidates, generate, sample
-from assistant.report.decoder.model import DecoderConfig, Memory, ReportDecoder
+from assistant.report.decoder.generate import DecodeConfig, candidates, sample
+from assistant.report.decoder.model import DecoderConfig, ReportDecoder
 from assistant.report.decoder.neighbours import ReportNeighbours
 from assistant.report.decoder.select import consensus, most_consistent
 from assistant.report.decoder.vocab import (
@@ -142,23 +142,9 @@ class Drafter:
               image_tokens: torch.Tensor | None = None,
               decode: DecodeConfig | None = None) -> list[str]:
         """One report text per study; studies decode together as one batch."""
-        if not findings:
-            return []
         cfg = decode or self.bundle.decode
-        if not cfg.consistent and not cfg.samples:
-            memory = self._memory(findings, indications, image_tokens)
-            vocab = self.bundle.text_vocab
-            return [detokenize(vocab.decode(seq))
-                    for seq in generate(self.bundle.model, memory, cfg)]
         pools = self.decoded_candidates(findings, indications, image_tokens, cfg)
         return [self.choose(texts, f, cfg) for f, texts in zip(findings, pools, strict=True)]
-
-    def _memory(self, findings: Sequence[Sequence[Finding]],
-                indications: Sequence[str | None] | None,
-                image_tokens: torch.Tensor | None) -> Memory:
-        indications = _indications(findings, indications)
-        conds = [self.condition(f, ind) for f, ind in zip(findings, indications, strict=True)]
-        return self.bundle.model.encode(collate_conditions(conds), image_tokens)
 
     @torch.inference_mode()
     def decoded_candidates(self, findings: Sequence[Sequence[Finding]],
@@ -170,7 +156,9 @@ class Drafter:
             return []
         cfg = decode or self.bundle.decode
         model, vocab = self.bundle.model, self.bundle.text_vocab
-        memory = self._memory(findings, indications, image_tokens)
+        indications = _indications(findings, indications)
+        conds = [self.condition(f, ind) for f, ind in zip(findings, indications, strict=True)]
+        memory = model.encode(collate_conditions(conds), image_tokens)
         pools = candidates(model, memory, cfg)
         if cfg.samples:
             pools = [beams + drawn for beams, drawn in
