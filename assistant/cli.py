@@ -200,6 +200,9 @@ def train_report(
     copy: Annotated[bool, typer.Option(
         help="With --retrieved: copy words from the neighbour reports (a pointer-generator "
              "mixture).")] = False,
+    retrieved_indication: Annotated[float, typer.Option(
+        help="With --retrieved: weight (0-1) of the indications' similarity in choosing "
+             "the neighbour reports (0: by the codes alone).")] = 0.0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     bf16: Annotated[bool, typer.Option(
         help="Training steps in bfloat16 autocast (faster on CPUs with AVX-512 BF16).")
@@ -223,11 +226,16 @@ def train_report(
     settings = get_settings()
     cfg = TrainReportConfig(epochs=epochs, width=width, decoder_layers=layers, lr=lr,
                             max_minutes=max_minutes, seed=seed, token_dropout=token_dropout,
-                            retrieved=retrieved, copy=copy, bf16=bf16)
+                            retrieved=retrieved, copy=copy, bf16=bf16,
+                            retrieved_indication=retrieved_indication)
     if pairs is not None and out is None:
         raise typer.BadParameter("--pairs needs --out (the release weights stay as they are)")
     if copy and not retrieved:
         raise typer.BadParameter("--copy needs --retrieved (neighbour reports to copy from)")
+    if not 0.0 <= retrieved_indication <= 1.0:
+        raise typer.BadParameter("--retrieved-indication must be within [0, 1]")
+    if retrieved_indication and not retrieved:
+        raise typer.BadParameter("--retrieved-indication needs --retrieved")
     if pairs is not None and retrieved:
         raise typer.BadParameter("--retrieved reads the IU X-ray training reports; "
                                  "it does not apply to --pairs")
@@ -249,15 +257,26 @@ def train_report_decoding(
     out: Annotated[Path, typer.Option(help="Checkpoint path for the re-tuned decoder.")],
     checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default: release).")
                           ] = None,
+    retrieved_indication: Annotated[float | None, typer.Option(
+        help="First set the weight (0-1) of the indications' wording in ranking the "
+             "neighbour reports the decoder reads (default: as trained).")] = None,
+    tune: Annotated[bool, typer.Option(
+        help="Tune beam, length penalty and neighbour candidates (--no-tune: keep them).")
+                    ] = True,
 ) -> None:
     """Tune a trained report decoder's decoding settings again on the validation reports
     (beam, length penalty, nearest training reports as candidates); weights unchanged."""
     from assistant.data.manifest import DataError
     from assistant.report.decoder.commands import release_report_path, retune_report
 
+    if retrieved_indication is not None and not 0.0 <= retrieved_indication <= 1.0:
+        raise typer.BadParameter("--retrieved-indication must be within [0, 1]")
+    if retrieved_indication is None and not tune:
+        raise typer.BadParameter("--no-tune changes nothing without --retrieved-indication")
     settings = get_settings()
     try:
-        bundle = retune_report(settings, checkpoint or release_report_path(settings), out)
+        bundle = retune_report(settings, checkpoint or release_report_path(settings), out,
+                               retrieved_indication, tune)
     except DataError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

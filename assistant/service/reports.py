@@ -126,6 +126,6 @@ async def draft(body: DraftRequest, request: Request, settings: SettingsDep) -> 
     return DraftResponse(
         text=text, asserted_findings=sorted(got), given_findings=sorted(want),
         added=sorted(got - want - {NORMAL_CLASS}), missing=sorted(want - got - {NORMAL_CLASS}),
-        from_training_report=drafter.from_training_report(text, findings),
+        from_training_report=drafter.from_training_report(text, findings, body.indication),
         model={"name": bundle.name, "sha256": bundle.sha256,
                "trained_on": str(bundle.provenance.get("data_source", "not recorded"))})

@@ -2,7 +2,9 @@
 
 - Nearest neighbour: the training report whose codes are most similar to the study's
   (``neighbours.ReportNeighbours``: Jaccard over the full codes, then over the terms;
-  among tied reports, the most typical wording).
+  among tied reports, the most typical wording). The issue's baseline; a second, stronger
+  one also weighs the indications' wording (``indication_weight``), as the retrieval
+  decoder trained with ``--retrieved-indication`` ranks its neighbours.
 - Fixed normal report: the most frequent report text among the training reports coded
   ``normal``, whatever the study.
 """
@@ -17,11 +19,12 @@ from assistant.report.decoder.neighbours import ReportNeighbours
 
 
 class NearestNeighbour:
-    def __init__(self, train: Sequence[ReportRecord]) -> None:
-        self.neighbours = ReportNeighbours(train)
+    def __init__(self, train: Sequence[ReportRecord], indication_weight: float = 0.0,
+                 ) -> None:
+        self.neighbours = ReportNeighbours(train, indication_weight)
 
-    def __call__(self, findings: Sequence[Finding]) -> str:
-        return self.neighbours.nearest(findings)[0]
+    def __call__(self, findings: Sequence[Finding], indication: str | None = None) -> str:
+        return self.neighbours.nearest(findings, indication=indication)[0]
 
 
 def fixed_normal_report(train: Sequence[ReportRecord]) -> str:

@@ -133,7 +133,7 @@ class Drafter:
         retrieved: tuple[int, ...] = ()
         if cfg.retrieved and self.neighbours is not None:
             retrieved = encode_neighbours(self.bundle.text_vocab, self.neighbours.nearest(
-                findings, cfg.retrieved), cfg.retrieved_len)
+                findings, cfg.retrieved, indication=indication), cfg.retrieved_len)
         return encode_condition(self.bundle.cond_vocab, findings, indication, retrieved)
 
     @torch.inference_mode()
@@ -144,7 +144,8 @@ class Drafter:
         """One report text per study; studies decode together as one batch."""
         cfg = decode or self.bundle.decode
         pools = self.decoded_candidates(findings, indications, image_tokens, cfg)
-        return [self.choose(texts, f, cfg) for f, texts in zip(findings, pools, strict=True)]
+        return [self.choose(texts, f, cfg, ind) for f, texts, ind in
+                zip(findings, pools, _indications(findings, indications), strict=True)]
 
     @torch.inference_mode()
     def decoded_candidates(self, findings: Sequence[Sequence[Finding]],
@@ -166,21 +167,24 @@ class Drafter:
         return [[detokenize(vocab.decode(seq)) for seq in hyps] for hyps in pools]
 
     def choose(self, texts: Sequence[str], findings: Sequence[Finding],
-               decode: DecodeConfig | None = None) -> str:
+               decode: DecodeConfig | None = None, indication: str | None = None) -> str:
         """The report for one study among its decoded ``texts`` (best first) and, with
-        ``neighbour_candidates``, its nearest training reports after them."""
+        ``neighbour_candidates``, its nearest training reports after them (ranked with
+        its ``indication`` where the neighbours read indications)."""
         cfg = decode or self.bundle.decode
         pool = list(texts)
         if cfg.neighbour_candidates:
             if self.neighbours is None:
                 raise ValueError("neighbour_candidates needs the training reports: "
                                  "a drafter with neighbours")
-            pool += self.neighbours.nearest(findings, cfg.neighbour_candidates)
+            pool += self.neighbours.nearest(findings, cfg.neighbour_candidates,
+                                            indication=indication)
         if cfg.samples:
             return consensus(pool, findings if cfg.consistent else None)
         return most_consistent(pool, findings) if cfg.consistent else pool[0]
 
-    def from_training_report(self, text: str, findings: Sequence[Finding]) -> bool:
+    def from_training_report(self, text: str, findings: Sequence[Finding],
+                             indication: str | None = None) -> bool:
         """Whether ``text`` is, word for word, one of the training reports the drafter
         reads or offers as a candidate for these findings (another patient's report,
         de-identified)."""
@@ -188,7 +192,8 @@ class Drafter:
         if self.neighbours is None or not k:
             return False
         target = words(text)
-        return any(words(t) == target for t in self.neighbours.nearest(findings, k))
+        return any(words(t) == target for t in
+                   self.neighbours.nearest(findings, k, indication=indication))
 
     def draft_many(self, findings: Sequence[Sequence[Finding]],
                    indications: Sequence[str | None] | None = None,

@@ -23,7 +23,10 @@ def write_card(path: Path, bundle: ReportBundle, results: dict[str, Any]) -> Non
         f"finding and indication tokens; {params:,} parameters; word vocabulary "
         f"{cfg.text_vocab} tokens.",
         *([f"- Retrieval: the memory also holds the {cfg.retrieved} nearest training "
-           f"report(s) by their codes (at most {cfg.retrieved_len} word tokens in all; "
+           f"report(s) by their codes"
+           + (f" and, weighted {cfg.retrieved_indication}, the wording of their indications"
+              if cfg.retrieved_indication else "")
+           + f" (at most {cfg.retrieved_len} word tokens in all; "
            "`neighbours.py`), a training report never its own; the reports are read from "
            "the fetched IU X-ray archive when the decoder loads, never stored with the "
            "weights." + (" Each next word mixes the vocabulary softmax with a copy "

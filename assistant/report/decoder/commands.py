@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,8 @@ def examples(records: list[ReportRecord], neighbours: ReportNeighbours | None = 
     """Training examples; with ``neighbours`` and ``k``, each carries its ``k`` nearest
     training reports (``leave_out``: never itself, for the training reports)."""
     return [Example(r.findings, r.indication, r.target, neighbours=tuple(
-        neighbours.nearest(r.findings, k, exclude=r.uid if leave_out else None))
+        neighbours.nearest(r.findings, k, exclude=r.uid if leave_out else None,
+                           indication=r.indication))
         if neighbours is not None and k else ()) for r in records]
 
 
@@ -66,7 +67,7 @@ def report_drafter(settings: Settings, checkpoint: Path,
     if len(train) != expected:
         raise DataError(f"{checkpoint} was trained beside {expected} reports, the fetched "
                         f"archive gives {len(train)}")
-    return Drafter(bundle, ReportNeighbours(train))
+    return Drafter(bundle, ReportNeighbours(train, bundle.model.config.retrieved_indication))
 
 
 def provenance(settings: Settings) -> dict[str, Any]:
@@ -88,7 +89,8 @@ def train_report(settings: Settings, cfg: TrainReportConfig, out: Path,
     from assistant.report.decoder.evaluate import tune_decoding
 
     split = load_split(settings)
-    store = ReportNeighbours(split["train"]) if cfg.retrieved else None
+    store = (ReportNeighbours(split["train"], cfg.retrieved_indication) if cfg.retrieved
+             else None)
     bundle = train_decoder(examples(split["train"], store, cfg.retrieved, leave_out=True),
                            examples(split["val"], store, cfg.retrieved), cfg,
                            provenance(settings), progress=progress)
@@ -102,9 +104,14 @@ def train_report(settings: Settings, cfg: TrainReportConfig, out: Path,
     return bundle
 
 
-def retune_report(settings: Settings, checkpoint: Path, out: Path) -> ReportBundle:
+def retune_report(settings: Settings, checkpoint: Path, out: Path,
+                  retrieved_indication: float | None = None, tune: bool = True,
+                  ) -> ReportBundle:
     """The checkpoint's weights with its decoding settings tuned again on the validation
-    reports (``tune_decoding``), written to ``out``; the weights are unchanged."""
+    reports (``tune_decoding``), written to ``out``; the weights are unchanged.
+    ``retrieved_indication``: first set the weight of the indications' wording in ranking
+    the neighbours a retrieval decoder reads and offers (``neighbours``); ``tune=False``
+    keeps the decoding settings as they are."""
     from assistant.report.decoder.evaluate import RETUNE_GRID, tune_decoding
 
     split = load_split(settings)
@@ -114,16 +121,25 @@ def retune_report(settings: Settings, checkpoint: Path, out: Path) -> ReportBund
         raise DataError(f"{checkpoint} was trained on another split manifest than the "
                         "committed one: its validation reports may be training reports")
     before, digest = bundle.decode, bundle.sha256
-    bundle.decode, tuning = tune_decoding(
-        drafter if drafter.neighbours is not None else Drafter(
-            bundle, ReportNeighbours(split["train"])), split["val"], RETUNE_GRID)
-    bundle.provenance["decode_tuning"] = tuning
+    config_before = bundle.model.config
+    if retrieved_indication is not None:
+        if not config_before.retrieved:
+            raise DataError(f"{checkpoint} reads no neighbour reports: there is no ranking "
+                            "of them to weigh the indication in")
+        bundle.model.config = replace(config_before, retrieved_indication=retrieved_indication)
+    if tune:
+        bundle.decode, tuning = tune_decoding(Drafter(bundle, ReportNeighbours(
+            split["train"], bundle.model.config.retrieved_indication)), split["val"],
+            RETUNE_GRID)
+        bundle.provenance["decode_tuning"] = tuning
     bundle.provenance["decoding_retuned"] = {
         "from_sha256": digest, "before": before.to_dict(),
-        "command": "assistant " + " ".join(sys.argv[1:])}
+        "retrieved_indication_before": config_before.retrieved_indication,
+        "tuned": tune, "command": "assistant " + " ".join(sys.argv[1:])}
     sha = bundle.save(out)
-    log.info("saved %s (sha256 %s): decoding %s, was %s", out, sha, bundle.decode.to_dict(),
-             before.to_dict())
+    log.info("saved %s (sha256 %s): decoding %s, was %s; neighbours' indication weight %s",
+             out, sha, bundle.decode.to_dict(), before.to_dict(),
+             bundle.model.config.retrieved_indication)
     return bundle
 
 

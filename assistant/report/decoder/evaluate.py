@@ -44,6 +44,9 @@ TRAIN_GRID = TuneGrid()  # what ``assistant train report`` tunes (the release's 
 # 0.5 s on one thread) and the nearest training reports as candidates.
 RETUNE_GRID = TuneGrid((1, 3, 5, 8), (1.0, 1.3, 1.6, 1.9, 2.2), (0, 1, 2))
 TARGETS = {"BLEU-4": 0.18, "METEOR": 0.20, "ROUGE-L": 0.38, "CIDEr": 1.0}
+# The second nearest-neighbour baseline's weight of the indications' wording (chosen on
+# the training reports left out one at a time; ``neighbours``).
+NEIGHBOUR_INDICATION = 0.3
 
 
 def draft_all(drafter: Drafter, records: Sequence[ReportRecord],
@@ -73,7 +76,8 @@ def tune_decoding(drafter: Drafter, val: Sequence[ReportRecord], grid: TuneGrid 
             pools = drafter.candidates_many(findings, indications, decoded, BATCH, threads)
             for count in neighbour_counts:
                 cfg = replace(decoded, neighbour_candidates=count)
-                hyps = [drafter.choose(p, f, cfg) for p, f in zip(pools, findings, strict=True)]
+                hyps = [drafter.choose(p, f, cfg, ind) for p, f, ind in
+                        zip(pools, findings, indications, strict=True)]
                 s = score(refs, hyps, n_boot=0, meteor=False).point
                 objective = sum(s[m] / TARGETS[m] for m in ("BLEU-4", "ROUGE-L", "CIDEr")) / 3
                 trials.append({"beam": beam, "length_penalty": lp,
@@ -110,6 +114,7 @@ def evaluate(drafter: Drafter, split: dict[str, list[ReportRecord]], n_boot: int
     is_leaked = leaked(train, test)
     keep = [not x for x in is_leaked]
     nearest = NearestNeighbour(train)
+    styled = NearestNeighbour(train, NEIGHBOUR_INDICATION)
     normal = fixed_normal_report(train)
     methods: dict[str, Callable[[], list[str]]] = {
         "decoder": lambda: draft_all(drafter, test),
@@ -117,6 +122,8 @@ def evaluate(drafter: Drafter, split: dict[str, list[ReportRecord]], n_boot: int
         f"decoder, MBR over {MBR_SAMPLES} samples": lambda: draft_all(
             drafter, test, replace(drafter.bundle.decode, samples=MBR_SAMPLES)),
         "nearest neighbour": lambda: [nearest(r.findings) for r in test],
+        "nearest neighbour, codes + indication": lambda: [
+            styled(r.findings, r.indication) for r in test],
         "fixed normal report": lambda: [normal] * len(test),
     }
     results: dict[str, Any] = {"test_reports": len(test), "leaked": sum(is_leaked),

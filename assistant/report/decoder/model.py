@@ -37,6 +37,9 @@ class DecoderConfig:
     # reports, at most ``retrieved_len`` tokens of them in all.
     retrieved: int = 0
     retrieved_len: int = 128
+    # The weight of the indications' similarity in ranking those reports (0: by the codes
+    # alone; ``neighbours.ReportNeighbours``).
+    retrieved_indication: float = 0.0
     # Copying (with retrieval): each next word is a mixture of the vocabulary softmax and
     # a copy distribution over the neighbours' words, with a learned gate (as a
     # pointer-generator network mixes them).

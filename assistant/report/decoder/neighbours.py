@@ -1,10 +1,19 @@
-"""Training reports ranked by how similar their codes are to a study's.
+"""Training reports ranked by how similar their codes (and indications) are to a study's.
 
 Similarity is the Jaccard overlap of the full codes (``Opacity/lung/base/left``), then of
 the terms alone (``Opacity``). Codes are often shared by many training reports
 (``normal`` by hundreds); among the reports tied at the top, the first TIE_POOL (in
 training order) are ordered by typicality: the mean word-set Jaccard of a text to the
 other tied texts, most typical first.
+
+With an ``indication_weight`` w, a study that has an indication is ranked by one score
+instead, ``Jaccard(codes) + TERM_WEIGHT * Jaccard(terms) + w * cosine(indications)``, the
+cosine of the indications' TF-IDF vectors over their words as written (case and
+punctuation kept), the most typical wording first among exact ties; a study without one
+gets the codes-only ranking. The wording of an indication ("XXXX-year-old male with
+dyspnea." against "Chest pain" or "721.3") tells which reporting practice, and so which
+report template, a study comes from: the nearest report's scores rise by the README's
+figures (report decoder section), and lower-cased words lost most of that.
 
 Two users: the nearest-neighbour baseline returns the first text; the retrieval-augmented
 decoder reads the first few distinct texts as part of its memory. In training, a
@@ -18,10 +27,13 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
+import numpy as np
+
 from assistant.report.decoder.data import Finding, ReportRecord
 from assistant.report.decoder.vocab import words
 
 TIE_POOL = 50  # tied candidates compared for typicality, at most
+TERM_WEIGHT = 0.5  # of the terms' Jaccard, beside the codes', with an indication weight
 CACHE_SIZE = 4096  # rankings kept (least recently used dropped): requests choose the codes
 
 
@@ -40,32 +52,43 @@ def by_typicality(texts: Sequence[str]) -> list[int]:
 
 
 class ReportNeighbours:
-    """The training reports (uid, codes, text) and their ranking for a study's findings."""
+    """The training reports (uid, codes, indication, text) and their ranking for a
+    study's findings (and, with ``indication_weight``, its indication)."""
 
-    def __init__(self, records: Sequence[ReportRecord]) -> None:
+    def __init__(self, records: Sequence[ReportRecord], indication_weight: float = 0.0,
+                 ) -> None:
+        if not 0.0 <= indication_weight <= 1.0:
+            raise ValueError(f"indication_weight must be within [0, 1], got {indication_weight}")
         self.uids = [r.uid for r in records]
         self.texts = [r.target for r in records]
         self.codes = [frozenset(f.code.lower() for f in r.findings) for r in records]
         self.terms = [frozenset(f.term.lower() for f in r.findings) for r in records]
-        self._cache: OrderedDict[tuple[frozenset[str], str | None, int], list[str]] = (
-            OrderedDict())
+        self.indication_weight = indication_weight
+        self._indications = (IndicationSimilarity([r.indication for r in records])
+                             if indication_weight else None)
+        self._cache: OrderedDict[tuple[frozenset[str], str | None, str | None, int],
+                                 list[str]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def nearest(self, findings: Sequence[Finding], k: int = 1, exclude: str | None = None,
-                ) -> list[str]:
+                indication: str | None = None) -> list[str]:
         """Up to ``k`` distinct training texts, nearest first; ``exclude``: a training
-        report's uid that must not be returned (the study itself, in training)."""
+        report's uid that must not be returned (the study itself, in training);
+        ``indication``: the study's, read only with an ``indication_weight``."""
         codes = frozenset(f.code.lower() for f in findings)
-        key = (codes, exclude, k)
+        if self._indications is None:
+            indication = None
+        key = (codes, indication, exclude, k)
         with self._lock:  # the service and ``Drafter.draft_many`` draft on several threads
             ranked = self._cache.get(key)
             if ranked is not None:
                 self._cache.move_to_end(key)
                 return list(ranked)
-        ranked = self._rank(codes, frozenset(f.term.lower() for f in findings), k, exclude)
+        terms = frozenset(f.term.lower() for f in findings)
+        ranked = self._rank(codes, terms, indication, k, exclude)
         with self._lock:
             self._cache[key] = ranked
             self._cache.move_to_end(key)
@@ -73,17 +96,23 @@ class ReportNeighbours:
                 self._cache.popitem(last=False)
         return list(ranked)
 
-    def _rank(self, codes: frozenset[str], terms: frozenset[str], k: int,
-              exclude: str | None) -> list[str]:
-        sims = [(jaccard(codes, c), jaccard(terms, t))
-                for c, t in zip(self.codes, self.terms, strict=True)]
-        order = sorted((i for i in range(len(sims)) if self.uids[i] != exclude),
-                       key=lambda i: sims[i], reverse=True)  # stable: training order on ties
+    def _rank(self, codes: frozenset[str], terms: frozenset[str], indication: str | None,
+              k: int, exclude: str | None) -> list[str]:
+        code_sims = [jaccard(codes, c) for c in self.codes]
+        term_sims = [jaccard(terms, t) for t in self.terms]
+        keys: Sequence[tuple[float, float] | float]
+        if self._indications is None or not indication or not indication.strip():
+            keys = list(zip(code_sims, term_sims, strict=True))  # codes, then terms
+        else:
+            keys = (np.asarray(code_sims) + TERM_WEIGHT * np.asarray(term_sims)
+                    + self.indication_weight * self._indications.cosine(indication)).tolist()
+        order = sorted((i for i in range(len(keys)) if self.uids[i] != exclude),
+                       key=lambda i: keys[i], reverse=True)  # stable: training order on ties
         out: list[str] = []
         start = 0
         while start < len(order) and len(out) < k:
             end = start
-            while end < len(order) and sims[order[end]] == sims[order[start]]:
+            while end < len(order) and keys[order[end]] == keys[order[start]]:
                 end += 1
             group = [self.texts[i] for i in order[start:end]]
             ranked = [group[i] for i in by_typicality(group[:TIE_POOL])] + group[TIE_POOL:]
@@ -94,3 +123,26 @@ class ReportNeighbours:
                         break
             start = end
         return out
+
+class IndicationSimilarity:
+    """Cosine similarity of an indication to each training report's, over TF-IDF vectors
+    of their whitespace-separated words as written (sublinear term frequency, smoothed
+    idf, unit length; scikit-learn's ``TfidfVectorizer``)."""
+
+    def __init__(self, indications: Sequence[str]) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self._reports = len(indications)
+        self._vectorizer: TfidfVectorizer | None = None
+        if not any(ind.split() for ind in indications):
+            return  # no words to compare: every similarity is 0
+        self._vectorizer = TfidfVectorizer(token_pattern=r"[^\s]+", lowercase=False,
+                                           sublinear_tf=True)
+        self._matrix = self._vectorizer.fit_transform(indications).T.tocsr()  # (terms, reports)
+
+    def cosine(self, indication: str) -> np.ndarray:
+        """(reports,) similarities; zeros for an empty indication or unseen words."""
+        if self._vectorizer is None or not indication.strip():
+            return np.zeros(self._reports)
+        query = self._vectorizer.transform([indication])
+        return np.asarray((query @ self._matrix).todense()).ravel()

@@ -71,6 +71,8 @@ class TrainReportConfig:
     # most how many of their tokens in all.
     retrieved: int = 0
     retrieved_len: int = 128
+    # Weight of the indications' similarity in ranking the neighbours (0: codes alone).
+    retrieved_indication: float = 0.0
     copy: bool = False  # copy words from the neighbours (pointer-generator mixture)
     # Training steps in bfloat16 autocast (weights, optimiser and validation stay float32):
     # 1.28x faster steps on this AVX-512 BF16 CPU, about 1.15x over a whole run (README).
@@ -174,7 +176,7 @@ def train_decoder(train: Sequence[Example], val: Sequence[Example], cfg: TrainRe
                          cfg.encoder_layers, cfg.decoder_layers, max_len=cfg.max_len,
                          dropout=cfg.dropout, image_dim=None if img is None else img.shape[-1],
                          retrieved=cfg.retrieved, retrieved_len=cfg.retrieved_len,
-                         copy=cfg.copy)
+                         retrieved_indication=cfg.retrieved_indication, copy=cfg.copy)
     bundle = ReportBundle(ReportDecoder(mcfg), text_vocab, cond_vocab, decode or DecodeConfig(),
                           dict(provenance or {}))
     model = bundle.model

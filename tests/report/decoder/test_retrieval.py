@@ -77,6 +77,92 @@ def test_a_training_report_never_gets_itself_and_texts_are_distinct() -> None:
     assert len(everything) == len(set(everything)) == 6  # CXR7 repeats CXR3's text
 
 
+def with_indication(rec: ReportRecord, indication: str) -> ReportRecord:
+    return replace(rec, indication=indication)
+
+
+STYLED = [  # two reporting practices: the same codes, each its own indication style and template
+    with_indication(record("CXR1", ("normal",), "Lungs are clear. No effusion."),
+                    "XXXX-year-old male with chest pain."),
+    with_indication(record("CXR2", ("normal",), "Heart size normal. Lungs clear."), "Chest pain"),
+    with_indication(record("CXR3", ("normal",), "Lungs are clear. No effusion."),
+                    "XXXX-year-old female with cough."),
+    with_indication(record("CXR4", ("Cardiomegaly/mild",), "Mild cardiomegaly."),
+                    "XXXX-year-old male with dyspnea."),
+]
+
+
+def test_the_indications_wording_picks_among_reports_with_the_same_codes() -> None:
+    by_codes = ReportNeighbours(STYLED)
+    styled = ReportNeighbours(STYLED, indication_weight=0.3)
+    normal = codes("normal")
+    # By codes alone the most typical normal text comes first, whatever the indication.
+    assert by_codes.nearest(normal, 1, indication="Chest pain") == [
+        "Lungs are clear. No effusion."]
+    # Its wording, as written, says which practice the study comes from.
+    assert styled.nearest(normal, 1, indication="Chest pain") == [
+        "Heart size normal. Lungs clear."]
+    assert styled.nearest(normal, 2, indication="XXXX-year-old male with fever.") == [
+        "Lungs are clear. No effusion.", "Heart size normal. Lungs clear."]
+    # A similar indication does not outweigh a full match of the codes: it adds 0.3 at most,
+    # the codes and terms 1.5.
+    assert styled.nearest(normal, 1, indication="XXXX-year-old male with dyspnea.") == [
+        "Lungs are clear. No effusion."]
+    assert styled.nearest(codes("Cardiomegaly/mild"), 1, indication="Chest pain") == [
+        "Mild cardiomegaly."]
+    # No indication, or none of its words seen: the codes and terms decide, the most
+    # typical wording among ties; the study itself is still left out.
+    assert styled.nearest(normal, 1) == styled.nearest(normal, 1, indication="Syncope") == [
+        "Lungs are clear. No effusion."]
+    assert styled.nearest(normal, 1, exclude="CXR1", indication="Chest pain") == [
+        "Heart size normal. Lungs clear."]
+    assert styled.nearest(normal, 1, exclude="CXR2", indication="Chest pain") == [
+        "Lungs are clear. No effusion."]
+    # Without a weight the indication is not read.
+    assert by_codes.nearest(normal, 2, indication="Chest pain") == by_codes.nearest(normal, 2)
+    # With one, a study without an indication gets the codes-only ranking: codes, then
+    # terms; with one, the sum (codes + 0.5 terms + 0.3 cosine) ranks. P shares a term
+    # more, Q a full code more: codes first puts Q first, the sum P (0.83 against 0.75).
+    p = record("CXRP", ("A/y", "B"), "P.")
+    q = record("CXRQ", ("A/x", "B", "C/z", "D"), "Q.")
+    two = ReportNeighbours([with_indication(p, "Cough"), with_indication(q, "Fever")], 0.3)
+    assert two.nearest(codes("A/x", "B"), 1) == ["Q."]
+    assert two.nearest(codes("A/x", "B"), 1, indication="Syncope") == ["P."]
+    assert two.nearest(codes("A/x", "B"), 1, indication="Cough") == ["P."]
+
+
+def test_indication_similarity_without_any_words_and_weights_out_of_range() -> None:
+    store = ReportNeighbours([with_indication(r, "") for r in STYLED], indication_weight=0.3)
+    assert store.nearest(codes("normal"), 1, indication="Chest pain") == [
+        "Lungs are clear. No effusion."]
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="indication_weight"):
+            ReportNeighbours(STYLED, indication_weight=bad)
+
+
+def test_a_drafter_reads_and_offers_the_neighbours_its_indication_picks() -> None:
+    text = Vocab.build([tokenize(r.target) for r in STYLED], min_count=1)
+    cond = Vocab.build([["T:normal", "T:cardiomegaly", "M:mild"]], min_count=1)
+    cfg = DecoderConfig(len(text), len(cond), width=32, heads=2, encoder_layers=1,
+                        decoder_layers=1, max_len=40, dropout=0.0, retrieved=1,
+                        retrieved_len=16, retrieved_indication=0.3)
+    bundle = ReportBundle(ReportDecoder(cfg).eval(), text, cond,
+                          DecodeConfig(beam=1, max_tokens=8, neighbour_candidates=1))
+    drafter = Drafter(bundle, ReportNeighbours(STYLED, cfg.retrieved_indication))
+    normal = codes("normal")
+    assert drafter.condition(normal, "Chest pain").retrieved == encode_neighbours(
+        text, ["Heart size normal. Lungs clear."], 16)
+    assert drafter.condition(normal, None).retrieved == encode_neighbours(
+        text, ["Lungs are clear. No effusion."], 16)
+    # The candidate offered beside the beams, and the provenance flag, follow it too.
+    assert drafter.choose(["Mild cardiomegaly."], normal, bundle.decode, "Chest pain") == (
+        "Heart size normal. Lungs clear.")
+    assert drafter.from_training_report("Heart size normal. Lungs clear.", normal, "Chest pain")
+    assert not drafter.from_training_report("Heart size normal. Lungs clear.", normal)
+    assert DecoderConfig.from_dict({k: v for k, v in cfg.to_dict().items()
+                                    if k != "retrieved_indication"}).retrieved_indication == 0.0
+
+
 def test_neighbours_enter_as_word_ids_each_ended_and_within_the_limit() -> None:
     vocab = Vocab.build([tokenize(r.target) for r in TRAIN], min_count=1)
     ids = encode_neighbours(vocab, ["Severe cardiomegaly.", "Lungs are clear."], 64)
@@ -324,3 +410,49 @@ def test_retuning_refuses_a_decoder_of_another_split(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stdout + done.stderr
     assert "another split manifest" in done.stderr
     assert not (tmp_path / "new.pt").exists()
+
+
+@pytest.mark.data
+def test_the_indication_weight_is_set_on_trained_weights_without_touching_them(
+        tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from assistant.report.decoder.bundle import load_report_bundle
+
+    release = Path(__file__).resolve().parents[3] / "assistant" / "weights" / "report-iu-xray.pt"
+    env = {**os.environ, "ASSISTANT_DATA_DIR": str(data_dir())}
+
+    def retune(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "assistant", "train", "report-decoding",
+                               *args], capture_output=True, text=True, timeout=300, env=env)
+
+    out = tmp_path / "styled.pt"
+    done = retune("--checkpoint", str(release), "--retrieved-indication", "0.3", "--no-tune",
+                  "--out", str(out))
+    assert done.returncode == 0, done.stdout + done.stderr
+    before, after = load_report_bundle(release), load_report_bundle(out)
+    assert before.model.config.retrieved_indication == 0.0
+    assert after.model.config == replace(before.model.config, retrieved_indication=0.3)
+    assert after.decode == before.decode
+    old, new = before.model.state_dict(), after.model.state_dict()
+    assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
+    assert after.provenance["decoding_retuned"]["retrieved_indication_before"] == 0.0
+    assert after.provenance["decoding_retuned"]["tuned"] is False
+    # Usage errors: nothing to do, a weight out of range; a decoder without neighbours.
+    assert retune("--no-tune", "--out", str(tmp_path / "x.pt")).returncode == 2
+    assert retune("--retrieved-indication", "2", "--out", str(tmp_path / "x.pt")
+                  ).returncode == 2
+    text, cond = _vocabs()
+    plain = tmp_path / "plain.pt"
+    from assistant.report.decoder.data import manifest_sha256
+
+    ReportBundle(ReportDecoder(DecoderConfig(len(text), len(cond), width=32, heads=2,
+                                             encoder_layers=1, decoder_layers=1, max_len=40)),
+                 text, cond, provenance={"split_manifest_sha256": manifest_sha256()}
+                 ).save(plain)
+    refused = retune("--checkpoint", str(plain), "--retrieved-indication", "0.3", "--no-tune",
+                     "--out", str(tmp_path / "x.pt"))
+    assert refused.returncode == 1 and "reads no neighbour reports" in refused.stderr
+    assert not (tmp_path / "x.pt").exists()
