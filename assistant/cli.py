@@ -263,6 +263,9 @@ def train_report_decoding(
     tune: Annotated[bool, typer.Option(
         help="Tune beam, length penalty and neighbour candidates (--no-tune: keep them).")
                     ] = True,
+    neighbour_candidates: Annotated[int | None, typer.Option(
+        help="With --no-tune: the nearest training reports offered beside the beams "
+             "(default: as they are).")] = None,
 ) -> None:
     """Tune a trained report decoder's decoding settings again on the validation reports
     (beam, length penalty, nearest training reports as candidates); weights unchanged."""
@@ -271,12 +274,16 @@ def train_report_decoding(
 
     if retrieved_indication is not None and not 0.0 <= retrieved_indication <= 1.0:
         raise typer.BadParameter("--retrieved-indication must be within [0, 1]")
-    if retrieved_indication is None and not tune:
-        raise typer.BadParameter("--no-tune changes nothing without --retrieved-indication")
+    if neighbour_candidates is not None and (tune or neighbour_candidates < 0):
+        raise typer.BadParameter("--neighbour-candidates is 0 or more, and only with --no-tune "
+                                 "(tuning chooses it)")
+    if retrieved_indication is None and neighbour_candidates is None and not tune:
+        raise typer.BadParameter("--no-tune changes nothing without --retrieved-indication "
+                                 "or --neighbour-candidates")
     settings = get_settings()
     try:
         bundle = retune_report(settings, checkpoint or release_report_path(settings), out,
-                               retrieved_indication, tune)
+                               retrieved_indication, tune, neighbour_candidates)
     except DataError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -106,12 +106,12 @@ def train_report(settings: Settings, cfg: TrainReportConfig, out: Path,
 
 def retune_report(settings: Settings, checkpoint: Path, out: Path,
                   retrieved_indication: float | None = None, tune: bool = True,
-                  ) -> ReportBundle:
+                  neighbour_candidates: int | None = None) -> ReportBundle:
     """The checkpoint's weights with its decoding settings tuned again on the validation
     reports (``tune_decoding``), written to ``out``; the weights are unchanged.
     ``retrieved_indication``: first set the weight of the indications' wording in ranking
     the neighbours a retrieval decoder reads and offers (``neighbours``); ``tune=False``
-    keeps the decoding settings as they are."""
+    keeps the decoding settings as they are, but for ``neighbour_candidates`` where given."""
     from assistant.report.decoder.evaluate import RETUNE_GRID, tune_decoding
 
     split = load_split(settings)
@@ -132,6 +132,8 @@ def retune_report(settings: Settings, checkpoint: Path, out: Path,
             split["train"], bundle.model.config.retrieved_indication)), split["val"],
             RETUNE_GRID)
         bundle.provenance["decode_tuning"] = tuning
+    elif neighbour_candidates is not None:
+        bundle.decode = replace(bundle.decode, neighbour_candidates=neighbour_candidates)
     bundle.provenance["decoding_retuned"] = {
         "from_sha256": digest, "before": before.to_dict(),
         "retrieved_indication_before": config_before.retrieved_indication,

@@ -433,17 +433,26 @@ def test_the_indication_weight_is_set_on_trained_weights_without_touching_them(
                   "--out", str(out))
     assert done.returncode == 0, done.stdout + done.stderr
     before, after = load_report_bundle(release), load_report_bundle(out)
-    assert before.model.config.retrieved_indication == 0.0
     assert after.model.config == replace(before.model.config, retrieved_indication=0.3)
     assert after.decode == before.decode
     old, new = before.model.state_dict(), after.model.state_dict()
     assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
-    assert after.provenance["decoding_retuned"]["retrieved_indication_before"] == 0.0
+    assert after.provenance["decoding_retuned"]["retrieved_indication_before"] == (
+        before.model.config.retrieved_indication)
     assert after.provenance["decoding_retuned"]["tuned"] is False
-    # Usage errors: nothing to do, a weight out of range; a decoder without neighbours.
-    assert retune("--no-tune", "--out", str(tmp_path / "x.pt")).returncode == 2
-    assert retune("--retrieved-indication", "2", "--out", str(tmp_path / "x.pt")
-                  ).returncode == 2
+    # The neighbour candidates alone, the rest of the decoding kept.
+    k1 = tmp_path / "k1.pt"
+    done = retune("--checkpoint", str(out), "--no-tune", "--neighbour-candidates", "1",
+                  "--out", str(k1))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert load_report_bundle(k1).decode == replace(before.decode, neighbour_candidates=1)
+    assert load_report_bundle(k1).model.config.retrieved_indication == 0.3
+    # Usage errors: nothing to do, a weight out of range, candidates while tuning or below
+    # 0; a decoder without neighbours.
+    for args in (("--no-tune",), ("--retrieved-indication", "2"),
+                 ("--neighbour-candidates", "1"),
+                 ("--no-tune", "--neighbour-candidates", "-1")):
+        assert retune(*args, "--out", str(tmp_path / "x.pt")).returncode == 2, args
     text, cond = _vocabs()
     plain = tmp_path / "plain.pt"
     from assistant.report.decoder.data import manifest_sha256
