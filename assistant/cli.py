@@ -185,6 +185,16 @@ def train_vision(
         crop_work_side=crop_work_side or None, antialias=antialias)
 
 
+def _check_indication_weight(weight: float) -> None:
+    """The neighbour ranking's own range check, as a usage error rather than a traceback."""
+    from assistant.report.decoder.neighbours import check_indication_weight
+
+    try:
+        check_indication_weight(weight)
+    except ValueError as exc:
+        raise typer.BadParameter(f"--retrieved-indication: {exc}") from exc
+
+
 @train_app.command("report")
 def train_report(
     epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping).")] = 30,
@@ -232,8 +242,7 @@ def train_report(
         raise typer.BadParameter("--pairs needs --out (the release weights stay as they are)")
     if copy and not retrieved:
         raise typer.BadParameter("--copy needs --retrieved (neighbour reports to copy from)")
-    if not 0.0 <= retrieved_indication <= 1.0:
-        raise typer.BadParameter("--retrieved-indication must be within [0, 1]")
+    _check_indication_weight(retrieved_indication)
     if retrieved_indication and not retrieved:
         raise typer.BadParameter("--retrieved-indication needs --retrieved")
     if pairs is not None and retrieved:
@@ -272,8 +281,8 @@ def train_report_decoding(
     from assistant.data.manifest import DataError
     from assistant.report.decoder.commands import release_report_path, retune_report
 
-    if retrieved_indication is not None and not 0.0 <= retrieved_indication <= 1.0:
-        raise typer.BadParameter("--retrieved-indication must be within [0, 1]")
+    if retrieved_indication is not None:
+        _check_indication_weight(retrieved_indication)
     if neighbour_candidates is not None and (tune or neighbour_candidates < 0):
         raise typer.BadParameter("--neighbour-candidates is 0 or more, and only with --no-tune "
                                  "(tuning chooses it)")

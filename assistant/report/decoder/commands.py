@@ -128,9 +128,11 @@ def retune_report(settings: Settings, checkpoint: Path, out: Path,
                             "of them to weigh the indication in")
         bundle.model.config = replace(config_before, retrieved_indication=retrieved_indication)
     if tune:
-        bundle.decode, tuning = tune_decoding(Drafter(bundle, ReportNeighbours(
-            split["train"], bundle.model.config.retrieved_indication)), split["val"],
-            RETUNE_GRID)
+        weight = bundle.model.config.retrieved_indication
+        store = drafter.neighbours
+        if store is None or store.indication_weight != weight:
+            store = ReportNeighbours(split["train"], weight)
+        bundle.decode, tuning = tune_decoding(Drafter(bundle, store), split["val"], RETUNE_GRID)
         bundle.provenance["decode_tuning"] = tuning
     elif neighbour_candidates is not None:
         bundle.decode = replace(bundle.decode, neighbour_candidates=neighbour_candidates)

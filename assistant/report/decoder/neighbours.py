@@ -37,6 +37,11 @@ TERM_WEIGHT = 0.5  # of the terms' Jaccard, beside the codes', with an indicatio
 CACHE_SIZE = 4096  # rankings kept (least recently used dropped): requests choose the codes
 
 
+def check_indication_weight(weight: float) -> None:
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"indication_weight must be within [0, 1], got {weight}")
+
+
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
@@ -57,8 +62,7 @@ class ReportNeighbours:
 
     def __init__(self, records: Sequence[ReportRecord], indication_weight: float = 0.0,
                  ) -> None:
-        if not 0.0 <= indication_weight <= 1.0:
-            raise ValueError(f"indication_weight must be within [0, 1], got {indication_weight}")
+        check_indication_weight(indication_weight)
         self.uids = [r.uid for r in records]
         self.texts = [r.target for r in records]
         self.codes = [frozenset(f.code.lower() for f in r.findings) for r in records]
@@ -79,8 +83,8 @@ class ReportNeighbours:
         report's uid that must not be returned (the study itself, in training);
         ``indication``: the study's, read only with an ``indication_weight``."""
         codes = frozenset(f.code.lower() for f in findings)
-        if self._indications is None:
-            indication = None
+        if self._indications is None or not (indication or "").strip():
+            indication = None  # the codes-only ranking, one cache entry for it
         key = (codes, indication, exclude, k)
         with self._lock:  # the service and ``Drafter.draft_many`` draft on several threads
             ranked = self._cache.get(key)
@@ -101,7 +105,7 @@ class ReportNeighbours:
         code_sims = [jaccard(codes, c) for c in self.codes]
         term_sims = [jaccard(terms, t) for t in self.terms]
         keys: Sequence[tuple[float, float] | float]
-        if self._indications is None or not indication or not indication.strip():
+        if self._indications is None or indication is None:
             keys = list(zip(code_sims, term_sims, strict=True))  # codes, then terms
         else:
             keys = (np.asarray(code_sims) + TERM_WEIGHT * np.asarray(term_sims)
@@ -123,6 +127,7 @@ class ReportNeighbours:
                         break
             start = end
         return out
+
 
 class IndicationSimilarity:
     """Cosine similarity of an indication to each training report's, over TF-IDF vectors
