@@ -275,6 +275,11 @@ def train_report_decoding(
     neighbour_candidates: Annotated[int | None, typer.Option(
         help="With --no-tune: the nearest training reports offered beside the beams "
              "(default: as they are).")] = None,
+    complete: Annotated[bool | None, typer.Option(
+        "--complete/--no-complete",
+        help="Complete drafts against their findings: drop sentences asserting a finding "
+             "not given, borrow a backed sentence for each one left out (default: as it "
+             "is).")] = None,
 ) -> None:
     """Tune a trained report decoder's decoding settings again on the validation reports
     (beam, length penalty, nearest training reports as candidates); weights unchanged."""
@@ -286,13 +291,14 @@ def train_report_decoding(
     if neighbour_candidates is not None and (tune or neighbour_candidates < 0):
         raise typer.BadParameter("--neighbour-candidates is 0 or more, and only with --no-tune "
                                  "(tuning chooses it)")
-    if retrieved_indication is None and neighbour_candidates is None and not tune:
-        raise typer.BadParameter("--no-tune changes nothing without --retrieved-indication "
-                                 "or --neighbour-candidates")
+    if (retrieved_indication is None and neighbour_candidates is None and complete is None
+            and not tune):
+        raise typer.BadParameter("--no-tune changes nothing without --retrieved-indication, "
+                                 "--neighbour-candidates or --complete/--no-complete")
     settings = get_settings()
     try:
         bundle = retune_report(settings, checkpoint or release_report_path(settings), out,
-                               retrieved_indication, tune, neighbour_candidates)
+                               retrieved_indication, tune, neighbour_candidates, complete)
     except DataError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -4,7 +4,10 @@ indication) by the IU X-ray report decoder.
 The findings are what an image encoder or a reader states: MeSH-style codes such as
 ``Cardiomegaly/mild`` or ``Opacity/lung/base/left``, each with a probability. The answer
 says which findings its text asserts (the negation-aware matcher) beside the ones it was
-given, so a clinician sees at once any finding the draft adds or leaves out. The decoder
+given, so a clinician sees at once any finding the draft adds or leaves out. With
+``"complete": true`` (or a decoder whose decoding has ``complete`` on) the draft is also
+completed against the findings (``complete.py``), and the answer names every sentence
+borrowed from a training report, with its source, and every sentence dropped. The decoder
 loads on the first request (about two seconds: the weights, and the training reports a
 retrieval decoder reads beside the findings, from the fetched IU X-ray archive).
 
@@ -17,6 +20,7 @@ several times faster than the same studies one at a time (``scripts/bench_report
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Request
@@ -51,6 +55,17 @@ class DraftRequest(BaseModel):
     findings: Annotated[list[FindingIn], Field(min_length=1, max_length=MAX_FINDINGS,
                                                description="`normal` when nothing was found")]
     indication: Annotated[str | None, Field(max_length=500)] = None
+    complete: Annotated[bool | None, Field(
+        description="Complete the draft against the findings (drop sentences that assert "
+                    "a finding not given or deny one given; borrow a backed sentence from "
+                    "a training report for each one left out). Default: the decoder's "
+                    "setting.")] = None
+
+
+class BorrowedSentence(BaseModel):
+    sentence: str
+    finding: str  # the finding class it states
+    source_uid: str  # the IU X-ray training report it is taken from
 
 
 class DraftResponse(BaseModel):
@@ -64,6 +79,11 @@ class DraftResponse(BaseModel):
     # The text is word for word a training report (another patient's, de-identified) that
     # the decoder read or chose, because it agreed best with the findings.
     from_training_report: bool
+    # Completion (``complete.py``): sentences of other patients' de-identified training
+    # reports added for a given finding the decoded text left out, each with its source,
+    # and the decoded sentences removed because they asserted a finding not given.
+    borrowed_sentences: list[BorrowedSentence]
+    dropped_sentences: list[str]
     model: dict[str, str]
 
 
@@ -91,8 +111,9 @@ def _batcher(request: Request, settings: Settings, drafter: Drafter,
     if batcher is None:
         svc, metrics = settings.service, request.app.state.metrics
 
-        def run(jobs: list[DraftJob]) -> list[str]:
-            return drafter.draft([f for f, _ in jobs], [ind for _, ind in jobs])
+        def run(jobs: list[DraftJob]) -> list[str]:  # completed per request, after
+            return drafter.draft([f for f, _ in jobs], [ind for _, ind in jobs], None,
+                                 replace(drafter.bundle.decode, complete=False))
 
         batcher = MicroBatcher(run, svc.report_batch_max_size, svc.batch_wait_ms / 1000,
                                settings.limits.max_queued_analyses,
@@ -120,12 +141,22 @@ async def draft(body: DraftRequest, request: Request, settings: SettingsDep) -> 
     except ValueError as exc:
         raise InvalidContextError(str(exc)) from exc
     drafter = await run_in_threadpool(_drafter, request, settings)
-    text = await _batcher(request, settings, drafter).submit((findings, body.indication))
+    decode = drafter.bundle.decode
+    if body.complete is not None:
+        decode = replace(decode, complete=body.complete)
+    if decode.complete and drafter.neighbours is None:
+        raise InvalidContextError(f"complete: the report decoder {drafter.bundle.name} has "
+                                  "no training reports to complete a draft from")
+    chosen = await _batcher(request, settings, drafter).submit((findings, body.indication))
+    report = await run_in_threadpool(drafter.finish, chosen, findings, decode, body.indication)
+    text = report.text
     got, want = asserted(text), code_classes(findings)
     bundle = drafter.bundle
     return DraftResponse(
         text=text, asserted_findings=sorted(got), given_findings=sorted(want),
         added=sorted(got - want - {NORMAL_CLASS}), missing=sorted(want - got - {NORMAL_CLASS}),
         from_training_report=drafter.from_training_report(text, findings, body.indication),
+        borrowed_sentences=[BorrowedSentence(**b.to_dict()) for b in report.borrowed],
+        dropped_sentences=list(report.dropped),
         model={"name": bundle.name, "sha256": bundle.sha256,
                "trained_on": str(bundle.provenance.get("data_source", "not recorded"))})

@@ -28,6 +28,24 @@ def test_a_draft_follows_its_findings_and_says_it_is_a_draft(server: str) -> Non
     assert "cardiomegaly" in got
 
 
+def test_completion_borrows_sentences_with_their_source_on_request(server: str) -> None:
+    from assistant.report.decoder.data import read_split
+
+    study = {"findings": [{"code": "Hernia, Hiatal"}, {"code": "Cardiomegaly/mild"}],
+             "indication": "chest pain"}
+    plain = _draft(server, {**study, "complete": False}).json()
+    done = _draft(server, {**study, "complete": True}).json()
+    assert plain["borrowed_sentences"] == [] and plain["dropped_sentences"] == []
+    # Whatever the decoded text left out is borrowed, each sentence named with the
+    # training report it comes from, and nothing given is left missing that was borrowed.
+    assert "hiatal hernia" in plain["missing"], plain["text"]
+    borrowed = done["borrowed_sentences"]
+    assert [b["finding"] for b in borrowed] == ["hiatal hernia"]
+    assert borrowed[0]["sentence"] in done["text"] and done["missing"] == []
+    assert read_split()[borrowed[0]["source_uid"]] == "train"
+    assert done["text"].startswith(plain["text"].rstrip(". "))
+
+
 @pytest.mark.parametrize(("body", "words"), [
     ({"findings": []}, "findings"),
     ({"findings": [{"code": "   "}]}, "empty finding code"),

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import torch
 
 from assistant.checkpoint_io import CheckpointError, read_payload, write_payload
+from assistant.report.decoder.complete import Completed, complete
 from assistant.report.decoder.data import Finding
 from assistant.report.decoder.generate import DecodeConfig, candidates, sample
 from assistant.report.decoder.model import DecoderConfig, ReportDecoder
@@ -125,6 +126,9 @@ class Drafter:
         if bundle.decode.neighbour_candidates and neighbours is None:
             raise ValueError(f"{bundle.name} chooses among its nearest training reports "
                              "too: a drafter for it needs them (neighbours)")
+        if bundle.decode.complete and neighbours is None:
+            raise ValueError(f"{bundle.name} completes its drafts from its nearest training "
+                             "reports: a drafter for it needs them (neighbours)")
         self.bundle, self.neighbours = bundle, neighbours
         bundle.model.eval()
 
@@ -142,10 +146,19 @@ class Drafter:
               image_tokens: torch.Tensor | None = None,
               decode: DecodeConfig | None = None) -> list[str]:
         """One report text per study; studies decode together as one batch."""
+        return [r.text for r in self.draft_reports(findings, indications, image_tokens,
+                                                   decode)]
+
+    @torch.inference_mode()
+    def draft_reports(self, findings: Sequence[Sequence[Finding]],
+                      indications: Sequence[str | None] | None = None,
+                      image_tokens: torch.Tensor | None = None,
+                      decode: DecodeConfig | None = None) -> list[Completed]:
+        """``draft``, with what completion borrowed and dropped for each report."""
         cfg = decode or self.bundle.decode
         pools = self.decoded_candidates(findings, indications, image_tokens, cfg)
-        return [self.choose(texts, f, cfg, ind) for f, texts, ind in
-                zip(findings, pools, _indications(findings, indications), strict=True)]
+        return [self.finish(self.choose(texts, f, cfg, ind), f, cfg, ind) for f, texts, ind
+                in zip(findings, pools, _indications(findings, indications), strict=True)]
 
     @torch.inference_mode()
     def decoded_candidates(self, findings: Sequence[Sequence[Finding]],
@@ -182,6 +195,18 @@ class Drafter:
         if cfg.samples:
             return consensus(pool, findings if cfg.consistent else None)
         return most_consistent(pool, findings) if cfg.consistent else pool[0]
+
+    def finish(self, text: str, findings: Sequence[Finding],
+               decode: DecodeConfig | None = None, indication: str | None = None,
+               ) -> Completed:
+        """The chosen ``text``, completed against the findings where ``complete`` is set
+        (``complete.py``)."""
+        cfg = decode or self.bundle.decode
+        if not cfg.complete:
+            return Completed(text)
+        if self.neighbours is None:
+            raise ValueError("complete needs the training reports: a drafter with neighbours")
+        return complete(text, findings, self.neighbours, indication)
 
     def from_training_report(self, text: str, findings: Sequence[Finding],
                              indication: str | None = None) -> bool:

@@ -44,6 +44,12 @@ def write_card(path: Path, bundle: ReportBundle, results: dict[str, Any]) -> Non
            "asserted findings agree best with the conditioning: a training report's text, "
            "word for word, when it agrees better than every beam."]
           if bundle.decode.neighbour_candidates and bundle.decode.consistent else []),
+        *(["- Completion (`complete.py`): the kept report loses its sentences that assert a "
+           "finding not given or deny one given, and gains, for each given finding it leaves "
+           "out, one sentence of a nearby training report coded with the same term, only "
+           "where the study's codes back every location, extent and descriptor word in it "
+           "(no numbers, comparisons, hedges or devices). The service names each borrowed "
+           "sentence with its source report."] if bundle.decode.complete else []),
         f"- Checkpoint sha256 {bundle.sha256}.", "",
         "## Reproduce", "", "```", str(p.get("command")),
         *([str(p["decoding_retuned"]["command"])] if "decoding_retuned" in p else []),
@@ -55,7 +61,10 @@ def write_card(path: Path, bundle: ReportBundle, results: dict[str, Any]) -> Non
         "Findings F1: the negation-aware matcher (`assistant/report/decoder/findings.py`) "
         "reads the finding classes a text asserts and compares them with the classes of the "
         "conditioning codes. On the reference reports themselves it scores "
-        f"{results['matcher_on_references']['f1']:.3f}.", "",
+        f"{results['matcher_on_references']['f1']:.3f}."
+        + (" Completion drops and borrows sentences by the same matcher, so the decoder's "
+           "F1 is partly the matcher agreeing with itself; the row without completion gives "
+           "the F1 of the decoded text." if bundle.decode.complete else ""), "",
         "## Limits", "",
         "- Conditioned on codes, not on pixels: it drafts what the codes say; it cannot see "
         "what the codes miss.",

@@ -56,7 +56,8 @@ def report_drafter(settings: Settings, checkpoint: Path,
     from assistant.report.decoder.bundle import load_report_bundle
 
     bundle = load_report_bundle(checkpoint)
-    if not (bundle.model.config.retrieved or bundle.decode.neighbour_candidates):
+    if not (bundle.model.config.retrieved or bundle.decode.neighbour_candidates
+            or bundle.decode.complete):
         return Drafter(bundle)
     if bundle.provenance.get("split_manifest_sha256") != manifest_sha256():
         raise DataError(f"{checkpoint} reads the training reports of another split "
@@ -106,12 +107,15 @@ def train_report(settings: Settings, cfg: TrainReportConfig, out: Path,
 
 def retune_report(settings: Settings, checkpoint: Path, out: Path,
                   retrieved_indication: float | None = None, tune: bool = True,
-                  neighbour_candidates: int | None = None) -> ReportBundle:
+                  neighbour_candidates: int | None = None, complete: bool | None = None,
+                  ) -> ReportBundle:
     """The checkpoint's weights with its decoding settings tuned again on the validation
     reports (``tune_decoding``), written to ``out``; the weights are unchanged.
     ``retrieved_indication``: first set the weight of the indications' wording in ranking
     the neighbours a retrieval decoder reads and offers (``neighbours``); ``tune=False``
-    keeps the decoding settings as they are, but for ``neighbour_candidates`` where given."""
+    keeps the decoding settings as they are, but for ``neighbour_candidates`` where given.
+    ``complete``: first set whether drafts are completed against their findings (and so
+    tuned with it)."""
     from assistant.report.decoder.evaluate import RETUNE_GRID, tune_decoding
 
     split = load_split(settings)
@@ -122,6 +126,8 @@ def retune_report(settings: Settings, checkpoint: Path, out: Path,
                         "committed one: its validation reports may be training reports")
     before, digest = bundle.decode, bundle.sha256
     config_before = bundle.model.config
+    if complete is not None:
+        bundle.decode = replace(bundle.decode, complete=complete)
     if retrieved_indication is not None:
         if not config_before.retrieved:
             raise DataError(f"{checkpoint} reads no neighbour reports: there is no ranking "

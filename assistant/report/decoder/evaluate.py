@@ -76,8 +76,8 @@ def tune_decoding(drafter: Drafter, val: Sequence[ReportRecord], grid: TuneGrid 
             pools = drafter.candidates_many(findings, indications, decoded, BATCH, threads)
             for count in neighbour_counts:
                 cfg = replace(decoded, neighbour_candidates=count)
-                hyps = [drafter.choose(p, f, cfg, ind) for p, f, ind in
-                        zip(pools, findings, indications, strict=True)]
+                hyps = [drafter.finish(drafter.choose(p, f, cfg, ind), f, cfg, ind).text
+                        for p, f, ind in zip(pools, findings, indications, strict=True)]
                 s = score(refs, hyps, n_boot=0, meteor=False).point
                 objective = sum(s[m] / TARGETS[m] for m in ("BLEU-4", "ROUGE-L", "CIDEr")) / 3
                 trials.append({"beam": beam, "length_penalty": lp,
@@ -119,6 +119,12 @@ def evaluate(drafter: Drafter, split: dict[str, list[ReportRecord]], n_boot: int
     methods: dict[str, Callable[[], list[str]]] = {
         "decoder": lambda: draft_all(drafter, test),
         "decoder without indication": lambda: draft_all(drafter, test, indication=False),
+    }
+    if drafter.neighbours is not None:  # the other side of completion (``complete.py``)
+        flip = not drafter.bundle.decode.complete
+        methods[f"decoder {'with' if flip else 'without'} completion"] = lambda: draft_all(
+            drafter, test, replace(drafter.bundle.decode, complete=flip))
+    methods |= {
         f"decoder, MBR over {MBR_SAMPLES} samples": lambda: draft_all(
             drafter, test, replace(drafter.bundle.decode, samples=MBR_SAMPLES)),
         "nearest neighbour": lambda: [nearest(r.findings) for r in test],

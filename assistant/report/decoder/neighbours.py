@@ -68,6 +68,9 @@ class ReportNeighbours:
         self.codes = [frozenset(f.code.lower() for f in r.findings) for r in records]
         self.terms = [frozenset(f.term.lower() for f in r.findings) for r in records]
         self.indication_weight = indication_weight
+        self._by_text: dict[str, list[int]] = {}
+        for i, text in enumerate(self.texts):
+            self._by_text.setdefault(text, []).append(i)
         self._indications = (IndicationSimilarity([r.indication for r in records])
                              if indication_weight else None)
         self._cache: OrderedDict[tuple[frozenset[str], str | None, str | None, int],
@@ -76,6 +79,12 @@ class ReportNeighbours:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def source(self, text: str, terms: frozenset[str]) -> str | None:
+        """The first training report (uid) with this text whose codes carry one of
+        ``terms`` (lower-case MeSH terms); None when none does."""
+        return next((self.uids[i] for i in self._by_text.get(text, ())
+                     if self.terms[i] & terms), None)
 
     def nearest(self, findings: Sequence[Finding], k: int = 1, exclude: str | None = None,
                 indication: str | None = None) -> list[str]:

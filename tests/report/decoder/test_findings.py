@@ -22,6 +22,20 @@ from assistant.report.decoder.findings import (
     ("Low lung volumes. Degenerative changes of the thoracic spine.",
      {"hypoinflation", "degenerative spine"}),
     ("Without focal consolidation. Negative for pneumonia.", {NORMAL_CLASS}),
+    # word ends: "consistent" holds no stent, "tuberculosis" no tube
+    ("Opacity consistent with prior tuberculosis.", {"opacity"}),
+    ("Chest tube in place. Coronary stent.", {"device"}),
+    # removal, hedges and recommendations are not assertions
+    ("The right PICC has been removed. Removal of the chest tube.", {NORMAL_CLASS}),
+    ("Opacity which may represent atelectasis.", {"opacity"}),
+    ("Calcifications suggest a previous granulomatous process.", {"calcinosis"}),
+    ("Recommend CT with contrast for further evaluation.", {NORMAL_CLASS}),
+    # wordings of enlargement and low volumes
+    ("The cardiac silhouette appears mildly enlarged.", {"cardiomegaly"}),
+    ("Heart size is borderline enlarged. Lung volumes are slightly low.",
+     {"cardiomegaly", "hypoinflation"}),
+    ("The heart is not enlarged. Obscuration of the left heart border.",
+     {"obscured structure"}),
 ])
 def test_asserted_reads_negation(text: str, expected: set[str]) -> None:
     assert asserted(text) == expected
@@ -31,6 +45,8 @@ def test_code_classes_follow_modifiers_and_normal() -> None:
     assert finding_class(Finding.from_code("Lung/hypoinflation/mild")) == "hypoinflation"
     assert finding_class(Finding.from_code("Lung/hyperdistention")) == "hyperinflation"
     assert finding_class(Finding.from_code("Lung/base")) is None  # a location only
+    # hidden, not enlarged
+    assert finding_class(Finding.from_code("Heart/right/obscured")) == "obscured structure"
     assert code_classes([Finding.from_code("normal")]) == {NORMAL_CLASS}
     assert code_classes([Finding.from_code("normal"), Finding.from_code("Cardiomegaly")]) == {
         "cardiomegaly"}
@@ -47,3 +63,12 @@ def test_consistency_counts_hits_misses_and_extras() -> None:
     assert c.coverage == pytest.approx(2 / 3)  # "Rare Thing" has no class
     with pytest.raises(ValueError, match="texts for"):
         consistency(texts[:1], conds)
+
+
+def test_mentions_tell_denied_from_hedged() -> None:
+    from assistant.report.decoder.findings import mentions
+
+    assert mentions("No pleural effusion. Opacity may represent atelectasis.") == (
+        {"opacity"}, {"pleural effusion"})
+    # asserted in one place, denied in another: asserted
+    assert mentions("Small left effusion. No right effusion.") == ({"pleural effusion"}, set())

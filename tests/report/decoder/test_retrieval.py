@@ -447,6 +447,13 @@ def test_the_indication_weight_is_set_on_trained_weights_without_touching_them(
     assert done.returncode == 0, done.stdout + done.stderr
     assert load_report_bundle(k1).decode == replace(before.decode, neighbour_candidates=1)
     assert load_report_bundle(k1).model.config.retrieved_indication == 0.3
+    # Completion alone, the rest of the decoding and the weights kept.
+    done_k1 = tmp_path / "complete.pt"
+    done = retune("--checkpoint", str(k1), "--no-tune", "--complete", "--out", str(done_k1))
+    assert done.returncode == 0, done.stdout + done.stderr
+    completed = load_report_bundle(done_k1)
+    assert completed.decode == replace(before.decode, neighbour_candidates=1, complete=True)
+    assert all(torch.equal(old[k], v) for k, v in completed.model.state_dict().items())
     # Usage errors: nothing to do, a weight out of range, candidates while tuning or below
     # 0; a decoder without neighbours.
     for args in (("--no-tune",), ("--retrieved-indication", "2"),

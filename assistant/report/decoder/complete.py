@@ -1,0 +1,181 @@
+"""Completing a drafted report against its findings, sentence by sentence.
+
+A decoded report can leave out a finding it was given (the decoder writes the common
+wording of a study like this one, and a rare finding's sentence loses to it) or assert
+one it was not given. ``complete`` mends both, with the negation-aware matcher
+(``findings.asserted``):
+
+- a sentence that asserts a finding class the study was not given, or denies one it was
+  given ("no pleural effusion" for a study with an effusion), is dropped;
+- for each finding class given and not asserted, one sentence is borrowed from the
+  nearest training reports (``neighbours``) whose codes carry the same MeSH term, and
+  added at the end. A sentence is borrowed only when it asserts that class and nothing the
+  study was not given, and says nothing the study's codes cannot back: every location,
+  extent or descriptor word in it (``GUARDS``: "left", "upper", "basilar", "mild",
+  "patchy", "aortic", ...) must be one of the modifiers or the term of the study's codes of
+  that class, and it has no number, size, date, comparison with an earlier study,
+  hedge, negation or normal finding (``BANNED``), at most ``MAX_WORDS`` words; a
+  diagnosis it names ("pneumonia", "emphysema") must be one of the codes' terms.
+  Devices are never borrowed, nor a sentence that names one: a code names no device type
+  and no tip position.
+
+A finding for which no such sentence exists stays missing (the service's answer says so),
+unless a dropped sentence of the draft asserted it: that sentence is kept after all.
+Every borrowed sentence is returned with the training report it came from, so the service
+can show its source. The matcher is the same one that scores findings consistency, so a
+completed report's consistency is partly the matcher agreeing with itself: the README's
+figures say so, and give the scores without completion beside them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from assistant.report.decoder.data import Finding
+from assistant.report.decoder.findings import (
+    NORMAL_CLASS,
+    asserted,
+    code_classes,
+    finding_class,
+    mentions,
+)
+from assistant.report.decoder.neighbours import ReportNeighbours
+
+POOL = 50  # nearest training reports searched for a sentence
+MAX_WORDS = 15
+NOT_BORROWED = frozenset({"device"})
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+# A word in a borrowed sentence -> the modifiers (or terms) of the study's codes, one of
+# which must contain one of these strings ("Opacity/lung/base/left" backs "left basilar").
+GUARDS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = tuple(
+    (re.compile(pattern), needs) for pattern, needs in (
+        (r"\bleft\b", ("left",)), (r"\bright\b", ("right",)),
+        (r"\bbi(lateral|basil|apical)|\bboth\b", ("bilateral",)),
+        (r"\bupper\b", ("upper lobe", "apex")), (r"\blower\b", ("lower lobe", "base")),
+        (r"\bbas(e|es|al|ilar)\b", ("base", "lower lobe")), (r"\bmid", ("middle lobe",)),
+        (r"\blingul", ("lingula",)), (r"\bap(ex|ices|ical)\b", ("apex",)),
+        (r"\bhil(ar|um)|perihilar", ("hilum",)), (r"retrocardiac", ("retrocardiac",)),
+        (r"\bmild|\bminimal", ("mild",)), (r"\bmoderate", ("moderate",)),
+        (r"\bsevere|\bmarked", ("severe",)), (r"\bsmall\b", ("small",)),
+        (r"\blarge\b", ("large",)), (r"\bmultiple|\bseveral|\bscattered|\bnumerous",
+                                     ("multiple", "scattered")),
+        (r"\bhealed", ("healed",)), (r"\bchronic", ("chronic",)), (r"\bdiffuse", ("diffuse",)),
+        (r"\binterstitial", ("interstitial",)), (r"\bpatchy", ("patchy",)),
+        (r"\bstreaky|\blinear|\bbandlike", ("streaky",)), (r"\bfocal", ("focal",)),
+        (r"\bround|\bnodular", ("round",)), (r"\birregular", ("irregular",)),
+        (r"\breticul", ("reticular",)), (r"\banterior", ("anterior",)),
+        (r"\bposterior", ("posterior",)), (r"\baort", ("aorta",)), (r"\bribs?\b", ("ribs",)),
+        (r"\bclavic", ("clavicle",)), (r"\bhumer|\bshoulder", ("humerus", "shoulder")),
+        (r"\bspin|\bvertebra", ("spine", "vertebrae")), (r"\bthoracic spine", ("thoracic",)),
+        (r"\blumbar", ("lumbar",)), (r"\bcervical", ("cervical",)),
+        (r"\blymph|\bnodes?\b", ("lymph nodes",)), (r"\bmediastin", ("mediastinum",)),
+        (r"paratracheal", ("paratracheal",)), (r"\bbreast", ("breast",)),
+        (r"\babdom|quadrant", ("abdomen",)), (r"\bpleura\b", ("pleura",)),
+        (r"costophrenic", ("costophrenic",)), (r"\btrache", ("trachea",)),
+        (r"\blungs?\b|\bpulmonary", ("lung", "pulmonary")), (r"\bcentral", ("central",)),
+        (r"\bvascular|\bvessel", ("aorta", "vessels")), (r"\bmultilobar", ("multilobar",)),
+        (r"\bbronchovascular|\bcrowding", ("bronchovascular",)),
+        # a diagnosis beside the finding class must be one of the codes' terms
+        (r"pneumonia", ("pneumonia",)), (r"\bair ?space|\balveolar|\bconsolidat",
+                                         ("airspace", "consolidation", "pneumonia")),
+        (r"\binfiltrat", ("infiltrate",)), (r"\bedema", ("edema",)),
+        (r"\bemphysem", ("emphysema",)), (r"\bcopd", ("obstructive",)),
+        (r"\bgranulom", ("granulom",)), (r"\batherosclero", ("atherosclerosis",)),
+        (r"\bheart failure|\bchf\b", ("heart failure",)),
+    ))
+BANNED = re.compile(
+    r"\d|xxxx|\b(one|two|three|four|five|six|single|few|subcentimeter|first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh"
+    r"|twelfth|stable|unchanged|again|interval|prior|previous\w*|new|since|before|increas\w*"
+    r"|decreas\w*|improv\w*|wors\w*|redemonstrat\w*|persist\w*|compar\w*|similar|change"
+    r"|remain\w*|slightly|smaller|larger|overall|tip|now|still|known|history|post|acute"
+    r"|suggest\w*|may|could|might|possibl\w*|probabl\w*|likely|versus|vs|if|suspect\w*"
+    r"|concern\w*|represent\w*|reflect\w*|question\w*|metasta\w*|malignan\w*|neoplas\w*"
+    r"|cancer|tumou?r|lymphoma|infect\w*|tubercul\w*|sarcoid\w*|pneumonitis"
+    # nothing said of what is absent or normal: the rest of the report says that
+    r"|no|not|without|negative|free|clear|otherwise|normal|unremarkable)\b")
+
+
+@dataclass(frozen=True)
+class Borrowed:
+    sentence: str
+    finding: str  # the finding class it states
+    source_uid: str  # the training report it is taken from
+
+    def to_dict(self) -> dict[str, str]:
+        return {"sentence": self.sentence, "finding": self.finding,
+                "source_uid": self.source_uid}
+
+
+@dataclass(frozen=True)
+class Completed:
+    text: str
+    borrowed: tuple[Borrowed, ...] = ()
+    dropped: tuple[str, ...] = ()  # sentences that asserted a finding not given
+
+
+def sentences(text: str) -> list[str]:
+    return [s for s in (p.strip() for p in _SENTENCE.split(text.strip())) if s]
+
+
+def _join(parts: Sequence[str]) -> str:
+    """Sentences as one text, each ended, so that a sentence's negation never reaches the
+    next one."""
+    return " ".join(p if p[-1] in ".!?" else p + "." for p in parts)
+
+
+def backed(sentence: str, cls: str, findings: Sequence[Finding], given: set[str]) -> bool:
+    """Whether ``sentence`` may be borrowed to state ``cls`` for a study with these
+    findings (``given``: their classes)."""
+    low = sentence.lower()
+    if cls in NOT_BORROWED or len(low.split()) > MAX_WORDS or BANNED.search(low):
+        return False
+    says = asserted(sentence)
+    if cls not in says or not says <= given or says & NOT_BORROWED:
+        return False
+    words = " ".join(part for f in findings if finding_class(f) == cls
+                     for part in (f.term.lower(), *f.modifiers))
+    return all(any(need in words for need in needs)
+               for pattern, needs in GUARDS if pattern.search(low))
+
+
+def complete(text: str, findings: Sequence[Finding], neighbours: ReportNeighbours,
+             indication: str | None = None, pool: int = POOL) -> Completed:
+    """``text`` without its sentences that assert a finding not given or deny one given,
+    and with one borrowed sentence for each given finding it does not assert, where one is
+    backed. A dropped sentence that was the only one to assert a given finding comes back
+    where nothing could be borrowed for that finding: the decoder's own words for a given
+    finding are kept rather than none."""
+    given = code_classes(findings)
+    findings_given = given - {NORMAL_CLASS}
+    parts = sentences(text)
+    said = [mentions(s) for s in parts]
+    keep = [not (found - given or denied & findings_given) for found, denied in said]
+    if not any(keep):  # every sentence was wrong somewhere: nothing is left to mend
+        keep = [True] * len(parts)
+    stated = {c for (found, _), k in zip(said, keep, strict=True) if k for c in found}
+    borrowed: list[Borrowed] = []
+    missing = sorted(findings_given - stated - NOT_BORROWED)
+    if missing:
+        nearest = neighbours.nearest(findings, pool, indication=indication)
+        for cls in missing:
+            if cls in stated:
+                continue  # a sentence borrowed for another class states this one too
+            terms = frozenset(f.term.lower() for f in findings if finding_class(f) == cls)
+            pick = next(((s, uid) for t in nearest
+                         if (uid := neighbours.source(t, terms)) is not None
+                         for s in sentences(t) if backed(s, cls, findings, given)), None)
+            if pick is not None:
+                borrowed.append(Borrowed(pick[0], cls, pick[1]))
+                stated |= asserted(pick[0])
+    for i, (says, denies) in enumerate(said):
+        if not keep[i] and says & findings_given - stated and not denies & findings_given:
+            keep[i] = True
+            stated |= says
+    if all(keep) and not borrowed:
+        return Completed(text)
+    kept = [s for s, k in zip(parts, keep, strict=True) if k]
+    dropped = tuple(s for s, k in zip(parts, keep, strict=True) if not k)
+    return Completed(_join([*kept, *(b.sentence for b in borrowed)]), tuple(borrowed), dropped)
