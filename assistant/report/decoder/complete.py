@@ -113,7 +113,7 @@ class Borrowed:
 class Completed:
     text: str
     borrowed: tuple[Borrowed, ...] = ()
-    dropped: tuple[str, ...] = ()  # sentences that asserted a finding not given
+    dropped: tuple[str, ...] = ()  # sentences asserting a finding not given, or denying one
 
 
 def sentences(text: str) -> list[str]:

@@ -43,9 +43,9 @@ class DecodeConfig:
     # with the conditioning.
     samples: int = 0
     # With the training reports (``neighbours``): drop the chosen report's sentences that
-    # assert a finding not given and borrow a sentence for each given finding it leaves
-    # out, from the nearest training reports, where one is backed by the codes
-    # (``complete.py``).
+    # assert a finding not given or deny one given, and borrow a sentence for each given
+    # finding it leaves out, from the nearest training reports, where one is backed by the
+    # codes (``complete.py``).
     complete: bool = False
     temperature: float = 1.0
     top_p: float = 0.95
