@@ -6,21 +6,21 @@ one it was not given. ``complete`` mends both, with the negation-aware matcher
 (``findings.asserted``):
 
 - a sentence that asserts a finding class the study was not given, or denies one it was
-  given ("no pleural effusion" for a study with an effusion), is dropped;
+  given ("no pleural effusion", or a normal statement such as "heart size is within normal
+  limits" for a study with cardiomegaly), is dropped;
 - for each finding class given and not asserted, one sentence is borrowed from the
   nearest training reports (``neighbours``) whose codes carry the same MeSH term, and
   added at the end. A sentence is borrowed only when it asserts that class and nothing the
-  study was not given, and says nothing the study's codes cannot back: every location,
-  extent or descriptor word in it (``GUARDS``: "left", "upper", "basilar", "mild",
-  "patchy", "aortic", ...) must be one of the modifiers or the term of the study's codes of
-  that class, and it has no number, size, date, comparison with an earlier study,
-  hedge, negation or normal finding (``BANNED``), at most ``MAX_WORDS`` words; a
-  diagnosis it names ("pneumonia", "emphysema") must be one of the codes' terms.
-  Devices are never borrowed, nor a sentence that names one: a code names no device type
-  and no tip position.
+  study was not given, and says nothing the study's codes cannot back: one of the study's
+  codes of that class must back every location, extent, descriptor or diagnosis word in it
+  (``GUARDS``: "left", "upper", "basilar", "mild", "patchy", "aortic", "pneumonia", ...)
+  by its term or modifiers; every other word must be neutral (``NEUTRAL``: "there", "is",
+  "lungs", "hemidiaphragm", ...) or part of the phrase of a finding it asserts; it has no
+  number, comparison with an earlier study, hedge, negation or normal claim (``BANNED``),
+  and at most ``MAX_WORDS`` words. Devices and obscured structures are never borrowed, nor
+  a sentence that names a device: a code names no device type and no tip position.
 
-A finding for which no such sentence exists stays missing (the service's answer says so),
-unless a dropped sentence of the draft asserted it: that sentence is kept after all.
+A finding for which no such sentence exists stays missing (the service's answer says so).
 Every borrowed sentence is returned with the training report it came from, so the service
 can show its source. The matcher is the same one that scores findings consistency, so a
 completed report's consistency is partly the matcher agreeing with itself: the README's
@@ -40,28 +40,34 @@ from assistant.report.decoder.findings import (
     code_classes,
     finding_class,
     mentions,
+    phrase_spans,
 )
 from assistant.report.decoder.neighbours import ReportNeighbours
 
 POOL = 50  # nearest training reports searched for a sentence
 MAX_WORDS = 15
-NOT_BORROWED = frozenset({"device"})
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+# Devices: a code names no device type or tip position. An obscured structure: the code
+# names the structure, the sentences name it in words no guard reads.
+NOT_BORROWED = frozenset({"device", "obscured structure"})
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\s*\n+\s*")
+_WORD = re.compile(r"[a-z]+")
 
-# A word in a borrowed sentence -> the modifiers (or terms) of the study's codes, one of
-# which must contain one of these strings ("Opacity/lung/base/left" backs "left basilar").
+# A word in a borrowed sentence -> what one of the study's codes for the finding must hold
+# among its term and modifiers ("Opacity/lung/base/left" backs "left basilar opacity").
 GUARDS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = tuple(
     (re.compile(pattern), needs) for pattern, needs in (
         (r"\bleft\b", ("left",)), (r"\bright\b", ("right",)),
-        (r"\bbi(lateral|basil|apical)|\bboth\b", ("bilateral",)),
-        (r"\bupper\b", ("upper lobe", "apex")), (r"\blower\b", ("lower lobe", "base")),
-        (r"\bbas(e|es|al|ilar)\b", ("base", "lower lobe")), (r"\bmid", ("middle lobe",)),
+        (r"\bbi(lateral|basil\w*|apical)\b|\bboth\b", ("bilateral",)),
+        (r"\bbibasil", ("base",)), (r"\bbiapical", ("apex",)),
+        (r"\bapices\b|\bbases\b", ("bilateral",)),  # both of them
+        (r"\bupper\b", ("upper lobe",)), (r"\blower\b", ("lower lobe",)),
+        (r"\bbas(e|es|al|ilar)\b", ("base",)), (r"\bmid", ("middle lobe",)),
         (r"\blingul", ("lingula",)), (r"\bap(ex|ices|ical)\b", ("apex",)),
         (r"\bhil(ar|um)|perihilar", ("hilum",)), (r"retrocardiac", ("retrocardiac",)),
         (r"\bmild|\bminimal", ("mild",)), (r"\bmoderate", ("moderate",)),
         (r"\bsevere|\bmarked", ("severe",)), (r"\bsmall\b", ("small",)),
-        (r"\blarge\b", ("large",)), (r"\bmultiple|\bseveral|\bscattered|\bnumerous",
-                                     ("multiple", "scattered")),
+        (r"\blarge\b", ("large",)), (r"\bborderline", ("borderline",)),
+        (r"\bmultiple|\bseveral|\bscattered|\bnumerous", ("multiple", "scattered")),
         (r"\bhealed", ("healed",)), (r"\bchronic", ("chronic",)), (r"\bdiffuse", ("diffuse",)),
         (r"\binterstitial", ("interstitial",)), (r"\bpatchy", ("patchy",)),
         (r"\bstreaky|\blinear|\bbandlike", ("streaky",)), (r"\bfocal", ("focal",)),
@@ -78,22 +84,40 @@ GUARDS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = tuple(
         (r"\blungs?\b|\bpulmonary", ("lung", "pulmonary")), (r"\bcentral", ("central",)),
         (r"\bvascular|\bvessel", ("aorta", "vessels")), (r"\bmultilobar", ("multilobar",)),
         (r"\bbronchovascular|\bcrowding", ("bronchovascular",)),
+        (r"\bflatten", ("flattened",)), (r"\belevat", ("elevated",)),
+        (r"\beventrat", ("eventration",)), (r"\bmass", ("mass",)),
+        (r"aneurysm", ("aneurysm",)), (r"\bdilat|ectasia|ectatic", ("enlarged", "dilat")),
         # a diagnosis beside the finding class must be one of the codes' terms
         (r"pneumonia", ("pneumonia",)), (r"\bair ?space|\balveolar|\bconsolidat",
                                          ("airspace", "consolidation", "pneumonia")),
         (r"\binfiltrat", ("infiltrate",)), (r"\bedema", ("edema",)),
         (r"\bemphysem", ("emphysema",)), (r"\bcopd", ("obstructive",)),
         (r"\bgranulom", ("granulom",)), (r"\batherosclero", ("atherosclerosis",)),
-        (r"\bheart failure|\bchf\b", ("heart failure",)),
+        (r"\bheart failure|\bchf\b", ("heart failure",)), (r"fibros|fibrotic", ("fibrosis",)),
+        (r"histoplasm", ("histoplasm",)), (r"\bdish\b", ("hyperostosis",)),
+        (r"hypertension", ("hypertension",)), (r"\bcalcifi", ("calcified", "calcinosis")),
     ))
+# Words a borrowed sentence may hold beside the words of its finding's phrase and of the
+# guards its codes back: anything else ("trace", "residual", "aspiration", "scapula",
+# "lateral") and the sentence is not borrowed.
+_NEUTRAL_WORDS = """
+a an the there is are be of in at on and with to both also some its their this
+seen noted present identified demonstrated visualized visible appears appear appearing
+lung lungs pulmonary chest thorax thoracic heart cardiac silhouette size shadow contour
+contours hemidiaphragm hemidiaphragms diaphragm diaphragms spine vertebral bodies aorta
+lobe lobes zone zones field fields segment changes disease process findings finding
+bone bones bony osseous structures lymph node nodes levels level
+"""
+NEUTRAL = frozenset(_NEUTRAL_WORDS.split())
 BANNED = re.compile(
-    r"\d|xxxx|\b(one|two|three|four|five|six|single|few|subcentimeter|first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh"
+    r"\d|xxxx|\b(one|two|three|four|five|six|seven|eight|nine|ten|single|few|subcentimeter"
+    r"|first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh"
     r"|twelfth|stable|unchanged|again|interval|prior|previous\w*|new|since|before|increas\w*"
     r"|decreas\w*|improv\w*|wors\w*|redemonstrat\w*|persist\w*|compar\w*|similar|change"
     r"|remain\w*|slightly|smaller|larger|overall|tip|now|still|known|history|post|acute"
     r"|suggest\w*|may|could|might|possibl\w*|probabl\w*|likely|versus|vs|if|suspect\w*"
     r"|concern\w*|represent\w*|reflect\w*|question\w*|metasta\w*|malignan\w*|neoplas\w*"
-    r"|cancer|tumou?r|lymphoma|infect\w*|tubercul\w*|sarcoid\w*|pneumonitis"
+    r"|cancer|tumou?r|lymphoma|infect\w*|tubercul\w*|sarcoid\w*|pneumonitis|cannot"
     # nothing said of what is absent or normal: the rest of the report says that
     r"|no|not|without|negative|free|clear|otherwise|normal|unremarkable)\b")
 
@@ -123,41 +147,57 @@ def sentences(text: str) -> list[str]:
 def _join(parts: Sequence[str]) -> str:
     """Sentences as one text, each ended, so that a sentence's negation never reaches the
     next one."""
-    return " ".join(p if p[-1] in ".!?" else p + "." for p in parts)
+    ended = (p.rstrip(" ,;:") for p in parts)
+    return " ".join(p if p[-1] in ".!?" else p + "." for p in ended if p)
+
+
+def _covered(low: str, spans: Sequence[tuple[int, int]]) -> bool:
+    """Whether every word of ``low`` is neutral or overlaps one of ``spans``."""
+    return all(m.group() in NEUTRAL or any(a < m.end() and m.start() < b for a, b in spans)
+               for m in _WORD.finditer(low))
 
 
 def backed(sentence: str, cls: str, findings: Sequence[Finding], given: set[str]) -> bool:
     """Whether ``sentence`` may be borrowed to state ``cls`` for a study with these
-    findings (``given``: their classes)."""
+    findings (``given``: their classes): one of the study's codes for ``cls`` backs every
+    guard word in it, and every other word is neutral or part of a phrase of a finding the
+    sentence asserts."""
     low = sentence.lower()
     if cls in NOT_BORROWED or len(low.split()) > MAX_WORDS or BANNED.search(low):
         return False
     says = asserted(sentence)
     if cls not in says or not says <= given or says & NOT_BORROWED:
         return False
-    words = " ".join(part for f in findings if finding_class(f) == cls
-                     for part in (f.term.lower(), *f.modifiers))
-    return all(any(need in words for need in needs)
-               for pattern, needs in GUARDS if pattern.search(low))
+    hits = [(m.span(), needs) for pattern, needs in GUARDS for m in pattern.finditer(low)]
+    codes = [" ".join((f.term.lower(), *f.modifiers)) for f in findings
+             if finding_class(f) == cls]
+    if not any(all(any(need in code for need in needs) for _, needs in hits)
+               for code in codes):
+        return False
+    spans = [span for span, _ in hits] + phrase_spans(low, says)
+    return _covered(low, spans)
 
 
 def complete(text: str, findings: Sequence[Finding], neighbours: ReportNeighbours,
              indication: str | None = None, pool: int = POOL) -> Completed:
     """``text`` without its sentences that assert a finding not given or deny one given,
     and with one borrowed sentence for each given finding it does not assert, where one is
-    backed. A dropped sentence that was the only one to assert a given finding comes back
-    where nothing could be borrowed for that finding: the decoder's own words for a given
-    finding are kept rather than none."""
+    backed. When every sentence asserts something not given, those that deny nothing given
+    are kept (the service names what they add); when every sentence denies a given
+    finding, nothing can be mended and ``text`` is returned as it is."""
     given = code_classes(findings)
     findings_given = given - {NORMAL_CLASS}
     parts = sentences(text)
     said = [mentions(s) for s in parts]
     keep = [not (found - given or denied & findings_given) for found, denied in said]
-    if not any(keep):  # every sentence was wrong somewhere: nothing is left to mend
-        keep = [True] * len(parts)
+    if not any(keep):
+        keep = [not denied & findings_given for _, denied in said]
+        if not any(keep):
+            return Completed(text)
     stated = {c for (found, _), k in zip(said, keep, strict=True) if k for c in found}
+    denied = {c for (_, den), k in zip(said, keep, strict=True) if k for c in den}
     borrowed: list[Borrowed] = []
-    missing = sorted(findings_given - stated - NOT_BORROWED)
+    missing = sorted(findings_given - stated - denied - NOT_BORROWED)
     if missing:
         nearest = neighbours.nearest(findings, pool, indication=indication)
         for cls in missing:
@@ -170,10 +210,6 @@ def complete(text: str, findings: Sequence[Finding], neighbours: ReportNeighbour
             if pick is not None:
                 borrowed.append(Borrowed(pick[0], cls, pick[1]))
                 stated |= asserted(pick[0])
-    for i, (says, denies) in enumerate(said):
-        if not keep[i] and says & findings_given - stated and not denies & findings_given:
-            keep[i] = True
-            stated |= says
     if all(keep) and not borrowed:
         return Completed(text)
     kept = [s for s, k in zip(parts, keep, strict=True) if k]

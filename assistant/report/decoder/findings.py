@@ -37,7 +37,8 @@ LEXICON: dict[str, tuple[tuple[str, ...], str]] = {
                      r"cardiomegal|(heart|cardiac)\w*( silhouette| size| shadow| contour)?"
                      r"( is| are| appears?| remains?)?( \w+ly)?( xxxx)?( at)?( xxxx)?"
                      r"( mildly| moderately| severely| top normal to| borderline)? (enlarg|increas)"
-                     r"|(heart|cardiac)\w*( silhouette| size)? (is|are|remains) (large|borderline)"
+                     r"|(heart|cardiac)\w*( silhouette| size)? (is|are|remains) "
+                     r"(large\b|borderline\b(?! normal))"
                      r"|enlarge\w* (heart|cardiac)|enlargement of the (heart|cardiac)"
                      r"|increase\w* (in )?(the )?(heart|cardiac) (size|silhouette)"),
     "hypoinflation": (("Lung/hypoinflation",), r"hypoinflat|hypoexpan|low lung volume|"
@@ -98,7 +99,8 @@ LEXICON: dict[str, tuple[tuple[str, ...], str]] = {
     # what is said is that it is hidden, not that it is enlarged or raised
     OBSCURED_CLASS: ((), r"obscur"),
     "pleural thickening": (("Thickening",), r"thicken"),
-    "hiatal hernia": (("Hernia, Hiatal", "Hernia, Diaphragmatic"), r"hernia"),
+    "hiatal hernia": (("Hernia, Hiatal", "Hernia, Diaphragmatic"),
+                     r"((hiatal|hiatus|diaphragmatic) )?hernia"),
     "osteopenia": (("Bone Diseases, Metabolic", "Osteoporosis"),
                    r"osteopen|demineraliz|osteopor"),
     "pneumothorax": (("Pneumothorax", "Hydropneumothorax", "Hemopneumothorax"),
@@ -126,15 +128,18 @@ _NEGATION = re.compile(
 # training reports; "possible", "versus" and "or" are left out, which cost recall).
 _HEDGE = re.compile(
     r"\b(may represent|may reflect|may be|could (be|represent|reflect)|might|"
-    r"suggest\w*|favou?r\w*|concern(ing)? for|worrisome for|"
+    r"suggest\w*|favou?r(s|ed|ing)?|concern(ing)? for|worrisome for|"
     r"cannot (be )?exclude\w*|can't exclude|not excluded|differential|"
-    r"recommend\w*|consider\w*|further evaluation|follow-up|follow up|correlat\w*|"
+    r"recommend\w*|consider(ed)?|further evaluation|correlat\w*|"
     r"if clinically)\b")
 _POST_NEGATION = re.compile(r"^[^.]{0,40}\b(not (seen|identified|present|visualized|"
                             r"appreciated|evident)|has resolved|have resolved|resolved|"
                             r"(has|have) been removed|"
-                            r"is not|are not|absent)\b")
-_CLAUSE = re.compile(r"[.;!?]|\bbut\b|\bhowever\b|\balthough\b|\bexcept\b|\bwhich\b|"
+                            r"is not(?! excluded)|are not(?! excluded)|absent)\b")
+# A comma does not end a clause: "No focal consolidation, large pleural effusion, or
+# pneumothorax" is one negated list (reading ", large" as a new clause cost precision on the
+# training reports), so "No pneumothorax, small left effusion" reads as negated too.
+_CLAUSE = re.compile(r"[.;!?\n]|\bbut\b|\bhowever\b|\balthough\b|\bexcept\b|\bwhich\b|"
                      r"\bwith (?=mild|moderate|severe|small|large|a |an |left|right|bilateral)")
 
 
@@ -164,12 +169,42 @@ def _clauses(text: str) -> list[str]:
     return [c.strip() for c in _CLAUSE.split(text.lower()) if c and c.strip()]
 
 
+# Normal statements that deny findings without naming them: read only as denials (a
+# sentence saying "the heart is normal in size" contradicts a given cardiomegaly); they
+# change no assertion, so findings consistency is unchanged by them.
+_ACUTE = ("opacity", "pleural effusion", "pneumothorax", "congestion or edema")
+_NORMAL_DENIALS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = tuple(
+    (re.compile(pattern), classes) for pattern, classes in (
+        (r"(heart|cardiac)\w*( size| silhouette| shadow| contour)?( is| are| appears?| remains?)?"
+         r"( \w+ly)?( normal| within normal limits| unremarkable| not enlarged)"
+         r"|normal (heart|cardiac) (size|silhouette)|normal-sized heart", ("cardiomegaly",)),
+        (r"cardiomediastinal (silhouette|contours?)( is| are| appears?)?( \w+ly)?"
+         r"( normal| within normal limits| unremarkable)", ("cardiomegaly", "mediastinum")),
+        (r"\blungs? (are |is )?(clear|well expanded and clear)|\bclear lungs?",
+         ("opacity", "atelectasis", "congestion or edema")),
+        (r"no acute (cardiopulmonary |pulmonary |chest |intrathoracic |thoracic )?"
+         r"(disease|abnormalit\w*|process|findings?|pathology)|no active disease"
+         r"|normal chest", _ACUTE),
+        (r"(pulmonary )?vascularity (is |are )?(normal|within normal limits)"
+         r"|normal pulmonary vascularity", ("congestion or edema",)),
+    ))
+
+
+def phrase_spans(low: str, classes: Iterable[str]) -> list[tuple[int, int]]:
+    """Where the phrases of ``classes`` occur in the lower-case text ``low``."""
+    return [m.span() for cls in classes if cls in _PATTERNS
+            for m in _PATTERNS[cls].finditer(low)]
+
+
 def mentions(text: str) -> tuple[set[str], set[str]]:
-    """The finding classes the text asserts, and those it denies ("no effusion"); a hedged
-    mention is neither."""
+    """The finding classes the text asserts, and those it denies ("no effusion", or a
+    normal statement such as "heart size is normal"); a hedged mention is neither."""
     found: set[str] = set()
     denied: set[str] = set()
     for clause in _clauses(text):
+        for pattern, classes in _NORMAL_DENIALS:
+            if pattern.search(clause):
+                denied.update(classes)
         for cls, pattern in _PATTERNS.items():
             for m in pattern.finditer(clause):
                 before, after = clause[:m.start()], clause[m.end():]

@@ -68,11 +68,33 @@ def test_a_sentence_denying_a_given_finding_is_dropped() -> None:
     assert [b.source_uid for b in done.borrowed] == ["CXR12"]
 
 
-def test_a_dropped_sentence_comes_back_when_nothing_can_be_borrowed_for_its_finding() -> None:
-    # No training report states a hiatal hernia: the draft's own sentence stays, with the
-    # effusion it also asserts (the service names that as added).
+def test_a_finding_nothing_backs_stays_missing_and_nothing_not_given_comes_back() -> None:
+    # No training report states a hiatal hernia: the draft's sentence, which also asserts
+    # an effusion not given, goes, and the hernia stays missing (the service says so).
     text = "Hiatal hernia with a left effusion. Lungs are clear."
-    assert complete(text, codes("Hernia, Hiatal"), STORE) == Completed(text)
+    done = complete(text, codes("Hernia, Hiatal"), STORE)
+    assert done.text == "Lungs are clear." and done.borrowed == ()
+    assert done.dropped == ("Hiatal hernia with a left effusion.",)
+
+
+def test_when_every_sentence_is_wrong_denials_still_go_and_nothing_denied_is_borrowed(
+        ) -> None:
+    study = codes("Pleural Effusion/left/small")
+    # every sentence denies the given finding: nothing can be mended
+    assert complete("No pleural effusion.", study, STORE) == Completed("No pleural effusion.")
+    # a sentence adding a finding not given stays when it is all there is; the denial goes
+    done = complete("Mild cardiomegaly. No pleural effusion.", study, STORE)
+    assert done.dropped == ("No pleural effusion.",)
+    assert done.text == "Mild cardiomegaly. Small left effusion."
+
+
+@pytest.mark.parametrize("normal", [
+    "The heart is normal in size.", "Heart size is within normal limits.",
+    "Normal heart size.", "The cardiomediastinal silhouette is within normal limits."])
+def test_a_normal_statement_denies_the_finding_it_covers(normal: str) -> None:
+    done = complete(f"{normal} Left basilar atelectasis.",
+                    codes("Cardiomegaly/mild", "Pulmonary Atelectasis/base/left"), STORE)
+    assert normal in done.dropped and "Mild cardiomegaly." in done.text
 
 
 def test_a_consistent_draft_is_returned_as_it_is() -> None:
@@ -111,9 +133,50 @@ def test_guards(sentence: str, ok: bool) -> None:
                   {"atelectasis"}) is ok
 
 
+@pytest.mark.parametrize(("sentence", "cls", "code_list"), [
+    # guards read one code, not the codes pooled
+    ("Right basilar opacity.", "opacity", ("Opacity/lung/base/left", "Opacity/lung/apex/right")),
+    ("Large left pleural effusion.", "pleural effusion",
+     ("Pleural Effusion/left/small", "Pleural Effusion/right/large")),
+    # bibasilar needs a base, not only "bilateral"
+    ("Bibasilar opacities.", "opacity", ("Opacity/lung/apex/bilateral",)),
+    # the opposite wording of the same class
+    ("There is flattening of the hemidiaphragms.", "diaphragm", ("Diaphragm/left/elevated",)),
+    ("Both hemidiaphragms are elevated.", "diaphragm", ("Diaphragm/bilateral/flattened",)),
+    # more than the code says
+    ("Right upper lobe mass.", "nodule", ("Nodule/lung/upper lobe/right",)),
+    ("The aorta is aneurysmal.", "tortuous aorta", ("Aorta/tortuous",)),
+    ("Biapical pulmonary fibrosis.", "scarring", ("Cicatrix/lung/apex/bilateral",)),
+    ("Borderline cardiomegaly.", "cardiomegaly", ("Cardiomegaly/mild",)),
+    ("Trace left pleural effusion.", "pleural effusion", ("Pleural Effusion/left",)),
+    ("Left lower lobe atelectasis.", "atelectasis", ("Pulmonary Atelectasis/base/left",)),
+    ("Residual left basilar atelectasis.", "atelectasis", ("Pulmonary Atelectasis/base/left",)),
+    ("Left lateral rib fracture.", "fracture or deformity", ("Fractures, Bone/ribs/left",)),
+    ("The heart border is obscured.", "obscured structure", ("Diaphragm/left/obscured",)),
+])
+def test_unbacked_words_are_never_borrowed(sentence: str, cls: str,
+                                            code_list: tuple[str, ...]) -> None:
+    study = codes(*code_list)
+    assert not backed(sentence, cls, study, {cls})
+
+
+def test_backed_sentences_of_other_classes() -> None:
+    assert backed("Hiatal hernia.", "hiatal hernia", codes("Hernia, Hiatal"), {"hiatal hernia"})
+    assert backed("Calcified granuloma right upper lobe.", "granuloma",
+                  codes("Calcified Granuloma/lung/upper lobe/right"), {"granuloma"})
+    assert not backed("Calcified granuloma right upper lobe.", "granuloma",
+                      codes("Granuloma/lung/upper lobe/right"), {"granuloma"})
+    assert backed("Bibasilar opacities.", "opacity", codes("Opacity/lung/base/bilateral"),
+                  {"opacity"})
+    assert backed("The lungs are hyperinflated.", "hyperinflation",
+                  codes("Lung/hyperdistention"), {"hyperinflation"})
+    assert backed("Mild elevation of the right hemidiaphragm.", "diaphragm",
+                  codes("Diaphragm/right/elevated/mild"), {"diaphragm"})
+
+
 def test_sentences_split_at_ends() -> None:
-    assert sentences(" Heart normal.  Lungs clear! No effusion ") == [
-        "Heart normal.", "Lungs clear!", "No effusion"]
+    assert sentences(" Heart normal.  Lungs clear! No effusion\nHeart is enlarged ") == [
+        "Heart normal.", "Lungs clear!", "No effusion", "Heart is enlarged"]
 
 
 def _tiny_bundle(decode: DecodeConfig) -> ReportBundle:

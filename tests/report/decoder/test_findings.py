@@ -36,6 +36,11 @@ from assistant.report.decoder.findings import (
      {"cardiomegaly", "hypoinflation"}),
     ("The heart is not enlarged. Obscuration of the left heart border.",
      {"obscured structure"}),
+    # words that only look like the new cues
+    ("The heart is largely unchanged. Heart size is borderline normal.", {NORMAL_CLASS}),
+    ("Considerable cardiomegaly.", {"cardiomegaly"}),
+    ("Favorable position of the left chest tube.", {"device"}),
+    ("Follow-up radiograph shows a left pleural effusion.", {"pleural effusion"}),
 ])
 def test_asserted_reads_negation(text: str, expected: set[str]) -> None:
     assert asserted(text) == expected
@@ -72,3 +77,16 @@ def test_mentions_tell_denied_from_hedged() -> None:
         {"opacity"}, {"pleural effusion"})
     # asserted in one place, denied in another: asserted
     assert mentions("Small left effusion. No right effusion.") == ({"pleural effusion"}, set())
+
+
+def test_normal_statements_deny_without_asserting() -> None:
+    from assistant.report.decoder.findings import mentions
+
+    found, denied = mentions("Heart size is within normal limits. Lungs are clear.")
+    assert found == set() and {"cardiomegaly", "opacity"} <= denied
+    assert asserted("Heart size is within normal limits. Lungs are clear.") == {NORMAL_CLASS}
+    # "otherwise clear" leaves the finding beside it alone; a new line ends a clause
+    assert "opacity" not in mentions("Left basilar opacity, lungs otherwise clear.")[1]
+    assert mentions("No effusion\nHeart is enlarged") == ({"cardiomegaly"},
+                                                          {"pleural effusion"})
+    assert "pleural effusion" not in mentions("Small left effusion is not excluded.")[1]
