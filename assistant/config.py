@@ -147,7 +147,7 @@ class Settings(BaseSettings):
     index_dir: Path = Path("indexes")
     weights_dir: Path = Path(__file__).parent / "weights"  # release weights ship in the package
     vision_checkpoint: Path | None = None
-    report_checkpoint: Path | None = None
+    report_checkpoint: Path | None = None  # the report decoder, when not the release
     # Literature queries go through the committed query adapter (weights_dir) when it is
     # there and made for the embedder in use; False: the embedder's vectors unchanged.
     query_adapter: bool = True

@@ -1,8 +1,12 @@
 """POST /v1/reports/draft over HTTP against the real server and the release decoder, and the
 draft micro-batcher's size."""
 
+from pathlib import Path
+
 import httpx
 import pytest
+
+from assistant.report.decoder.bundle import load_report_bundle
 
 
 def _draft(server: str, body: object) -> httpx.Response:
@@ -44,6 +48,35 @@ def test_completion_borrows_sentences_with_their_source_on_request(server: str) 
     assert borrowed[0]["sentence"] in done["text"] and done["missing"] == []
     assert read_split()[borrowed[0]["source_uid"]] == "train"
     assert done["text"].startswith(plain["text"].rstrip(". "))
+
+
+def test_completion_without_training_reports_is_422_and_other_drafts_go_on(
+        tmp_path: Path) -> None:
+    """A decoder that reads no training reports (``ASSISTANT_REPORT_CHECKPOINT``) drafts,
+    and says clearly that it cannot complete."""
+    from assistant.report.decoder.bundle import ReportBundle
+    from assistant.report.decoder.model import DecoderConfig, ReportDecoder
+    from assistant.report.decoder.vocab import Vocab
+    from tests.service.conftest import run_server
+
+    text = Vocab.build([["mild", "cardiomegaly", "."]], min_count=1)
+    cond = Vocab.build([["T:cardiomegaly", "M:mild"]], min_count=1)
+    checkpoint = tmp_path / "plain.pt"
+    ReportBundle(ReportDecoder(DecoderConfig(len(text), len(cond), width=32, heads=2,
+                                             encoder_layers=1, decoder_layers=1,
+                                             max_len=16)), text, cond).save(checkpoint)
+    env = {"ASSISTANT_INDEX_DIR": str(tmp_path / "no-index"),
+           "ASSISTANT_SERVICE__REQUIRE_INDEX": "false",
+           "ASSISTANT_REPORT_CHECKPOINT": str(checkpoint)}
+    with run_server(tmp_path, env) as base:
+        study = {"findings": [{"code": "Cardiomegaly/mild"}]}
+        refused = _draft(base, {**study, "complete": True})
+        assert refused.status_code == 422, refused.text
+        assert "no training reports" in refused.json()["error"]["message"]
+        drafted = _draft(base, study)
+        assert drafted.status_code == 200, drafted.text
+        assert drafted.json()["borrowed_sentences"] == []
+        assert drafted.json()["model"]["sha256"] == load_report_bundle(checkpoint).sha256
 
 
 @pytest.mark.parametrize(("body", "words"), [

@@ -29,7 +29,10 @@ ARCHIVE = Path("iu_xray") / "NLMCXR_reports.tgz"
 
 
 def release_report_path(settings: Settings) -> Path:
-    return settings.weights_dir / RELEASE_NAME
+    """The report decoder the service and the commands use by default: the settings'
+    ``report_checkpoint`` (``ASSISTANT_REPORT_CHECKPOINT``, a decoder trained on your own
+    reports, say), else the release in ``weights_dir``."""
+    return settings.report_checkpoint or settings.weights_dir / RELEASE_NAME
 
 
 def load_split(settings: Settings) -> dict[str, list[ReportRecord]]:
