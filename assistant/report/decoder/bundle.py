@@ -72,6 +72,18 @@ class ReportBundle:
     def name(self) -> str:
         return str(self.provenance.get("name", "report-decoder"))
 
+    @property
+    def reads_training_reports(self) -> str | None:
+        """Why drafting with this decoder needs its training reports (``neighbours``), or
+        None when it does not."""
+        if self.model.config.retrieved:
+            return "reads its nearest training reports"
+        if self.decode.neighbour_candidates:
+            return "chooses among its nearest training reports too"
+        if self.decode.complete:
+            return "completes its drafts from its nearest training reports"
+        return None
+
     def save(self, path: Path) -> str:
         payload = {"format": FORMAT, "config": self.model.config.to_dict(),
                    "state_dict": {k: v.detach().clone()
@@ -120,15 +132,10 @@ class Drafter:
 
     def __init__(self, bundle: ReportBundle, neighbours: ReportNeighbours | None = None,
                  ) -> None:
-        if bundle.model.config.retrieved and neighbours is None:
-            raise ValueError(f"{bundle.name} reads its nearest training reports: "
-                             "a drafter for it needs them (neighbours)")
-        if bundle.decode.neighbour_candidates and neighbours is None:
-            raise ValueError(f"{bundle.name} chooses among its nearest training reports "
-                             "too: a drafter for it needs them (neighbours)")
-        if bundle.decode.complete and neighbours is None:
-            raise ValueError(f"{bundle.name} completes its drafts from its nearest training "
-                             "reports: a drafter for it needs them (neighbours)")
+        reason = bundle.reads_training_reports
+        if reason and neighbours is None:
+            raise ValueError(f"{bundle.name} {reason}: a drafter for it needs them "
+                             "(neighbours)")
         self.bundle, self.neighbours = bundle, neighbours
         bundle.model.eval()
 

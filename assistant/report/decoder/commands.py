@@ -59,8 +59,7 @@ def report_drafter(settings: Settings, checkpoint: Path,
     from assistant.report.decoder.bundle import load_report_bundle
 
     bundle = load_report_bundle(checkpoint)
-    if not (bundle.model.config.retrieved or bundle.decode.neighbour_candidates
-            or bundle.decode.complete):
+    if bundle.reads_training_reports is None:
         return Drafter(bundle)
     if bundle.provenance.get("split_manifest_sha256") != manifest_sha256():
         raise DataError(f"{checkpoint} reads the training reports of another split "

@@ -194,10 +194,10 @@ def complete(text: str, findings: Sequence[Finding], neighbours: ReportNeighbour
         keep = [not denied & findings_given for _, denied in said]
         if not any(keep):
             return Completed(text)
+    # no kept sentence denies a given finding, so nothing borrowed contradicts one
     stated = {c for (found, _), k in zip(said, keep, strict=True) if k for c in found}
-    denied = {c for (_, den), k in zip(said, keep, strict=True) if k for c in den}
     borrowed: list[Borrowed] = []
-    missing = sorted(findings_given - stated - denied - NOT_BORROWED)
+    missing = sorted(findings_given - stated - NOT_BORROWED)
     if missing:
         nearest = neighbours.nearest(findings, pool, indication=indication)
         for cls in missing:

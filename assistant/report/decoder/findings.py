@@ -196,15 +196,11 @@ def phrase_spans(low: str, classes: Iterable[str]) -> list[tuple[int, int]]:
             for m in _PATTERNS[cls].finditer(low)]
 
 
-def mentions(text: str) -> tuple[set[str], set[str]]:
-    """The finding classes the text asserts, and those it denies ("no effusion", or a
-    normal statement such as "heart size is normal"); a hedged mention is neither."""
+def _read(clauses: Sequence[str]) -> tuple[set[str], set[str]]:
+    """The classes the clauses assert, and those they name under a negation."""
     found: set[str] = set()
     denied: set[str] = set()
-    for clause in _clauses(text):
-        for pattern, classes in _NORMAL_DENIALS:
-            if pattern.search(clause):
-                denied.update(classes)
+    for clause in clauses:
         for cls, pattern in _PATTERNS.items():
             for m in pattern.finditer(clause):
                 before, after = clause[:m.start()], clause[m.end():]
@@ -215,13 +211,25 @@ def mentions(text: str) -> tuple[set[str], set[str]]:
                     continue
                 found.add(cls)
                 break
+    return found, denied
+
+
+def mentions(text: str) -> tuple[set[str], set[str]]:
+    """The finding classes the text asserts, and those it denies ("no effusion", or a
+    normal statement such as "heart size is normal"); a hedged mention is neither."""
+    clauses = _clauses(text)
+    found, denied = _read(clauses)
+    for clause in clauses:
+        for pattern, classes in _NORMAL_DENIALS:
+            if pattern.search(clause):
+                denied.update(classes)
     return found, denied - found
 
 
 def asserted(text: str) -> set[str]:
     """The finding classes the text asserts (not negated, not hedged); {"normal"} when
-    none."""
-    return mentions(text)[0] or {NORMAL_CLASS}
+    none. Reads no normal statements: they deny, never assert."""
+    return _read(_clauses(text))[0] or {NORMAL_CLASS}
 
 
 @dataclass(frozen=True)
