@@ -529,6 +529,7 @@ def draft(
     and the same command run again drafts only what is missing."""
     from assistant.batch.commands import DraftOptions, run_draft
     from assistant.batch.errors import BatchError
+    from assistant.sqlite_store import StoreError
 
     if format not in ("jsonl", "fhir"):
         raise typer.BadParameter("format must be jsonl or fhir", param_hint="--format")
@@ -538,7 +539,7 @@ def draft(
                            workers, progress=not quiet)
     try:
         summary = run_draft(get_settings(), input_path, options)
-    except BatchError as exc:
+    except (BatchError, StoreError) as exc:  # the input, the output or the --db store
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     except KeyboardInterrupt:

@@ -309,7 +309,9 @@ class Pipeline:
         # same steps; a test compares them), a colour one from the full preprocessing.
         inputs = [g.model_input() if cfg.grey else self.vision.prepare(img.pixels)
                   for g, (img, _, _, _) in zip(geometries, part, strict=True)]
-        diagnoses = self.vision.diagnose(inputs, heatmap=True)
+        diagnoses = self.vision.diagnose(
+            inputs, heatmap=True, refused=self.vision.header_reasons([i.meta for i, *_ in part]))
+        diagnoses = self.vision.refuse_negatives([i.pixels for i, *_ in part], diagnoses)
         return [self._compose(img, sha, d, ctx or Context(), sid, g)
                 for (img, sha, ctx, sid), d, g in zip(part, diagnoses, geometries, strict=True)]
 

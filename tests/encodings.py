@@ -30,8 +30,10 @@ def grey_levels(data: bytes) -> Grey:
 
 def dicom(values: npt.NDArray[np.integer], photometric: str = "MONOCHROME2",
           bits: int = 12, signed: bool = False,
-          rescale: tuple[float, float] | None = None) -> bytes:
-    """A secondary-capture MR DICOM holding ``values`` as 16-bit samples."""
+          rescale: tuple[float, float] | None = None, modality: str = "MR",
+          body_part: str | None = None) -> bytes:
+    """A secondary-capture DICOM (MR unless ``modality`` says otherwise) holding
+    ``values`` as 16-bit samples."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -40,7 +42,9 @@ def dicom(values: npt.NDArray[np.integer], photometric: str = "MONOCHROME2",
     ds.file_meta = meta
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MR"
+    ds.Modality = modality
+    if body_part is not None:
+        ds.BodyPartExamined = body_part
     ds.Rows, ds.Columns = values.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits, bits - 1

@@ -291,3 +291,41 @@ def test_cli_reports_a_bad_file(tmp_path: Path) -> None:
     bad.write_text("not an image")
     result = _cli(str(bad), "--no-citations", index_dir=tmp_path)
     assert result.returncode == 1 and "error:" in result.stderr
+
+
+def _png(grey: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", np.round(grey * 255).astype(np.uint8))
+    assert ok
+    return data.tobytes()
+
+
+def test_a_dicom_header_naming_another_kind_of_image_is_out_of_scope(
+        pipeline: Pipeline, images: dict[str, Path]) -> None:
+    """The same pixels: in scope as an MR of the head, refused as a CT or a chest."""
+    from tests.encodings import dicom, grey_levels
+
+    grey = grey_levels(images["tumour"].read_bytes()).astype(np.uint16) * 16
+    header = {"MR": (None, True), "OT": (None, True), "CT": (None, False),
+              "US": (None, False), "mr": ("HEAD", True), " MR": ("Chest", False)}
+    for modality, (body_part, in_scope) in header.items():
+        d = pipeline.analyze(dicom(grey, modality=modality, body_part=body_part)).diagnosis
+        assert d.in_scope is in_scope, (modality, body_part, d.scope_reason)
+        if not in_scope:
+            assert d.label is None and d.probability is None
+            assert "DICOM header" in str(d.scope_reason)
+    assert pipeline.analyze(dicom(grey)).diagnosis.label == "tumour"
+
+
+def test_negatives_are_refused_and_the_images_themselves_are_not(pipeline: Pipeline) -> None:
+    """Inverted grey levels (a photographic negative, or MONOCHROME1 read as MONOCHROME2
+    upstream): the feature distance alone let about half of the Br35H negatives through."""
+    data_dir = Settings().data_dir
+    rows = [r for r in read_split_manifest(BR35H_SPLIT_PATH) if r.fold == TEST_FOLD][:24]
+    fetched = [(data_dir / r.path).read_bytes() for r in rows]
+    greys = [read_image(d).pixels for d in fetched]
+    negatives = [_png(1.0 - (g if g.ndim == 2 else g.mean(axis=-1))) for g in greys]
+    assert all(a.diagnosis.in_scope for a in pipeline.analyze_many(fetched))
+    refused = [a.diagnosis for a in pipeline.analyze_many(negatives)]
+    assert not any(d.in_scope for d in refused)
+    by_polarity = [d for d in refused if "negative" in str(d.scope_reason)]
+    assert by_polarity and all(d.label is None for d in by_polarity)

@@ -9,7 +9,7 @@ study exactly once.
 from __future__ import annotations
 
 import logging
-import os
+import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -85,20 +85,40 @@ def _engine(settings: Settings, store: BatchStore, options: DraftOptions) -> Ite
         ray.shutdown()
 
 
-def _check_out(out: Path) -> None:
-    """Refuse an output that cannot be written before drafting, not after."""
-    if out.is_dir():
-        raise BatchInputError(f"--out {out} is a folder; give a file name")
-    parent = next((p for p in (out.parent, *out.parent.parents) if p.exists()), Path("."))
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise BatchInputError(f"cannot write {out}: {parent} is not a writable folder")
+def _check_out(out: Path, input_path: Path) -> Path:
+    """The file to write (a link's target: the link stays), refused before drafting, not
+    after, when it cannot or must not be written: a folder, a device or pipe, the input
+    manifest itself, a read-only file, a folder where no file can be made."""
+    try:
+        target = out.resolve() if out.is_symlink() else out
+        if target.is_dir():
+            raise BatchInputError(f"--out {out} is a folder; give a file name")
+        if target.exists():
+            mode = target.stat().st_mode
+            if not stat.S_ISREG(mode):
+                raise BatchInputError(f"--out {out} is not a regular file (a device or a "
+                                      "pipe?): the output is written whole and renamed "
+                                      "into place")
+            if input_path.exists() and target.samefile(input_path):
+                raise BatchInputError(f"--out {out} is the input manifest; give another "
+                                      "file")
+            if not mode & 0o222:
+                raise BatchInputError(f"--out {out} is read-only")
+        # the temporary file the output is written to, made and removed now
+        target.parent.mkdir(parents=True, exist_ok=True)
+        probe = output.temporary(target)
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except OSError as exc:
+        raise BatchInputError(f"cannot write {out}: {exc.strerror or exc}") from None
+    return target
 
 
 def run_draft(settings: Settings, input_path: Path, options: DraftOptions) -> Summary:
     """Draft every study of ``input_path`` not already in the store, then write the output
     (raises ``BatchInputError`` for an input that is no folder or manifest)."""
     start = time.perf_counter()
-    _check_out(options.out)
+    out = _check_out(options.out, input_path)
     keep_heap(settings.batch)
     items, ignored = discover(input_path)
     if not items:
@@ -120,7 +140,7 @@ def run_draft(settings: Settings, input_path: Path, options: DraftOptions) -> Su
                              desc=f"drafting ({options.engine})", dynamic_ncols=True))
             run(items, on_outcome)
             bars[0].close()
-        output.write(options.out, _drafted(store, items, outcomes), options.fmt)
+        output.write(out, _drafted(store, items, outcomes), options.fmt)
     finally:
         for bar in bars:
             bar.close()

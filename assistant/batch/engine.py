@@ -16,10 +16,12 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -80,8 +82,9 @@ class Summary:
         return self.done + self.skipped + self.failed
 
     def text(self) -> str:
-        return (f"{self.total} studies: {self.done} drafted, {self.skipped} skipped (already "
-                f"in the database), {self.failed} failed; {self.out_of_scope} out of scope "
+        return (f"{self.total} studies: {self.done} drafted, {self.skipped} skipped (drafted "
+                f"before, or a copy of another file), {self.failed} failed; "
+                f"{self.out_of_scope} out of scope "
                 f"(no diagnosis)" + (f"; {self.ignored} other files left out"
                                       if self.ignored else ""))
 
@@ -94,20 +97,52 @@ def _os_reason(exc: OSError) -> str:
     return f"cannot read the file: {exc.strerror or type(exc).__name__}"
 
 
-def load(item: Item, limits: Limits) -> Loaded | str:
-    """The study's bytes and key, or why it cannot be read (the size is checked first)."""
+def _opened_inside(fd: int, path: Path, opened: os.stat_result,
+                   roots: Sequence[Path]) -> bool:
+    """Whether the file open at ``fd`` really lies under one of ``roots``: where the open
+    file is (``/proc/self/fd``), not what its name resolved to earlier, so a link swapped
+    in after the job was made cannot reach outside."""
+    try:
+        real = Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:  # no /proc: the name resolved now, if it is still the open file
+        real = path.resolve()
+        try:
+            now = os.stat(real)
+        except OSError:
+            return False
+        if (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
+            return False
+    return any(real.is_relative_to(root.resolve()) for root in roots)
+
+
+def load(item: Item, limits: Limits, roots: Sequence[Path] = ()) -> Loaded | str:
+    """The study's bytes and key, or why it cannot be read (the size is checked first).
+    ``roots``: the folders the file must really lie in, checked on the open file."""
     if item.error is not None or item.path is None:
         return item.error or "no file"
     try:
-        if not item.path.is_file():
-            return "no such file" if not item.path.exists() else "not a regular file"
-        size = item.path.stat().st_size
-        if size > limits.max_upload_bytes:
-            return (f"file too large: {size} bytes, the limit is {limits.max_upload_bytes} "
-                    "(ASSISTANT_LIMITS__MAX_UPLOAD_BYTES)")
-        data = item.path.read_bytes()
+        # O_NONBLOCK: opening a pipe named like an image must not wait for a writer
+        fd = os.open(item.path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return "no such file"
+    except IsADirectoryError:
+        return "not a regular file"
     except OSError as exc:
         return _os_reason(exc)
+    opened = os.fstat(fd)
+    if not stat.S_ISREG(opened.st_mode):
+        os.close(fd)
+        return "not a regular file"
+    with os.fdopen(fd, "rb") as f:
+        try:
+            if roots and not _opened_inside(fd, item.path, opened, roots):
+                return "the file is a link to somewhere outside the allowed folders"
+            if opened.st_size > limits.max_upload_bytes:
+                return (f"file too large: {opened.st_size} bytes, the limit is "
+                        f"{limits.max_upload_bytes} (ASSISTANT_LIMITS__MAX_UPLOAD_BYTES)")
+            data = f.read()
+        except OSError as exc:
+            return _os_reason(exc)
     sha = hashlib.sha256(data).hexdigest()
     return Loaded(item, data, sha, study_key(sha, item.context))
 
@@ -152,11 +187,12 @@ class Tracker:
     store: BatchStore
     limits: Limits
     on_outcome: Callable[[Outcome], None]
+    roots: Sequence[Path] = ()  # where files must really lie (a service's allowed folders)
     _copies: dict[str, list[Item]] = field(default_factory=dict)
 
     def admit(self, item: Item) -> Loaded | None:
         """The study to analyse, or None when its outcome is already known."""
-        loaded = load(item, self.limits)
+        loaded = load(item, self.limits, self.roots)
         if isinstance(loaded, str):
             self.on_outcome(Outcome(item, "failed", error=loaded))
             return None
@@ -199,47 +235,66 @@ class EmbeddedEngine:
         pipeline.citation_snapshot()
 
     def run(self, items: Iterable[Item], on_outcome: Callable[[Outcome], None],
-            stop: threading.Event | None = None) -> None:
-        """Draft every item (or until ``stop`` is set: batches in flight still finish)."""
+            stop: threading.Event | None = None, roots: Sequence[Path] = ()) -> None:
+        """Draft every item (or until ``stop`` is set: batches in flight still finish).
+        ``roots``: the folders every file must really lie in when it is read.
+
+        On Ctrl-C the batches not yet started are cancelled, and those running are
+        waited for and stored (a second Ctrl-C stops waiting), so the work done is kept."""
         threads = torch.get_num_threads()
         if self.torch_threads is not None:
             torch.set_num_threads(self.torch_threads)
         try:
-            self._run(items, on_outcome, stop)
+            self._run(items, on_outcome, stop, roots)
         finally:
             torch.set_num_threads(threads)
 
     def _run(self, items: Iterable[Item], on_outcome: Callable[[Outcome], None],
-             stop: threading.Event | None) -> None:
-        tracker = Tracker(self.store, self.pipeline.limits, on_outcome)
+             stop: threading.Event | None, roots: Sequence[Path]) -> None:
+        tracker = Tracker(self.store, self.pipeline.limits, on_outcome, roots)
         inflight: dict[Future[list[StudyRecord]], list[Loaded]] = {}
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="draft") as executor:
+        executor = ThreadPoolExecutor(self.workers, thread_name_prefix="draft")
+        interrupted = False
+        try:
+            self._feed(executor, tracker, inflight, items, stop)
+        except KeyboardInterrupt:
+            interrupted = True
+            executor.shutdown(wait=False, cancel_futures=True)
+            for future, chunk in inflight.items():
+                if not future.cancelled():
+                    tracker.finish(chunk, future.result())  # raises again on a second Ctrl-C
+            raise
+        finally:
+            executor.shutdown(wait=not interrupted)
 
-            def settle(block: bool) -> None:
-                if not inflight:
-                    return
-                finished, _ = wait(inflight, timeout=None if block else 0,
-                                   return_when=FIRST_COMPLETED)
-                for future in finished:
-                    tracker.finish(inflight.pop(future), future.result())
+    def _feed(self, executor: ThreadPoolExecutor, tracker: Tracker,
+              inflight: dict[Future[list[StudyRecord]], list[Loaded]], items: Iterable[Item],
+              stop: threading.Event | None) -> None:
+        def settle(block: bool) -> None:
+            if not inflight:
+                return
+            finished, _ = wait(inflight, timeout=None if block else 0,
+                               return_when=FIRST_COMPLETED)
+            for future in finished:
+                tracker.finish(inflight.pop(future), future.result())
 
-            def submit(chunk: list[Loaded]) -> None:
-                inflight[executor.submit(analyze_chunk, self.pipeline, chunk)] = chunk
-                while len(inflight) >= 2 * self.workers:
-                    settle(block=True)
-                settle(block=False)
-
-            chunk: list[Loaded] = []
-            for item in items:
-                if stop is not None and stop.is_set():
-                    break
-                loaded = tracker.admit(item)
-                if loaded is not None:
-                    chunk.append(loaded)
-                if len(chunk) >= self.batch_size:
-                    submit(chunk)
-                    chunk = []
-            if chunk and not (stop is not None and stop.is_set()):
-                submit(chunk)
-            while inflight:
+        def submit(chunk: list[Loaded]) -> None:
+            inflight[executor.submit(analyze_chunk, self.pipeline, chunk)] = chunk
+            while len(inflight) >= 2 * self.workers:
                 settle(block=True)
+            settle(block=False)
+
+        chunk: list[Loaded] = []
+        for item in items:
+            if stop is not None and stop.is_set():
+                break
+            loaded = tracker.admit(item)
+            if loaded is not None:
+                chunk.append(loaded)
+            if len(chunk) >= self.batch_size:
+                submit(chunk)
+                chunk = []
+        if chunk and not (stop is not None and stop.is_set()):
+            submit(chunk)
+        while inflight:
+            settle(block=True)

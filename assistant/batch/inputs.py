@@ -10,7 +10,13 @@ roots, when roots are given, is recorded as failed.
 A CSV manifest has a ``path`` column and optional ``indication``, ``age`` and ``sex``
 columns (the clinical context); relative paths resolve against the CSV's folder. A row
 that names no file or gives an invalid context becomes a failed study with the reason;
-it does not stop the batch.
+it does not stop the batch. A row of empty cells is skipped, as a blank line is. The CSV
+is read strictly: a quote that is never closed (which would swallow the rows after it
+into one cell) or a cell over the CSV module's size limit stops the command, naming the
+line, before anything is drafted.
+
+A file name that is not valid UTF-8 is named in the output with its odd bytes escaped
+(``caf\\xe9.jpg``), so every output line is valid JSON and names its source.
 
 Each study is keyed by its content: the sha256 of the file's bytes, plus a digest of the
 context when one is given (the same image with another context is another study). The
@@ -21,12 +27,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from assistant.batch.errors import BatchInputError
 from assistant.report import Context
@@ -93,6 +101,12 @@ def _inside(path: Path, roots: Sequence[Path]) -> bool:
     return any(real.is_relative_to(root) for root in roots)
 
 
+def display_name(name: str) -> str:
+    """``name`` as printable UTF-8: a file name's undecodable bytes (which Python keeps as
+    lone surrogates) written as ``\\xNN`` escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def walk_files(root: Path) -> Iterator[Path]:
     """Every regular, non-hidden file under ``root``, in sorted order."""
     for folder, dirs, files in os.walk(root):
@@ -107,18 +121,19 @@ def discover_folder(root: Path, allowed_roots: Sequence[Path] = ()) -> tuple[lis
     """The image files under ``root`` as items, and how many other files were left out."""
     if not root.is_dir():
         raise BatchInputError(f"{root} is not a folder")
-    found: list[tuple[str, Path]] = []
+    found: list[tuple[str, Path, str | None]] = []
     ignored = 0
     for path in walk_files(root):
-        if _wanted(path):
-            found.append((path.relative_to(root).as_posix(), path))
+        source = display_name(path.relative_to(root).as_posix())
+        if allowed_roots and not _inside(path, allowed_roots):  # before reading a byte of it
+            found.append((source, path, "the file is a link to somewhere outside the "
+                                        "allowed folders"))
+        elif _wanted(path):
+            found.append((source, path, None))
         else:
             ignored += 1
     items: list[Item] = []
-    for source, path in sorted(found):  # by relative path, as an uploaded zip's entries
-        error = None
-        if allowed_roots and not _inside(path, allowed_roots):
-            error = "the file is a link to somewhere outside the allowed folders"
+    for source, path, error in sorted(found):  # by relative path, as a zip's entries
         items.append(Item(len(items), source, None if error else path, error=error))
     if ignored:
         log.info("left out %d file(s) that are not PNG, JPEG or DICOM", ignored)
@@ -126,12 +141,30 @@ def discover_folder(root: Path, allowed_roots: Sequence[Path] = ()) -> tuple[lis
 
 
 def _reader(text: str) -> csv.DictReader[str]:
+    """Excel's CSV (quotes doubled inside quoted cells), with the delimiter the header
+    uses: a comma, semicolon or tab."""
     head = text.split("\n", 1)[0]
     try:
-        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(head, delimiters=",;\t")
+        delimiter = csv.Sniffer().sniff(head, delimiters=",;\t").delimiter
     except csv.Error:
-        dialect = csv.excel
-    return csv.DictReader(text.splitlines(), dialect=dialect)
+        delimiter = ","
+    # newline="": a quoted cell keeps its line breaks, as the csv module expects
+    return csv.DictReader(io.StringIO(text, newline=""), dialect=csv.excel,
+                          delimiter=delimiter, strict=True)
+
+
+def _rows(reader: csv.DictReader[str], csv_path: Path) -> Iterator[dict[str | Any, Any]]:
+    """The reader's rows; a malformed CSV raises ``BatchInputError`` naming the line where
+    the row it could not read starts."""
+    start = 2
+    try:
+        for row in reader:
+            yield row
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise BatchInputError(
+            f"the manifest {csv_path} cannot be read from line {start}: {exc} (a quote "
+            "that is never closed, or text after a closing quote?)") from None
 
 
 def read_manifest(csv_path: Path, allowed_roots: Sequence[Path] = ()) -> list[Item]:
@@ -147,10 +180,18 @@ def read_manifest(csv_path: Path, allowed_roots: Sequence[Path] = ()) -> list[It
                               f"{', '.join(c for c in columns if c) or 'empty'})")
     base = csv_path.parent
     items: list[Item] = []
-    for row in reader:
-        cells = {key: (row.get(name) or "").strip() for key, name in columns.items()}
-        items.append(_manifest_item(len(items), cells, base, allowed_roots))
+    for row in _rows(reader, csv_path):
+        cells = {key: _cell(row.get(name)) for key, name in columns.items()}
+        if any(cells.values()):  # a row of empty cells (a spreadsheet's tail) is blank
+            items.append(_manifest_item(len(items), cells, base, allowed_roots))
     return items
+
+
+def _cell(value: object) -> str:
+    """A cell's text; the extra cells of a row longer than the header (a list) joined."""
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value).strip()
+    return str(value or "").strip()
 
 
 def _manifest_item(seq: int, cells: dict[str, str], base: Path,

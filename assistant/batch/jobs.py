@@ -17,6 +17,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -28,7 +29,7 @@ from assistant.batch.errors import (
     FolderNotAllowedError,
     JobNotFoundError,
 )
-from assistant.batch.inputs import discover_folder
+from assistant.batch.inputs import Item, discover_folder
 from assistant.batch.output import Drafted
 from assistant.batch.store import BatchStore, JobProgress
 from assistant.config import BatchConfig, Limits
@@ -83,7 +84,7 @@ class JobManager:
                                         "read")
         if not real.is_dir():
             raise BatchInputError("the folder does not exist or is not a folder")
-        items, _ = discover_folder(real, roots)
+        items = [_storable(item) for item in discover_folder(real, roots)[0]]
         if not items:
             raise BatchInputError("the folder holds no PNG, JPEG or DICOM files")
         if len(items) > self.config.max_files:
@@ -163,10 +164,14 @@ class JobManager:
             self.store.set_items(job_id, [(outcome.item.seq, outcome.status, outcome.key,
                                            outcome.error)])
 
+        # Where each file must really lie when it is read: its unpacked upload, or the
+        # allowed folders (a link swapped in after the job was made reaches no further).
+        upload = self.store.job_folder(job_id)
+        roots = [upload] if upload is not None else list(self.config.allowed_roots)
         try:
             engine = EmbeddedEngine(pipeline, self.store, self.config.batch_size,
                                     self.config.workers)
-            engine.run(self.store.pending_items(job_id), on_outcome, self._stop)
+            engine.run(self.store.pending_items(job_id), on_outcome, self._stop, roots)
         except Exception as exc:  # a bug or the disk: the job fails, the service goes on
             log.exception("batch %s failed", job_id)
             self.store.set_job_state(job_id, "failed", f"{type(exc).__name__}: {exc}")
@@ -180,3 +185,16 @@ class JobManager:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
         log.info("batch %s done: %s", job_id, self.progress(job_id).counts)
+
+
+def _storable(item: Item) -> Item:
+    """``item``, or a failed one when its path is not valid UTF-8: the job's store keeps
+    paths as text (the output names the file with its odd bytes escaped)."""
+    if item.path is None:
+        return item
+    try:
+        str(item.path).encode("utf-8")
+    except UnicodeEncodeError:
+        return replace(item, path=None, error="the file name is not valid UTF-8: rename the "
+                                              "file to draft it")
+    return item

@@ -114,10 +114,16 @@ def chunks(rows: Iterable[Drafted], fmt: Format) -> Iterator[str]:
     return fhir_chunks(rows) if fmt == "fhir" else jsonl_chunks(rows)
 
 
+def temporary(path: Path) -> Path:
+    """Where the output is written before it is renamed into place: beside it, with a
+    short name (a long output name must not make it too long)."""
+    return path.with_name(f".draft-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+
+
 def write(path: Path, rows: Iterable[Drafted], fmt: Format) -> None:
     """Write the output whole to a temporary file, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary(path)
     try:
         with tmp.open("w", encoding="utf-8") as f:
             for chunk in chunks(rows, fmt):

@@ -35,6 +35,11 @@ _DEICTIC = re.compile(
 _KNOWLEDGE = re.compile(r"\b(treat|therap|prognos|surviv|caus|risk|symptom|sign of|epidemiol|"
                         r"incidence|prevalen|manag|guideline|drug|surger|outcome|literature|"
                         r"studies|evidence|typical|usually|generally|in general|genetic)")
+# Asking whether this patient has something, or where it is: about a study even when none
+# is attached ("Is there a tumour?" is not a literature question).
+_PRESENCE = re.compile(r"^\s*((is|are) there\b(?! (a|any) (treatment|cure|test|way|link)\b)|"
+                       r"where (is|are) (the|a)\b|(does|do) (he|she|they|the patient) have\b|"
+                       r"(any|are there) (sign|signs|evidence) of\b)")
 _DEFINITION = re.compile(r"^\s*(what\s+(is|are)\s+(an?\s+)?(?!the\b)|define\b|explain\b|"
                          r"describe\b|tell me about\b|what does\b)")
 
@@ -104,12 +109,16 @@ class Composed:
 def classify(question: str, has_study: bool, image_now: bool = False) -> Topic:
     """``study`` when an image comes with the question, or the question points at the
     study (or, with a study in the conversation, asks about one of its results and is
-    neither a definition nor about what is generally known); otherwise ``knowledge``."""
+    neither a definition nor about what is generally known); with no study, a question
+    whether the patient has something or where it is (answered: attach the image);
+    otherwise ``knowledge``."""
     text = american(question).lower()
     if image_now or _DEICTIC.search(text):
         return "study"
-    if not has_study or _DEFINITION.search(text) or _KNOWLEDGE.search(text):
+    if _DEFINITION.search(text) or _KNOWLEDGE.search(text):
         return "knowledge"
+    if not has_study:
+        return "study" if _PRESENCE.search(text) else "knowledge"
     return "study" if any(p.search(text) for _, p in _INTENTS) else "knowledge"
 
 

@@ -37,11 +37,12 @@ from assistant.chat.compose import (
     render,
     study_answer,
 )
-from assistant.chat.messages import ChatInputError, Image, Turn, last_user_turn, latest_image
+from assistant.chat.messages import ChatInputError, Image, Turn, last_user_turn
 from assistant.chat.messages import referenced_conversation as referenced
 from assistant.chat.store import ID_PATTERN, ConversationStore, StoredStudy, new_id
 from assistant.config import Settings
 from assistant.data.manifest import DataError
+from assistant.imaging import ImageInputError
 from assistant.pipeline import CITATION_QUERIES, Pipeline, open_retrieval
 from assistant.retrieval.index import IndexUnusableError
 from assistant.retrieval.search import Searcher
@@ -146,7 +147,8 @@ class ChatEngine:
         turn = last_user_turn(turns)
         cid = self._conversation(turns, conversation_id, user)
         image_now = turn.images[0] if turn.images else None
-        study = self._study(cid, image_now or latest_image(turns))
+        study = (self._study(cid, image_now) if image_now is not None
+                 else self._history_study(cid, turns))
         topic = classify(turn.text, study is not None, image_now is not None)
         return Prepared(cid, turn.text.strip(), topic, study,
                         image_now.sha256 if image_now else None)
@@ -193,9 +195,23 @@ class ChatEngine:
         return self.store.create_conversation(user, new_id())
 
     def _owned(self, conversation_id: str, user: str | None) -> bool:
-        """A conversation begun for a ``user`` is continued only for that user."""
+        """A conversation begun for a ``user`` is continued only for that user: a request
+        that names no user (or another) cannot read it."""
         owner = self.store.conversation_user(conversation_id)
-        return owner is None or user is None or owner == user
+        return owner is None or owner == user
+
+    def _history_study(self, conversation_id: str, turns: list[Turn]) -> StoredStudy | None:
+        """The study of the latest image in the history that could be read, else the
+        conversation's latest stored study. An image refused when it was sent never
+        became the conversation's study; clients resend it with every later turn, and it
+        must not fail those turns."""
+        for image in reversed([i for t in turns[:-1] if t.role == "user" for i in t.images]):
+            try:
+                return self._study(conversation_id, image)
+            except ImageInputError as exc:
+                log.info("conversation %s: an earlier image is skipped (%s)",
+                         conversation_id, exc)
+        return self.store.latest_study(conversation_id)
 
     def _study(self, conversation_id: str, image: Image | None) -> StoredStudy | None:
         if image is None:

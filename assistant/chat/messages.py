@@ -108,11 +108,3 @@ def referenced_conversation(turns: list[Turn]) -> str | None:
         if turn.role == "assistant" and (found := REFERENCE.findall(turn.text)):
             return str(found[-1])
     return None
-
-
-def latest_image(turns: list[Turn]) -> Image | None:
-    """The last image any user turn carried (clients resend the history, images included)."""
-    for turn in reversed(turns):
-        if turn.role == "user" and turn.images:
-            return turn.images[-1]
-    return None

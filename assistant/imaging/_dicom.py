@@ -45,6 +45,12 @@ from assistant.imaging.errors import ImageTooLargeError, NoPixelDataError, Unrea
 
 logger = logging.getLogger(__name__)
 
+# pydicom logs a pixel decoder's failure with its traceback, and warns of an invalid value
+# quoting the value, which could be a patient's name or date. The reader reports every
+# failure itself, in one line, and never repeats a header's values: pydicom stays quiet.
+logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 _COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420")

@@ -2,7 +2,9 @@
 
 The headers (PNG IHDR, JPEG SOFn) are parsed here rather than trusted to the
 decoder so that an image claiming 100000 x 100000 pixels is refused before a
-single pixel buffer is allocated.
+single pixel buffer is allocated. A JPEG's EXIF orientation (cameras and phones store
+the sensor's rows and say how to turn them) is applied, so the pixels, the size and the
+heatmap's sides are those a viewer shows.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from assistant.imaging._common import (
     collapse_grey,
     to_unit_float,
 )
-from assistant.imaging.errors import UnreadableImageError
+from assistant.imaging.errors import UnreadableImageError, UnsupportedFormatError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
@@ -37,6 +39,7 @@ _PNG_PALETTE = 3
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7: no length field
 _JPEG_EOI = b"\xff\xd9"
+_JPEG_LS_SOF = 0xF7  # SOF55: a JPEG-LS frame, which OpenCV does not decode
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class RasterHeader:
     height: int
     bit_depth: int
     end: int  # offset just after the header segment
+    orientation: int = 1  # EXIF Orientation (1-8) of a JPEG; 1: rows as stored
 
 
 def read_png_header(data: bytes) -> RasterHeader:
@@ -77,6 +81,7 @@ def read_png_header(data: bytes) -> RasterHeader:
 def read_jpeg_header(data: bytes) -> RasterHeader:
     """Walk the marker segments up to the SOFn frame header."""
     pos = 2
+    orientation = 1
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
             raise UnreadableImageError(f"corrupt JPEG: expected a marker at byte {pos}")
@@ -89,6 +94,10 @@ def read_jpeg_header(data: bytes) -> RasterHeader:
             continue
         if marker in (0xD8, 0xD9, 0xDA):
             raise UnreadableImageError("corrupt JPEG: no frame header (SOF) before the image data")
+        if marker == _JPEG_LS_SOF:
+            raise UnsupportedFormatError("JPEG-LS files are not supported on their own: send "
+                                         "the image as DICOM (JPEG-LS transfer syntax), PNG "
+                                         "or baseline JPEG")
         (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
         if marker in _JPEG_SOF:
             segment = data[pos + 4 : pos + 2 + length]
@@ -99,11 +108,48 @@ def read_jpeg_header(data: bytes) -> RasterHeader:
                 raise UnreadableImageError(
                     f"unsupported JPEG: frame header gives size {width} x {height}"
                 )
-            return RasterHeader(width, height, precision, end=pos + 2 + length)
+            return RasterHeader(width, height, precision, pos + 2 + length, orientation)
         if length < 2:
             raise UnreadableImageError(f"corrupt JPEG: segment length {length} at byte {pos}")
+        if marker == 0xE1:  # APP1: EXIF, where a camera says how its rows are turned
+            orientation = exif_orientation(data[pos + 4 : pos + 2 + length]) or orientation
         pos += 2 + length
     raise UnreadableImageError("truncated JPEG: no frame header (SOF) found")
+
+
+def exif_orientation(segment: bytes) -> int | None:
+    """The Orientation tag (0x0112) in the first image directory of an APP1 EXIF
+    segment; None when the segment is not EXIF or has no readable orientation."""
+    if not segment.startswith(b"Exif\x00\x00"):
+        return None
+    tiff = segment[6:]
+    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(tiff[:4])
+    if order is None:
+        return None
+    try:
+        (ifd,) = struct.unpack(order + "I", tiff[4:8])
+        (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
+        for k in range(count):
+            entry = tiff[ifd + 2 + 12 * k : ifd + 14 + 12 * k]
+            tag, kind, n = struct.unpack(order + "HHI", entry[:8])
+            if tag == 0x0112 and kind == 3 and n == 1:  # one SHORT
+                (value,) = struct.unpack(order + "H", entry[8:10])
+                return value if 1 <= value <= 8 else None
+    except struct.error:  # a directory cut short: no orientation
+        return None
+    return None
+
+
+def orient(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Rows and columns as EXIF orientation 1-8 says to show them (TIFF 6.0, tag 274):
+    2 mirrored, 3 turned 180 degrees, 4 flipped, 5 transposed, 6 turned 90 degrees
+    clockwise, 7 transversed, 8 turned 90 degrees anticlockwise."""
+    turned = {
+        2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1),
+        7: lambda a: a.swapaxes(0, 1)[::-1, ::-1], 8: lambda a: np.rot90(a, 1),
+    }.get(orientation)
+    return array if turned is None else np.ascontiguousarray(turned(array))
 
 
 def decode_png(data: bytes, limits: Limits) -> DecodedImage:
@@ -127,6 +173,10 @@ def decode_jpeg(data: bytes, limits: Limits) -> DecodedImage:
 def _decode_with_cv2(data: bytes, fmt: ImageFormat, header: RasterHeader) -> DecodedImage:
     array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
+        if fmt == "jpeg" and header.bit_depth != 8:  # 12-bit JPEG: DICOM's, not OpenCV's
+            raise UnsupportedFormatError(
+                f"{header.bit_depth}-bit JPEG files are not supported on their own: send the "
+                "image as DICOM (its JPEG transfer syntaxes decode them) or as PNG")
         detail = f" ({header.bit_depth}-bit samples)" if header.bit_depth not in (8, 16) else ""
         raise UnreadableImageError(f"the {fmt.upper()} decoder could not decode the image{detail}")
     if array.shape[:2] != (header.height, header.width):
@@ -141,11 +191,11 @@ def _decode_with_cv2(data: bytes, fmt: ImageFormat, header: RasterHeader) -> Dec
         full_scale = float(2 ** min(header.bit_depth, 16) - 1)
     else:
         raise UnreadableImageError(f"unsupported {fmt.upper()} sample type {array.dtype}")
-    pixels = collapse_grey(_to_rgb(to_unit_float(array, full_scale)))
+    pixels = orient(collapse_grey(_to_rgb(to_unit_float(array, full_scale))), header.orientation)
     meta = ImageMeta(
         format=fmt,
-        width=header.width,
-        height=header.height,
+        width=pixels.shape[1],
+        height=pixels.shape[0],
         channels=1 if pixels.ndim == 2 else 3,
         bit_depth=header.bit_depth,
     )

@@ -4,6 +4,7 @@ service maps it to 422). The vision model does not use the context; reports quot
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
@@ -28,26 +29,41 @@ def _indication(value: object) -> str | None:
     return text or None
 
 
+# A whole number, as written or as a spreadsheet exports it ("45.0"), or a DICOM Age
+# String ("045Y", and months, weeks or days: "006M" is 0 years).
+_AGE = re.compile(r"(?P<n>\d{1,3})(\.0+)?\s*(?P<unit>[YMWD]?)", re.IGNORECASE)
+_PER_YEAR = {"": 1, "Y": 1, "M": 12, "W": 52, "D": 365}
+
+
 def _age(value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError(f"age must be a whole number of years, got {value!r}")
-    try:
-        age = int(value)
-    except ValueError:
-        raise ValueError(f"age must be a whole number of years, got {value!r}") from None
+    if isinstance(value, int):
+        age = value
+    elif match := _AGE.fullmatch(value.strip()):
+        age = int(match["n"]) // _PER_YEAR[match["unit"].upper()]
+    else:
+        raise ValueError(f"age must be a whole number of years (or a DICOM age such as "
+                         f"045Y), got {value!r}")
     if not 0 <= age <= MAX_AGE:
         raise ValueError(f"age must be between 0 and {MAX_AGE} years, got {age}")
     return age
+
+
+# DICOM Patient's Sex (0010,0040) codes, as exports from a PACS hold them.
+_SEX_CODES = {"f": "female", "m": "male", "o": "other"}
 
 
 def _sex(value: object) -> Sex | None:
     if value is None:
         return None
     key = value.strip().lower() if isinstance(value, str) else value
+    key = _SEX_CODES.get(key, key) if isinstance(key, str) else key
     if key not in SEXES:
-        raise ValueError(f"sex must be one of {', '.join(SEXES)}, got {value!r}")
+        raise ValueError(f"sex must be one of {', '.join(SEXES)} (or the DICOM codes F, M, "
+                         f"O), got {value!r}")
     return key  # type: ignore[return-value]
 
 

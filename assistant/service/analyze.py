@@ -11,9 +11,10 @@ from fastapi.responses import JSONResponse, Response
 from assistant.fhir import FHIR_JSON, diagnostic_report_json
 from assistant.service.audit import note
 from assistant.service.deps import ServicesDep
+from assistant.service.json_body import JSONRoute
 from assistant.service.schemas import AnalyzeForm
 
-router = APIRouter(tags=["analysis"])
+router = APIRouter(tags=["analysis"], route_class=JSONRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"description": "file too large, or too many pixels or frames"},

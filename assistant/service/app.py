@@ -25,6 +25,7 @@ from assistant.service.access import install_access
 from assistant.service.body_limit import BodyLimitMiddleware
 from assistant.service.deps import SettingsDep, settings_dep
 from assistant.service.errors import install_error_handlers
+from assistant.service.json_body import JSONRoute
 from assistant.service.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
 from assistant.service.rate_limit import RateLimitMiddleware
 from assistant.service.schemas import Health, ImageInfo, Readiness
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 # Room for the multipart envelope around a file of the maximum allowed size.
 _MULTIPART_SLACK = 64 * 1024
 
-router = APIRouter()
+router = APIRouter(route_class=JSONRoute)
 
 
 @router.get("/healthz", response_model=Health)
@@ -77,6 +78,20 @@ async def inspect_image(request: Request, file: UploadFile, settings: SettingsDe
                      std=float(image.pixels.std()))
 
 
+class _NoQueryStrings(logging.Filter):
+    """uvicorn's access log without query strings: a search query is free text that a
+    clinician typed and may name a patient (the audit log keeps none either)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (args[0], args[1], args[2].split("?", 1)[0], *args[3:])
+        return True
+
+
+_NO_QUERY_STRINGS = _NoQueryStrings()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -84,6 +99,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Models and the index load once, in the background; /readyz says when.
         services: Services = app.state.services
+        # (uvicorn has configured its loggers by now: the filter stays)
+        logging.getLogger("uvicorn.access").addFilter(_NO_QUERY_STRINGS)
         loading = asyncio.create_task(services.start(), name="load-components")
         chat.open_chat(app, settings)
         batches.open_batches(app, settings)

@@ -34,11 +34,12 @@ from assistant.batch.store import BatchStore, JobProgress
 from assistant.config import Settings
 from assistant.fhir import FHIR_JSON
 from assistant.pipeline import Pipeline
+from assistant.service.json_body import JSONRoute
 from assistant.service.state import OK, VISION, Services
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["batches"])
+router = APIRouter(tags=["batches"], route_class=JSONRoute)
 
 _ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/octet-stream")
 _SPOOL_BYTES = 1024 * 1024  # a raw zip body beyond this waits on disk, not in memory

@@ -6,8 +6,10 @@ as ``image_url`` parts holding ``data:`` URLs (PNG, JPEG or DICOM; the service f
 URL), ``stream``, ``user`` and ``metadata.conversation_id`` (optional: see
 ``assistant.chat.engine`` for how a follow-up finds its conversation). ``temperature``,
 ``top_p``, ``max_tokens`` and the like are accepted and have no effect: answers are quoted,
-not sampled, and never cut mid-quote. ``usage`` counts words, not model tokens. Replies
-carry three fields beyond OpenAI's: ``conversation_id``, ``study_id`` and ``citations``.
+not sampled, and never cut mid-quote. What a client would rely on and cannot get is refused
+(400 ``unsupported_parameter``): a JSON ``response_format``, a forced tool call, logprobs.
+``usage`` counts words, not model tokens. Replies carry three fields beyond OpenAI's:
+``conversation_id``, ``study_id`` and ``citations``.
 
 Errors have OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``: 400 for a
 malformed request, 404 for an unknown conversation, 413 / 415 / 422 for a bad image, 503
@@ -22,7 +24,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request
@@ -38,11 +40,12 @@ from assistant.config import Limits, Settings
 from assistant.imaging import ImageInputError
 from assistant.service.audit import note_analysis
 from assistant.service.errors import image_error_status
+from assistant.service.json_body import JSONRoute
 from assistant.service.state import LOADING, OK, RETRIEVAL, VISION, Services
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["chat"], route_class=JSONRoute)
 
 MODEL_ID = "medical-imaging-assistant"
 _CREATED = int(time.time())
@@ -66,11 +69,19 @@ class ImagePart(BaseModel):
     image_url: ImageURL
 
 
+class RefusalPart(BaseModel):
+    """An assistant message's refusal, as OpenAI's replies may carry one in the history."""
+
+    type: Literal["refusal"]
+    refusal: str
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[Annotated[TextPart | ImagePart, Field(discriminator="type")]] | None = None
+    content: (str | list[Annotated[TextPart | ImagePart | RefusalPart,
+                                   Field(discriminator="type")]] | None) = None
     name: str | None = None
 
 
@@ -83,14 +94,35 @@ class ChatRequest(BaseModel):
 
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: bool | None = False  # OpenAI's schema lets clients send null for "not set"
     stream_options: StreamOptions | None = None
-    n: int = Field(1, ge=1, le=1, description="one answer per request")
+    n: int | None = Field(1, ge=1, le=1, description="one answer per request")
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     user: str | None = None
-    metadata: dict[str, str] | None = None
+    metadata: dict[str, str | None] | None = None
+    # Asked of a model that samples tokens and calls tools; refused (``unsupported``)
+    # rather than ignored, since a client relying on them would break on the reply.
+    response_format: dict[str, Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+
+    def unsupported(self) -> tuple[str, str] | None:
+        """(param, why) for a request this service cannot honour: the reply is quoted
+        text, with no JSON mode, no tool calls and no token log-probabilities."""
+        kind = (self.response_format or {}).get("type", "text")
+        if kind != "text":
+            return "response_format", (f"response_format {kind!r} is not supported: replies "
+                                       "are quoted text with citations (use 'text')")
+        if self.tool_choice not in (None, "auto", "none"):
+            return "tool_choice", ("tool_choice must be 'auto' or 'none': this service "
+                                   "calls no tools")
+        if self.logprobs or self.top_logprobs:
+            return "logprobs", ("logprobs are not available: answers are quoted, not "
+                                "sampled token by token")
+        return None
 
 
 # -- errors --------------------------------------------------------------------------------
@@ -118,9 +150,13 @@ def _image_error(exc: ImageInputError) -> JSONResponse:
 # -- turning the request into turns ----------------------------------------------------------
 
 
-def to_turns(messages: Iterable[ChatMessage], max_image_bytes: int) -> list[Turn]:
-    """Text and decoded images of each message; images count only in user messages."""
+def to_turns(messages: Sequence[ChatMessage], max_image_bytes: int) -> list[Turn]:
+    """Text and decoded images of each message; images count only in user messages. An
+    image of the last message that cannot be decoded is the client's error; one earlier in
+    the history was refused when it was sent, and is left out (clients resend the whole
+    thread, refused images included)."""
     turns = []
+    last = len(messages) - 1
     for i, message in enumerate(messages):
         if message.content is None or isinstance(message.content, str):
             turns.append(Turn(message.role, message.content or ""))
@@ -130,9 +166,13 @@ def to_turns(messages: Iterable[ChatMessage], max_image_bytes: int) -> list[Turn
         for j, part in enumerate(message.content):
             if isinstance(part, TextPart):
                 texts.append(part.text)
-            elif message.role == "user":
-                images.append(decode_data_url(part.image_url.url, max_image_bytes,
-                                              f"messages[{i}].content[{j}].image_url.url"))
+            elif isinstance(part, ImagePart) and message.role == "user":
+                try:
+                    images.append(decode_data_url(part.image_url.url, max_image_bytes,
+                                                  f"messages[{i}].content[{j}].image_url.url"))
+                except ChatInputError:
+                    if i == last:
+                        raise
         turns.append(Turn(message.role, "\n".join(texts), tuple(images)))
     return turns
 
@@ -242,6 +282,9 @@ async def chat_completions(request: Request) -> Any:
         if isinstance(exc, ValidationError):
             return _validation_error(exc)
         return openai_error(400, f"the body must be a JSON object ({exc})", code="invalid_json")
+    refused = body.unsupported()
+    if refused is not None:
+        return openai_error(400, refused[1], param=refused[0], code="unsupported_parameter")
     engine = chat_engine(request)
     if engine is None:
         return JSONResponse({"error": {"message": "the models are still loading: retry "

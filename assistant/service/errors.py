@@ -175,7 +175,8 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err.get("loc", ()))
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        why = (err.get("ctx") or {}).get("error")  # a malformed body: what json.loads said
+        parts.append(f"{where}: {err.get('msg', 'invalid')}" + (f" ({why})" if why else ""))
     return JSONResponse(error_body("invalid_request", "; ".join(parts) or "invalid request"),
                         status_code=422)
 

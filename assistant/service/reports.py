@@ -2,7 +2,12 @@
 indication) by the IU X-ray report decoder.
 
 The findings are what an image encoder or a reader states: MeSH-style codes such as
-``Cardiomegaly/mild`` or ``Opacity/lung/base/left``, each with a probability. The answer
+``Cardiomegaly/mild`` or ``Opacity/lung/base/left``, each with a probability. A code whose
+term or modifier the decoder never saw in training is refused (422, naming it; ``GET
+/v1/reports/vocabulary`` lists what it knows), rather than drafted as if it were absent.
+The released decoder was trained on codes that NLM's indexers assigned, which carry no
+probability, so it cannot weigh one: a finding with a probability below
+``STATED_PROBABILITY`` is left out of the conditioning and listed in ``not_stated``. The answer
 says which findings its text asserts (the negation-aware matcher) beside the ones it was
 given, so a clinician sees at once any finding the draft adds or leaves out. With
 ``"complete": true`` (or a decoder whose decoding has ``complete`` on) the draft is also
@@ -29,6 +34,7 @@ from pydantic import BaseModel, Field
 
 from assistant.config import Settings
 from assistant.data.manifest import DataError
+from assistant.report import Context
 from assistant.report.decoder.bundle import Drafter, ReportCheckpointError
 from assistant.report.decoder.commands import release_report_path, report_drafter
 from assistant.report.decoder.data import Finding
@@ -37,10 +43,12 @@ from assistant.report.structured import DRAFT_NOTICE
 from assistant.service.batching import MicroBatcher
 from assistant.service.deps import SettingsDep
 from assistant.service.errors import InvalidContextError, NotReadyError
+from assistant.service.json_body import JSONRoute
 
-router = APIRouter(tags=["reports"])
+router = APIRouter(tags=["reports"], route_class=JSONRoute)
 
 MAX_FINDINGS = 16
+STATED_PROBABILITY = 0.5  # a finding below this is not stated to the decoder
 _lock = threading.Lock()
 DraftJob = tuple[tuple[Finding, ...], str | None]  # one study's findings and indication
 
@@ -52,8 +60,10 @@ class FindingIn(BaseModel):
 
 
 class DraftRequest(BaseModel):
-    findings: Annotated[list[FindingIn], Field(min_length=1, max_length=MAX_FINDINGS,
-                                               description="`normal` when nothing was found")]
+    findings: Annotated[list[FindingIn], Field(
+        min_length=1, max_length=MAX_FINDINGS,
+        description="`normal` when nothing was found; a finding with a probability below "
+                    f"{STATED_PROBABILITY} is left out (`not_stated`)")]
     indication: Annotated[str | None, Field(max_length=500)] = None
     complete: Annotated[bool | None, Field(
         description="Complete the draft against the findings (drop sentences that assert "
@@ -74,6 +84,8 @@ class DraftResponse(BaseModel):
     text: str
     asserted_findings: list[str]
     given_findings: list[str]
+    # codes given with a probability below STATED_PROBABILITY: not given to the decoder
+    not_stated: list[str]
     added: list[str]  # findings the text asserts that were not given
     missing: list[str]  # given findings the text does not assert
     # The text is word for word a training report (another patient's, de-identified) that
@@ -137,26 +149,57 @@ async def close_reports(app: FastAPI) -> None:
 async def draft(body: DraftRequest, request: Request, settings: SettingsDep) -> DraftResponse:
     """Draft FINDINGS and IMPRESSION text from findings (+ indication)."""
     try:
-        findings = tuple(Finding.from_code(f.code, f.probability) for f in body.findings)
+        given = tuple(Finding.from_code(f.code, f.probability) for f in body.findings)
+        indication = Context.make(indication=body.indication).indication
     except ValueError as exc:
         raise InvalidContextError(str(exc)) from exc
     drafter = await run_in_threadpool(_drafter, request, settings)
+    unknown = [f"{f.code!r} ({', '.join(parts)})" for f in given
+               if (parts := drafter.bundle.unknown_parts(f))]
+    if unknown:
+        raise InvalidContextError(
+            f"finding codes the report decoder {drafter.bundle.name} was not trained on: "
+            f"{'; '.join(unknown)}. GET /v1/reports/vocabulary lists the terms and modifiers "
+            "it knows")
+    findings = tuple(f for f in given if f.probability >= STATED_PROBABILITY)
+    if not findings:
+        raise InvalidContextError(
+            f"no finding has a probability of at least {STATED_PROBABILITY}: give those "
+            "the study shows, or `normal` when it shows none")
     decode = drafter.bundle.decode
     if body.complete is not None:
         decode = replace(decode, complete=body.complete)
     if decode.complete and drafter.neighbours is None:
         raise InvalidContextError(f"complete: the report decoder {drafter.bundle.name} has "
                                   "no training reports to complete a draft from")
-    chosen = await _batcher(request, settings, drafter).submit((findings, body.indication))
-    report = await run_in_threadpool(drafter.finish, chosen, findings, decode, body.indication)
+    chosen = await _batcher(request, settings, drafter).submit((findings, indication))
+    report = await run_in_threadpool(drafter.finish, chosen, findings, decode, indication)
     text = report.text
     got, want = asserted(text), code_classes(findings)
     bundle = drafter.bundle
     return DraftResponse(
         text=text, asserted_findings=sorted(got), given_findings=sorted(want),
+        not_stated=[f.code for f in given if f.probability < STATED_PROBABILITY],
         added=sorted(got - want - {NORMAL_CLASS}), missing=sorted(want - got - {NORMAL_CLASS}),
-        from_training_report=drafter.from_training_report(text, findings, body.indication),
+        from_training_report=drafter.from_training_report(text, findings, indication),
         borrowed_sentences=[BorrowedSentence(**b.to_dict()) for b in report.borrowed],
         dropped_sentences=list(report.dropped),
         model={"name": bundle.name, "sha256": bundle.sha256,
                "trained_on": str(bundle.provenance.get("data_source", "not recorded"))})
+
+
+class Vocabulary(BaseModel):
+    terms: list[str]
+    modifiers: list[str]
+    model: dict[str, str]
+
+
+@router.get("/v1/reports/vocabulary", response_model=Vocabulary,
+            responses={503: {"description": "the report decoder is unavailable"}})
+async def vocabulary(request: Request, settings: SettingsDep) -> Vocabulary:
+    """The finding terms and modifiers the report decoder was trained with: a code of
+    ``POST /v1/reports/draft`` is a term, then modifiers, joined by ``/`` (any case)."""
+    drafter = await run_in_threadpool(_drafter, request, settings)
+    known = drafter.bundle.vocabulary()
+    return Vocabulary(terms=known["terms"], modifiers=known["modifiers"],
+                      model={"name": drafter.bundle.name, "sha256": drafter.bundle.sha256})

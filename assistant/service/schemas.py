@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from assistant import DRAFT_NOTICE
 from assistant.report import Context
 from assistant.service.errors import InvalidContextError
+from assistant.service.json_body import parse_json
 
 CONTEXT_KEYS = ("indication", "age", "sex")
 
@@ -53,7 +54,7 @@ class AnalyzeForm:
             raise InvalidContextError("give the context either as the fields indication, age "
                                       "and sex or as the JSON field context, not both")
         try:
-            raw = json.loads(self.context)
+            raw = parse_json(self.context)
         except json.JSONDecodeError as exc:
             raise InvalidContextError(f"context is not valid JSON: {exc}") from None
         if not isinstance(raw, dict):

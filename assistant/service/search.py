@@ -13,9 +13,10 @@ from assistant.retrieval.search import Mode
 from assistant.service.audit import note
 from assistant.service.deps import ServicesDep
 from assistant.service.errors import InvalidQueryError
+from assistant.service.json_body import JSONRoute
 from assistant.service.schemas import SearchHit, SearchResponse
 
-router = APIRouter(tags=["search"])
+router = APIRouter(tags=["search"], route_class=JSONRoute)
 
 MAX_K = 50
 MAX_QUERY = 1000  # characters
@@ -29,6 +30,8 @@ def _checked(q: str | None, sources: list[str] | None, year_from: int | None,
                                 "/v1/search?q=glioblastoma+MRI")
     if any(unicodedata.category(ch) == "Cc" for ch in query):
         raise InvalidQueryError("the query must not contain control characters")
+    if not any(ch.isalnum() for ch in query):  # a zero-width space, undecodable bytes (U+FFFD)
+        raise InvalidQueryError("the query has no letters or digits to search for")
     if len(query) > MAX_QUERY:
         raise InvalidQueryError(f"the query must be at most {MAX_QUERY} characters, "
                                 f"got {len(query)}")

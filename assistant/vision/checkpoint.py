@@ -20,7 +20,7 @@ from assistant.checkpoint_io import CheckpointError as CheckpointError  # re-exp
 from assistant.checkpoint_io import read_payload, write_payload
 from assistant.imaging.preprocess import PreprocessConfig
 from assistant.vision.model import PatchTransformer, VisionConfig, VisionOutput
-from assistant.vision.ood import MahalanobisDetector
+from assistant.vision.ood import BRAIN_MRI, HeaderScope, MahalanobisDetector
 
 if TYPE_CHECKING:
     from assistant.config import Settings
@@ -43,6 +43,17 @@ class VisionBundle:
     @property
     def name(self) -> str:
         return str(self.provenance.get("name", "vision"))
+
+    @property
+    def header_scope(self) -> HeaderScope | None:
+        """What a DICOM header may say of an image in scope: the provenance's
+        ``header_scope`` if it names one, else brain MRI for a model trained on Br35H
+        (the release), else no header gate."""
+        named = self.provenance.get("header_scope")
+        if isinstance(named, dict):
+            return HeaderScope.from_dict(named)
+        source = str(self.provenance.get("data_source", ""))
+        return BRAIN_MRI if source.startswith("br35h") else None
 
     def to_payload(self) -> dict[str, Any]:
         return {

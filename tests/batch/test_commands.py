@@ -41,8 +41,8 @@ def test_folder_to_json_lines(tmp_path: Path, make_folder: MakeFolder,
     out, db = tmp_path / "out.jsonl", tmp_path / "batch.sqlite3"
     result = _draft(cli_env, tmp_path / "in", "--out", out, "--db", db, "--batch-size", "4")
     assert result.returncode == 0, result.stderr
-    assert ("11 studies: 10 drafted, 0 skipped (already in the database), 1 failed"
-            in result.stdout)
+    assert ("11 studies: 10 drafted, 0 skipped (drafted before, or a copy of another file), "
+            "1 failed" in result.stdout)
     assert "1 other files left out" in result.stdout
     assert "study/s" in result.stderr and "11/11" in result.stderr  # the progress bar
     lines = _lines(out)
@@ -137,8 +137,38 @@ def test_an_output_that_cannot_be_written_is_refused_first(tmp_path: Path) -> No
 
     (tmp_path / "in").mkdir()
     (tmp_path / "file").write_text("x")
-    for out, words in ((tmp_path, "is a folder"), (tmp_path / "file" / "o.jsonl",
-                                                    "not a writable folder")):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path\n")
+    read_only = tmp_path / "read-only.jsonl"
+    read_only.write_text("kept")
+    read_only.chmod(0o444)
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    for source, out, words in (
+            (tmp_path / "in", tmp_path, "is a folder"),
+            (tmp_path / "in", tmp_path / "file" / "o.jsonl", "cannot write"),
+            (tmp_path / "in", Path("/dev/null"), "not a regular file"),
+            (tmp_path / "in", fifo, "not a regular file"),
+            (tmp_path / "in", read_only, "read-only"),
+            (manifest, manifest, "is the input manifest"),
+            (tmp_path / "in", tmp_path / ("x" * 251 + ".jsonl"), "cannot write")):
         with pytest.raises(BatchInputError, match=words):
-            run_draft(Settings(), tmp_path / "in", DraftOptions(out, db=tmp_path / "s.db"))
+            run_draft(Settings(), source, DraftOptions(out, db=tmp_path / "s.db"))
     assert not (tmp_path / "s.db").exists()
+    assert read_only.read_text() == "kept" and manifest.read_text() == "path\n"
+    assert Path("/dev/null").is_char_device() and fifo.is_fifo()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_an_output_link_writes_its_target_and_stays_a_link(tmp_path: Path) -> None:
+    from assistant.batch.commands import DraftOptions, run_draft
+    from assistant.config import Settings
+
+    (tmp_path / "in").mkdir()
+    target = tmp_path / "runs" / "today.jsonl"
+    target.parent.mkdir()
+    link = tmp_path / "latest.jsonl"
+    link.symlink_to(target)
+    run_draft(Settings(), tmp_path / "in", DraftOptions(link, db=tmp_path / "s.db",
+                                                         progress=False))
+    assert link.is_symlink() and target.is_file() and target.read_text() == ""

@@ -5,6 +5,7 @@ its reason, and the results are those of ``Pipeline.analyze`` one study at a tim
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,27 @@ def test_results_match_one_study_at_a_time(tmp_path: Path, pipeline: Pipeline,
             alone["diagnosis"]["probability"], abs=1e-5)
         assert batched["report"]["impression"] == alone["report"]["impression"]
         assert batched["citations_note"] == alone["citations_note"]
+
+
+def test_ctrl_c_keeps_the_batches_running_and_drops_those_not_started(
+        tmp_path: Path, pipeline: Pipeline, make_folder: MakeFolder) -> None:
+    paths = make_folder(tmp_path / "in", 12)
+    items = [Item(i, p.name, p) for i, p in enumerate(paths)]
+
+    def interrupted() -> Iterator[Item]:
+        yield from items
+        raise KeyboardInterrupt  # Ctrl-C while the last batches are queued or running
+
+    store = BatchStore(tmp_path / "s.sqlite3")
+    outcomes: dict[int, Outcome] = {}
+    engine = EmbeddedEngine(pipeline, store, batch_size=2, workers=1)
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(interrupted(), lambda o: outcomes.setdefault(o.item.seq, o))
+    # every outcome told was stored, none twice; at least the batch that was running
+    assert outcomes and store.count_studies("done") == len(outcomes)
+    assert {o.status for o in outcomes.values()} == {"done"}
+    again: dict[int, Outcome] = {}
+    EmbeddedEngine(pipeline, store, batch_size=2, workers=1).run(
+        items, lambda o: again.setdefault(o.item.seq, o))
+    assert sorted(again) == list(range(12))
+    assert sum(o.status == "skipped" for o in again.values()) == len(outcomes)

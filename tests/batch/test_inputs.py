@@ -115,3 +115,69 @@ def test_study_keys_follow_content_and_context() -> None:
     assert with_context == study_key(sha, Context.make(" headache ", "61", "MALE"))
     assert study_id(sha) == study_id(sha) != study_id(with_context)
     assert len(study_id(sha)) == 32
+
+
+def test_a_quote_never_closed_stops_the_manifest_naming_its_line(tmp_path: Path) -> None:
+    """Read loosely, the open quote swallows every row after it into one indication."""
+    manifest = tmp_path / "q.csv"
+    manifest.write_text('path,indication,age\na.png,2" mass,40\nb.png,x,41\n'
+                        'c.png,"open quote,42\nd.png,row1,50\ne.png,row2,50\n')
+    with pytest.raises(BatchInputError, match="from line 4"):
+        read_manifest(manifest)
+    manifest.write_text('path,indication\na.png,"5" lesion\n')  # text after a closing quote
+    with pytest.raises(BatchInputError, match="from line 2"):
+        read_manifest(manifest)
+    manifest.write_text("path,indication\na.png," + "x" * 200_000 + "\n")
+    with pytest.raises(BatchInputError, match="line 2"):
+        read_manifest(manifest)
+
+
+def test_quoted_line_breaks_and_blank_rows(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text('path;indication;age;sex\n"a.png";"line one\nline two";045Y;F\n'
+                        ";;;\n\n;;;\n")
+    (item,) = read_manifest(manifest)  # the rows of empty cells are blank, not failures
+    assert item.context == Context("line one line two", 45, "female")
+
+
+def test_file_names_that_are_not_utf8_are_named_with_escapes(tmp_path: Path) -> None:
+    raw = bytes(tmp_path) + b"/caf\xe9.png"
+    with open(raw, "wb") as f:
+        f.write(PNG)
+    (item,), _ = discover(tmp_path)
+    assert item.source == "caf\\xe9.png" and item.source.encode("utf-8")
+    assert item.path is not None and item.path.read_bytes() == PNG  # still opens the file
+
+
+def test_a_file_is_checked_where_it_really_is_when_read(tmp_path: Path) -> None:
+    """A link swapped in after the job was made reaches no further than the allowed
+    folders: the open file's own location is checked, not the name's earlier one."""
+    from assistant.batch.engine import load
+    from assistant.config import Limits
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    _write(root / "a.png", PNG)
+    secret = _write(outside / "secret.png", PNG + b"secret")
+    (item,), _ = discover(root, allowed_roots=[root.resolve()])
+    assert item.error is None
+    loaded = load(item, Limits(), [root])
+    assert not isinstance(loaded, str) and loaded.data == PNG
+    (root / "a.png").unlink()
+    (root / "a.png").symlink_to(secret)  # swapped after discovery
+    assert load(item, Limits(), [root]) == ("the file is a link to somewhere outside the "
+                                            "allowed folders")
+    assert not isinstance(load(item, Limits()), str)  # the command line's own files: read
+
+
+def test_a_pipe_named_like_an_image_fails_without_waiting(tmp_path: Path) -> None:
+    import os
+
+    from assistant.batch.engine import load
+    from assistant.batch.inputs import Item
+    from assistant.config import Limits
+
+    fifo = tmp_path / "scan.jpg"
+    os.mkfifo(fifo)
+    assert load(Item(0, "scan.jpg", fifo), Limits()) == "not a regular file"
+    assert load(Item(0, "x.jpg", tmp_path / "x.jpg"), Limits()) == "no such file"
+    assert load(Item(0, "d.jpg", tmp_path), Limits()) == "not a regular file"

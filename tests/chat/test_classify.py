@@ -19,7 +19,14 @@ from assistant.chat.compose import classify, study_intents
     ("What is a glioma?", True, False, "knowledge"),
     ("Define meningioma", True, False, "knowledge"),
     ("What is the prognosis of brain tumours?", True, False, "knowledge"),
-    ("Is there a tumour?", False, False, "knowledge"),  # no study to be about
+    # asks about a patient with no study attached: the answer asks for the image, not
+    # passages about tumours of other organs
+    ("Is there a tumour?", False, False, "study"),
+    ("Where is the lesion?", False, False, "study"),
+    ("Does the patient have a glioma?", False, False, "study"),
+    ("Is there a treatment for glioma?", False, False, "knowledge"),
+    ("Is there any evidence that radiotherapy helps?", False, False, "knowledge"),
+    ("Glioma", False, False, "knowledge"),
     ("What is the capital of France?", True, False, "knowledge"),
 ])
 def test_classify(question: str, has_study: bool, image_now: bool, topic: str) -> None:

@@ -13,7 +13,6 @@ from assistant.chat.messages import (
     UnsupportedImageError,
     decode_data_url,
     last_user_turn,
-    latest_image,
     referenced_conversation,
 )
 
@@ -68,7 +67,7 @@ def test_the_last_turn_must_be_a_users_question() -> None:
             last_user_turn(turns)
 
 
-def test_references_and_images_come_from_the_history() -> None:
+def test_references_come_from_the_latest_assistant_reply() -> None:
     first = Image(b"one", "image/png")
     second = Image(b"two", "image/png")
     turns = [Turn("user", "a", (first,)), Turn("assistant", "x\n\n(conversation abc123)"),
@@ -76,5 +75,3 @@ def test_references_and_images_come_from_the_history() -> None:
              Turn("user", "c"), Turn("system", "(conversation zzz)")]
     assert referenced_conversation(turns) == "def456"  # the latest assistant reply's
     assert referenced_conversation([Turn("user", "(conversation abc123)")]) is None
-    assert latest_image(turns) == second
-    assert latest_image([Turn("assistant", "", (first,))]) is None  # users' images only

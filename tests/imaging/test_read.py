@@ -639,3 +639,67 @@ def test_random_bytes_after_a_dicom_tag_only_raise_typed_errors(tail: bytes) -> 
 def test_mutated_files_only_raise_typed_errors(dicom_path: DicomPath, data: st.DataObject) -> None:
     original = data.draw(st.sampled_from(_seeds(dicom_path)))
     _read_or_typed_error(_mutate(data, original))
+
+
+def _with_exif_orientation(jpeg: bytes, orientation: int, order: str) -> bytes:
+    """``jpeg`` with an APP1 EXIF segment whose first directory holds one Orientation tag,
+    in Intel ("<") or Motorola (">") byte order, as a camera writes it."""
+    head = b"II*\x00" if order == "<" else b"MM\x00*"
+    ifd = (struct.pack(order + "IH", 8, 1)
+           + struct.pack(order + "HHIH", 0x0112, 3, 1, orientation) + b"\x00\x00"
+           + struct.pack(order + "I", 0))
+    payload = b"Exif\x00\x00" + head + ifd
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+
+
+# What a viewer shows for each EXIF orientation, from the rows as stored (TIFF 6.0, tag 274).
+_SHOWN = {1: lambda a: a, 2: np.fliplr, 3: lambda a: np.rot90(a, 2), 4: np.flipud,
+          5: np.transpose, 6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(a.T, 2),
+          8: lambda a: np.rot90(a, 1)}
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_jpeg_exif_orientation_is_applied(orientation: int, order: str) -> None:
+    stored = np.zeros((48, 80), np.uint8)
+    stored[4:20, 6:30] = 255  # a block near the top left corner: every turn moves it
+    stored[30:44, 60:64] = 128
+    ok, encoded = cv2.imencode(".jpg", stored, [cv2.IMWRITE_JPEG_QUALITY, 100])
+    assert ok
+    data = _with_exif_orientation(encoded.tobytes(), orientation, order)
+    image = read_image(data, Limits())
+    as_stored = read_image(encoded.tobytes(), Limits()).pixels
+    np.testing.assert_array_equal(image.pixels, _SHOWN[orientation](as_stored))
+    assert (image.meta.height, image.meta.width) == image.pixels.shape
+    # OpenCV applies the orientation itself when it decodes to grey: the same pixels
+    shown = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    np.testing.assert_allclose(image.pixels, shown / 255.0, atol=1e-6)
+
+
+def test_pydicom_neither_logs_nor_warns_what_the_reader_reports(
+        caplog: pytest.LogCaptureFixture, recwarn: pytest.WarningsRecorder) -> None:
+    """A bad value's warning quotes it (it could be a patient's name or date) and a failed
+    decoder logs its traceback: the reader's one-line error says what was wrong."""
+    import pydicom.data
+
+    folder = Path(pydicom.data.__file__).parent / "test_files"
+    if not (folder / "badVR.dcm").is_file():
+        pytest.skip("pydicom's test files are not installed")
+    for name in ("badVR.dcm", "JPEG-lossy.dcm"):
+        with pytest.raises(ImageInputError):
+            read_image((folder / name).read_bytes())
+    assert not [r for r in caplog.records if r.name.startswith("pydicom")]
+    assert not [w for w in recwarn if "pydicom" in str(w.filename)]
+
+
+@pytest.mark.parametrize(("frame", "words"), [
+    (b"\xff\xf7\x00\x0b\x08\x00\x10\x00\x10\x01\x01\x11\x00", "JPEG-LS"),  # SOF55
+    (b"\xff\xc1\x00\x0b\x0c\x00\x10\x00\x10\x01\x01\x11\x00", "12-bit JPEG"),  # SOF1, 12 bits
+])
+def test_jpeg_kinds_opencv_does_not_decode_are_unsupported_not_corrupt(frame: bytes,
+                                                                        words: str) -> None:
+    """DICOM decodes these inside its transfer syntaxes; as a file of their own they are a
+    format this reader does not take (415), not a broken file (422)."""
+    data = b"\xff\xd8" + frame + b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00" + b"\x00" * 64
+    with pytest.raises(UnsupportedFormatError, match=words):
+        read_image(data + b"\xff\xd9")

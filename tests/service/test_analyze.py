@@ -71,7 +71,7 @@ def test_dicom_ct_is_out_of_scope(server: str, dicom_path: Callable[[str], Path]
     assert response.status_code == 200, response.text
     out = response.json()
     assert out["in_scope"] is False and out["diagnosis"]["label"] is None
-    assert "unlike" in out["scope_reason"] and out["heatmap"] is None
+    assert "modality CT" in out["scope_reason"] and out["heatmap"] is None
 
 
 def test_fhir_diagnostic_report(server: str, br35h: Br35h) -> None:

@@ -152,6 +152,41 @@ def test_arbitrary_chat_bodies_never_fail_the_server(server: str, body: object) 
     assert_json_error(response)
 
 
+_HI = b'"messages": [{"role": "user", "content": "What is glioma?"}]'
+_DEEP = b"[" * 5000 + b"]" * 5000
+
+
+@pytest.mark.parametrize(("route", "body", "status", "words"), [
+    # as a client writes text cut in the middle of an emoji: json.loads takes it, UTF-8 not
+    ("/v1/chat/completions", b'{"model": "m", "messages": [{"role": "user", "content": '
+     b'"What is glioma? \\ud83e"}]}', 400, "surrogate"),
+    ("/v1/chat/completions", b'{"model": "m", "user": "dr \\ud800", ' + _HI + b"}", 400,
+     "surrogate"),
+    ("/v1/chat/completions", b'{"model": "m", "x": ' + _DEEP + b", " + _HI + b"}", 400,
+     "nested too deeply"),
+    ("/v1/reports/draft", b'{"findings": [{"code": "normal"}], "indication": "cough '
+     b'\\udc00"}', 422, "surrogate"),
+    ("/v1/reports/draft", b'{"findings": ' + _DEEP + b"}", 422, "nested too deeply"),
+    ("/v1/batches", b'{"folder": "/tmp/\\ud800"}', 422, "json"),
+    ("/v1/batches", b'{"folder": ' + _DEEP + b"}", 422, "json"),
+])
+def test_json_bodies_the_service_cannot_take_are_malformed(server: str, route: str,
+                                                           body: bytes, status: int,
+                                                           words: str) -> None:
+    response = httpx.post(f"{server}{route}", content=body, timeout=60,
+                          headers={"content-type": "application/json"})
+    assert response.status_code == status, response.text
+    assert_json_error(response)
+    assert words in response.json()["error"]["message"].lower()
+
+
+def test_a_context_field_with_an_unpaired_surrogate_is_invalid(server: str) -> None:
+    response = httpx.post(f"{server}/v1/analyze", data={"context": '{"indication": "\\ud800"}'},
+                          files={"file": ("a.png", SEEDS["grey.png"])}, timeout=60)
+    assert response.status_code == 422, response.text
+    assert "surrogate" in response.json()["error"]["message"]
+
+
 def test_the_server_is_up_and_counted_no_5xx(server: str) -> None:
     assert httpx.get(f"{server}/healthz").status_code == 200
     metrics = httpx.get(f"{server}/metrics").text

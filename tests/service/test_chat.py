@@ -106,6 +106,32 @@ def test_conversation_ids_in_metadata(client: OpenAI, images: Images) -> None:
              metadata={"conversation_id": "ward-3-bed-9"}, user="dr-b")
     error = info.value.body
     assert isinstance(error, dict) and error["code"] == "conversation_not_found"
+    with pytest.raises(openai.NotFoundError):  # naming no user is not a way in
+        _ask(client, [{"role": "user", "content": "Is there a tumour?"}],
+             metadata={"conversation_id": "ward-3-bed-9"})
+
+
+def test_an_image_refused_earlier_does_not_fail_the_thread(client: OpenAI, images: Images
+                                                          ) -> None:
+    first = _ask(client, [_with_image("Result?", _data_url(images.tumour.read_bytes()))])
+    # chat front ends keep a refused message in the thread and send it again
+    history = [_with_image("Result?", _data_url(images.tumour.read_bytes())),
+               {"role": "assistant", "content": first.choices[0].message.content},
+               _with_image("And this one?", "https://example.org/scan.png"),
+               {"role": "assistant", "content": [{"type": "refusal", "refusal": "refused"}]},
+               {"role": "user", "content": "How confident is the model?"}]
+    follow = _ask(client, history)
+    extra = follow.model_extra or {}
+    assert extra["study_id"] == (first.model_extra or {})["study_id"]
+    assert "calibrated probability of tumour" in follow.choices[0].message.content
+
+
+def test_null_for_optional_fields_is_not_set(chat_server: str) -> None:
+    body = {"model": "any", "stream": None, "n": None, "metadata": {"conversation_id": None},
+            "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+    response = httpx.post(f"{chat_server}/v1/chat/completions", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    assert REFUSAL in response.json()["choices"][0]["message"]["content"]
 
 
 def test_streaming(client: OpenAI, images: Images) -> None:
@@ -165,6 +191,13 @@ def _image_part(url: str) -> list[dict[str, Any]]:
     ([], {}, 400, "at least 1"),
     ([{"role": "assistant", "content": "hi"}], {}, 400, "must come from the user"),
     ([{"role": "user", "content": "hi"}], {"n": 2}, 400, "n"),
+    # what a client relies on and cannot get is refused, not silently ignored
+    ([{"role": "user", "content": "hi"}], {"response_format": {"type": "json_object"}}, 400,
+     "response_format"),
+    ([{"role": "user", "content": "hi"}], {"tool_choice": "required", "tools": [
+        {"type": "function", "function": {"name": "f", "parameters": {}}}]}, 400,
+     "tool_choice"),
+    ([{"role": "user", "content": "hi"}], {"logprobs": True}, 400, "logprobs"),
     (_image_part("https://example.org/a.png"), {}, 400, "data URLs"),
     (_image_part("data:image/png;base64,%%%"), {}, 400, "base64"),
     (_image_part("data:image/gif;base64,R0lGODlhAQABAAAAACw="), {}, 415, "unsupported image"),

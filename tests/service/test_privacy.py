@@ -136,6 +136,8 @@ def test_no_phi_anywhere(phi_server: tuple[str, Path], phi_files: list[Path],
                       httpx.post(f"{base}/v1/images/inspect", files=upload),
                       _chat(base, data)]
     responses += _batch(base, phi_files)
+    # a query a clinician typed is free text: the service's log keeps the route, not it
+    httpx.get(f"{base}/v1/search", params={"q": f"{PHI['PatientID']} glioma"}, timeout=60)
     assert all(r.status_code in (200, 202) for r in responses), [
         (r.url, r.status_code) for r in responses if r.status_code not in (200, 202)]
     # One study UID in all three files: one keyed hash, not the UID.

@@ -85,12 +85,41 @@ def test_completion_without_training_reports_is_422_and_other_drafts_go_on(
     ({"findings": [{"code": "normal", "probability": 2}]}, "probability"),
     ({"findings": [{"code": "Cardiomegaly"}] * 17}, "findings"),
     ({"findings": [{"code": "normal"}], "indication": "x" * 501}, "indication"),
+    ({"findings": [{"code": "normal"}], "indication": "cough\x1b[2J"}, "control"),
+    # a code the decoder never saw is named, not drafted as if nothing were found
+    ({"findings": [{"code": "Pulmonary Embolism", "probability": 0.95}]},
+     "'pulmonary embolism'"),
+    ({"findings": [{"code": "Pneumotorax/right"}]}, "did you mean 'pneumothorax'"),
+    ({"findings": [{"code": "Cardiomegaly/huge"}, {"code": "normal"}]}, "modifier 'huge'"),
+    ({"findings": [{"code": "Pneumothorax/right", "probability": 0.1}]}, "probability of at"),
     ("not an object", "valid dictionary"),
 ])
 def test_bad_findings_are_422(server: str, body: object, words: str) -> None:
     response = _draft(server, body)
     assert response.status_code == 422, response.text
     assert words in response.text.lower()
+
+
+def test_findings_below_the_stated_probability_are_left_out(server: str) -> None:
+    """The decoder was trained on indexers' codes, which carry no probability: an unlikely
+    finding is not stated to it (and the answer says which), never drafted as present."""
+    both = _draft(server, {"findings": [{"code": "Cardiomegaly/mild", "probability": 0.9},
+                                        {"code": "Pneumothorax/right", "probability": 0.2}]})
+    assert both.status_code == 200, both.text
+    alone = _draft(server, {"findings": [{"code": "Cardiomegaly/mild", "probability": 0.9}]})
+    body = both.json()
+    assert body["not_stated"] == ["Pneumothorax/right"] and alone.json()["not_stated"] == []
+    assert body["given_findings"] == ["cardiomegaly"] and body["text"] == alone.json()["text"]
+
+
+def test_the_vocabulary_lists_what_codes_may_name(server: str) -> None:
+    response = httpx.get(f"{server}/v1/reports/vocabulary", timeout=60)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert {"normal", "cardiomegaly", "pleural effusion", "pulmonary atelectasis"} <= set(
+        body["terms"])
+    assert {"left", "right", "mild", "base"} <= set(body["modifiers"])
+    assert "atelectasis" not in body["terms"] and len(body["model"]["sha256"]) == 64
 
 
 def _report_batches(server: str) -> tuple[float, float, float]:
@@ -111,7 +140,8 @@ def test_overlapping_drafts_share_batches_and_each_gets_its_own_report(server: s
     bodies = [{"findings": [{"code": code}], "indication": ind} for code, ind in [
         ("normal", "chest pain"), ("Cardiomegaly/mild", None), ("Pleural Effusion/left", "dyspnea"),
         ("Opacity/lung/base/right", "cough"), ("Cardiomegaly/severe", None),
-        ("Granulomatous Disease", "screening"), ("normal", None), ("Atelectasis/left", "fever")]]
+        ("Granulomatous Disease", "screening"), ("normal", None),
+        ("Pulmonary Atelectasis/left", "fever")]]
     alone = [_draft(server, b).json()["text"] for b in bodies]  # one at a time
     before = _report_batches(server)
     with ThreadPoolExecutor(len(bodies)) as pool:

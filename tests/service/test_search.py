@@ -31,6 +31,8 @@ def test_search_without_an_index_is_503(server: str) -> None:
     ({"q": "   "}, "query is empty"),
     ({"q": "x" * 1001}, "at most 1000"),
     ({"q": "glioma\x00"}, "control characters"),
+    ({"q": "\u200b"}, "no letters or digits"),  # a zero-width space alone
+    ({"q": "\ufffd\ufffd ?!"}, "no letters or digits"),  # undecodable bytes, punctuation
     ({"q": "glioma", "source": "pubmed"}, "unknown source pubmed"),
     ({"q": "glioma", "year_from": 2010, "year_to": 2000}, "after year_to"),
 ])

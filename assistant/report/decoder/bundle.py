@@ -4,6 +4,7 @@ one file; ``Drafter`` turns findings (+ indication, + image tokens) into report 
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from assistant.report.decoder.model import DecoderConfig, ReportDecoder
 from assistant.report.decoder.neighbours import ReportNeighbours
 from assistant.report.decoder.select import consensus, most_consistent
 from assistant.report.decoder.vocab import (
+    MAX_MODIFIERS,
+    UNK_ID,
     Condition,
     Vocab,
     detokenize,
@@ -83,6 +86,26 @@ class ReportBundle:
         if self.decode.complete:
             return "completes its drafts from its nearest training reports"
         return None
+
+    def vocabulary(self) -> dict[str, list[str]]:
+        """The finding terms and modifiers this decoder was trained with (lower case):
+        a code made of anything else would reach it as the unknown token."""
+        return {kind: sorted(t[2:] for t in self.cond_vocab.tokens if t.startswith(prefix))
+                for kind, prefix in (("terms", "T:"), ("modifiers", "M:"))}
+
+    def unknown_parts(self, finding: Finding) -> list[str]:
+        """The parts of ``finding``'s code this decoder never saw in training (the
+        modifiers it reads: the first six), each with the closest known spelling."""
+        known = self.vocabulary()
+        parts = [("term", finding.term.lower(), known["terms"])] + [
+            ("modifier", m, known["modifiers"]) for m in finding.modifiers[:MAX_MODIFIERS]]
+        out = []
+        for kind, value, names in parts:
+            if self.cond_vocab.id(f"{kind[0].upper()}:{value}") != UNK_ID:
+                continue
+            close = difflib.get_close_matches(value, names, n=1, cutoff=0.6)
+            out.append(f"{kind} {value!r}" + (f", did you mean {close[0]!r}?" if close else ""))
+        return out
 
     def save(self, path: Path) -> str:
         payload = {"format": FORMAT, "config": self.model.config.to_dict(),

@@ -17,6 +17,7 @@ from assistant.report.decoder.data import Finding
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIALS = (PAD, BOS, EOS, UNK)
+UNK_ID = SPECIALS.index(UNK)
 _TOKEN = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
 _PUNCT = re.compile(r"[^a-z0-9]")
 REDACTED = "xxxx"  # the collection's de-identification mark, kept as the reports have it
@@ -68,7 +69,7 @@ class Vocab:
         return len(self.tokens)
 
     def id(self, token: str) -> int:
-        return self._index.get(token, 3)  # type: ignore[attr-defined]
+        return self._index.get(token, UNK_ID)  # type: ignore[attr-defined]
 
     def encode(self, tokens: Iterable[str]) -> list[int]:
         return [self.id(t) for t in tokens]
@@ -87,6 +88,7 @@ class Vocab:
 
 TERM, MODIFIER, INDICATION, IMAGE, RETRIEVED = 1, 2, 3, 4, 5  # token kinds (0: padding)
 MAX_FINDINGS = 16
+MAX_MODIFIERS = 6  # read per finding
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ def condition_tokens(findings: Sequence[Finding], indication: str | None,
     for slot, f in enumerate(findings[:MAX_FINDINGS], start=1):
         out.append((f"T:{f.term.lower()}", TERM, slot, 0, f.probability))
         out.extend((f"M:{m}", MODIFIER, slot, j, f.probability)
-                   for j, m in enumerate(f.modifiers[:6], start=1))
+                   for j, m in enumerate(f.modifiers[:MAX_MODIFIERS], start=1))
     for j, w in enumerate([w for w in words(indication or "") if w != REDACTED]
                           [:INDICATION_WORDS]):
         out.append((f"I:{w}", INDICATION, 0, j, 1.0))
