@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -545,7 +546,11 @@ def draft(
     except KeyboardInterrupt:
         typer.echo("interrupted: finished studies are stored; run the same command again "
                    "to resume", err=True)
-        raise typer.Exit(130) from None
+        # The store is closed; model batches still running after a second Ctrl-C are
+        # threads Python would wait for at exit: leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     typer.echo(summary.text())
     typer.echo(f"written: {out}")
 

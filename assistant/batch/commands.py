@@ -85,7 +85,7 @@ def _engine(settings: Settings, store: BatchStore, options: DraftOptions) -> Ite
         ray.shutdown()
 
 
-def _check_out(out: Path, input_path: Path) -> Path:
+def _check_out(out: Path, input_path: Path, db: Path) -> Path:
     """The file to write (a link's target: the link stays), refused before drafting, not
     after, when it cannot or must not be written: a folder, a device or pipe, the input
     manifest itself, a read-only file, a folder where no file can be made."""
@@ -99,9 +99,9 @@ def _check_out(out: Path, input_path: Path) -> Path:
                 raise BatchInputError(f"--out {out} is not a regular file (a device or a "
                                       "pipe?): the output is written whole and renamed "
                                       "into place")
-            if input_path.exists() and target.samefile(input_path):
-                raise BatchInputError(f"--out {out} is the input manifest; give another "
-                                      "file")
+            for other, what in ((input_path, "the input manifest"), (db, "the --db store")):
+                if other.exists() and target.samefile(other):
+                    raise BatchInputError(f"--out {out} is {what}; give another file")
             if not mode & 0o222:
                 raise BatchInputError(f"--out {out} is read-only")
         # the temporary file the output is written to, made and removed now
@@ -118,12 +118,13 @@ def run_draft(settings: Settings, input_path: Path, options: DraftOptions) -> Su
     """Draft every study of ``input_path`` not already in the store, then write the output
     (raises ``BatchInputError`` for an input that is no folder or manifest)."""
     start = time.perf_counter()
-    out = _check_out(options.out, input_path)
+    db = Path(options.db or settings.batch.db_path or "batches.sqlite3")
+    out = _check_out(options.out, input_path, db)
     keep_heap(settings.batch)
     items, ignored = discover(input_path)
     if not items:
         log.warning("no PNG, JPEG or DICOM files in %s", input_path)
-    store = BatchStore(options.db or settings.batch.db_path or "batches.sqlite3")
+    store = BatchStore(db)
     summary = Summary(ignored=ignored)
     outcomes: dict[int, Outcome] = {}
     bars: list[tqdm] = []  # made once the engine is ready, so its clock starts then

@@ -97,6 +97,9 @@ def _os_reason(exc: OSError) -> str:
     return f"cannot read the file: {exc.strerror or type(exc).__name__}"
 
 
+_OPEN_FLAGS = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)  # POSIX only
+
+
 def _opened_inside(fd: int, path: Path, opened: os.stat_result,
                    roots: Sequence[Path]) -> bool:
     """Whether the file open at ``fd`` really lies under one of ``roots``: where the open
@@ -121,8 +124,9 @@ def load(item: Item, limits: Limits, roots: Sequence[Path] = ()) -> Loaded | str
     if item.error is not None or item.path is None:
         return item.error or "no file"
     try:
-        # O_NONBLOCK: opening a pipe named like an image must not wait for a writer
-        fd = os.open(item.path, os.O_RDONLY | os.O_NONBLOCK)
+        # O_NONBLOCK: opening a pipe named like an image must not wait for a writer;
+        # O_NOCTTY: a terminal device must not become this process's
+        fd = os.open(item.path, os.O_RDONLY | _OPEN_FLAGS)
     except FileNotFoundError:
         return "no such file"
     except IsADirectoryError:

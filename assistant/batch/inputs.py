@@ -125,9 +125,13 @@ def discover_folder(root: Path, allowed_roots: Sequence[Path] = ()) -> tuple[lis
     ignored = 0
     for path in walk_files(root):
         source = display_name(path.relative_to(root).as_posix())
-        if allowed_roots and not _inside(path, allowed_roots):  # before reading a byte of it
-            found.append((source, path, "the file is a link to somewhere outside the "
-                                        "allowed folders"))
+        if allowed_roots and not _inside(path, allowed_roots):
+            # judged by its name alone: not a byte of it is read
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                found.append((source, path, "the file is a link to somewhere outside the "
+                                            "allowed folders"))
+            else:
+                ignored += 1
         elif _wanted(path):
             found.append((source, path, None))
         else:
@@ -150,7 +154,7 @@ def _reader(text: str) -> csv.DictReader[str]:
         delimiter = ","
     # newline="": a quoted cell keeps its line breaks, as the csv module expects
     return csv.DictReader(io.StringIO(text, newline=""), dialect=csv.excel,
-                          delimiter=delimiter, strict=True)
+                          delimiter=delimiter, skipinitialspace=True, strict=True)
 
 
 def _rows(reader: csv.DictReader[str], csv_path: Path) -> Iterator[dict[str | Any, Any]]:
@@ -181,17 +185,15 @@ def read_manifest(csv_path: Path, allowed_roots: Sequence[Path] = ()) -> list[It
     base = csv_path.parent
     items: list[Item] = []
     for row in _rows(reader, csv_path):
-        cells = {key: _cell(row.get(name)) for key, name in columns.items()}
-        if any(cells.values()):  # a row of empty cells (a spreadsheet's tail) is blank
+        cells = {key: (row.get(name) or "").strip() for key, name in columns.items()}
+        extra = [c for c in row.get(None) or () if c.strip()]  # cells beyond the header's
+        if extra:
+            items.append(Item(len(items), cells["path"], None, error=(
+                f"the row has {len(extra)} more cell(s) than the header: a "
+                f"{reader.reader.dialect.delimiter!r} inside a cell that is not quoted?")))
+        elif any(cells.values()):  # a row of empty cells (a spreadsheet's tail) is blank
             items.append(_manifest_item(len(items), cells, base, allowed_roots))
     return items
-
-
-def _cell(value: object) -> str:
-    """A cell's text; the extra cells of a row longer than the header (a list) joined."""
-    if isinstance(value, list):
-        return ",".join(str(v) for v in value).strip()
-    return str(value or "").strip()
 
 
 def _manifest_item(seq: int, cells: dict[str, str], base: Path,

@@ -37,9 +37,11 @@ _KNOWLEDGE = re.compile(r"\b(treat|therap|prognos|surviv|caus|risk|symptom|sign 
                         r"studies|evidence|typical|usually|generally|in general|genetic)")
 # Asking whether this patient has something, or where it is: about a study even when none
 # is attached ("Is there a tumour?" is not a literature question).
-_PRESENCE = re.compile(r"^\s*((is|are) there\b(?! (a|any) (treatment|cure|test|way|link)\b)|"
-                       r"where (is|are) (the|a)\b|(does|do) (he|she|they|the patient) have\b|"
-                       r"(any|are there) (sign|signs|evidence) of\b)")
+_FINDING = (r"(tumou?rs?|mass(es)?|lesions?|bleed\w*|ha?emorrhage|abnormalit\w+|nodules?|"
+            r"growth|cancer|cyst|oedema|edema|metastas[ie]s|swelling)")
+_PRESENCE = re.compile(rf"^\s*((is|are) there (an? |any )?(\w+ )?{_FINDING}\b|"
+                       rf"where (is|are) (the |a |an )?(\w+ )?{_FINDING}\b|"
+                       r"(does|do) (he|she|they|the patient) have\b)")
 _DEFINITION = re.compile(r"^\s*(what\s+(is|are)\s+(an?\s+)?(?!the\b)|define\b|explain\b|"
                          r"describe\b|tell me about\b|what does\b)")
 

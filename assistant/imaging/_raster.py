@@ -81,7 +81,7 @@ def read_png_header(data: bytes) -> RasterHeader:
 def read_jpeg_header(data: bytes) -> RasterHeader:
     """Walk the marker segments up to the SOFn frame header."""
     pos = 2
-    orientation = 1
+    orientation: int | None = None  # the first EXIF segment's, as libjpeg and Pillow read it
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
             raise UnreadableImageError(f"corrupt JPEG: expected a marker at byte {pos}")
@@ -108,11 +108,11 @@ def read_jpeg_header(data: bytes) -> RasterHeader:
                 raise UnreadableImageError(
                     f"unsupported JPEG: frame header gives size {width} x {height}"
                 )
-            return RasterHeader(width, height, precision, pos + 2 + length, orientation)
+            return RasterHeader(width, height, precision, pos + 2 + length, orientation or 1)
         if length < 2:
             raise UnreadableImageError(f"corrupt JPEG: segment length {length} at byte {pos}")
-        if marker == 0xE1:  # APP1: EXIF, where a camera says how its rows are turned
-            orientation = exif_orientation(data[pos + 4 : pos + 2 + length]) or orientation
+        if marker == 0xE1 and orientation is None:  # APP1: EXIF, how the rows are turned
+            orientation = exif_orientation(data[pos + 4 : pos + 2 + length])
         pos += 2 + length
     raise UnreadableImageError("truncated JPEG: no frame header (SOF) found")
 

@@ -31,7 +31,7 @@ def _indication(value: object) -> str | None:
 
 # A whole number, as written or as a spreadsheet exports it ("45.0"), or a DICOM Age
 # String ("045Y", and months, weeks or days: "006M" is 0 years).
-_AGE = re.compile(r"(?P<n>\d{1,3})(\.0+)?\s*(?P<unit>[YMWD]?)", re.IGNORECASE)
+_AGE = re.compile(r"\+?(?P<n>\d{1,4})(\.0+)?\s*(?P<unit>[YMWD]?)", re.IGNORECASE)
 _PER_YEAR = {"": 1, "Y": 1, "M": 12, "W": 52, "D": 365}
 
 

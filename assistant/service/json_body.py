@@ -54,7 +54,10 @@ def parse_json(body: bytes | str) -> Any:
     except RecursionError:
         raise json.JSONDecodeError("the JSON is nested too deeply", "", 0) from None
     raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
-    if _MAYBE_SURROGATE.search(raw) and has_unpaired_surrogate(value):
+    # json.loads also reads UTF-16 and UTF-32 bodies, where the quick look cannot see
+    # surrogates: those are always walked.
+    utf8 = json.detect_encoding(raw) == "utf-8"
+    if (not utf8 or _MAYBE_SURROGATE.search(raw)) and has_unpaired_surrogate(value):
         raise json.JSONDecodeError("the text holds an unpaired UTF-16 surrogate (half of a "
                                    "character): send valid Unicode", "", 0)
     return value

@@ -193,8 +193,8 @@ class VisionModel:
             assert d.ood_distance is not None
             if d_inv < d.ood_distance:
                 reason = ("the image looks like a negative (inverted grey levels): its "
-                          "background is bright, and inverted it is closer to the brain MRI "
-                          f"slices the model was trained on (feature distance {d_inv:.1f} "
-                          f"against {d.ood_distance:.1f})")
+                          "background is bright, and inverted it is closer to the images the "
+                          f"model was trained on (feature distance {d_inv:.1f} against "
+                          f"{d.ood_distance:.1f})")
                 out[i] = Diagnosis(False, reason, None, None, d.threshold, d.ood_distance)
         return out

@@ -139,6 +139,7 @@ def test_an_output_that_cannot_be_written_is_refused_first(tmp_path: Path) -> No
     (tmp_path / "file").write_text("x")
     manifest = tmp_path / "m.csv"
     manifest.write_text("path\n")
+    (tmp_path / "store.db").write_bytes(b"")  # an existing store, named as the output too
     read_only = tmp_path / "read-only.jsonl"
     read_only.write_text("kept")
     read_only.chmod(0o444)
@@ -151,9 +152,11 @@ def test_an_output_that_cannot_be_written_is_refused_first(tmp_path: Path) -> No
             (tmp_path / "in", fifo, "not a regular file"),
             (tmp_path / "in", read_only, "read-only"),
             (manifest, manifest, "is the input manifest"),
+            (tmp_path / "in", tmp_path / "store.db", "is the --db store"),
             (tmp_path / "in", tmp_path / ("x" * 251 + ".jsonl"), "cannot write")):
+        db = tmp_path / ("store.db" if out.name == "store.db" else "s.db")
         with pytest.raises(BatchInputError, match=words):
-            run_draft(Settings(), source, DraftOptions(out, db=tmp_path / "s.db"))
+            run_draft(Settings(), source, DraftOptions(out, db=db))
     assert not (tmp_path / "s.db").exists()
     assert read_only.read_text() == "kept" and manifest.read_text() == "path\n"
     assert Path("/dev/null").is_char_device() and fifo.is_fifo()

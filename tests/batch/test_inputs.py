@@ -43,8 +43,10 @@ def test_links_outside_the_allowed_roots_fail(tmp_path: Path) -> None:
     _write(root / "in.png", PNG)
     secret = _write(outside / "secret.png", PNG)
     (root / "link.png").symlink_to(secret)
+    (root / "notes.txt").symlink_to(_write(outside / "notes.txt", b"x"))  # no image: left out
     (root / "dirlink").symlink_to(outside, target_is_directory=True)  # not followed
-    items, _ = discover(root, allowed_roots=[root.resolve()])
+    items, ignored = discover(root, allowed_roots=[root.resolve()])
+    assert ignored == 1
     by_source = {i.source: i for i in items}
     assert set(by_source) == {"in.png", "link.png"}
     assert by_source["in.png"].error is None
@@ -130,6 +132,15 @@ def test_a_quote_never_closed_stops_the_manifest_naming_its_line(tmp_path: Path)
     manifest.write_text("path,indication\na.png," + "x" * 200_000 + "\n")
     with pytest.raises(BatchInputError, match="line 2"):
         read_manifest(manifest)
+
+
+def test_spaces_after_delimiters_and_rows_longer_than_the_header(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text('path, indication, age\nscans/a.png, "headache, vomiting", 40\n'
+                        "scans/b.png, chest pain, 50, 7\n")
+    first, longer = read_manifest(manifest)
+    assert first.context == Context("headache, vomiting", 40, None)
+    assert longer.path is None and "1 more cell(s) than the header" in str(longer.error)
 
 
 def test_quoted_line_breaks_and_blank_rows(tmp_path: Path) -> None:

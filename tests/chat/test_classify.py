@@ -27,6 +27,12 @@ from assistant.chat.compose import classify, study_intents
     ("Is there a treatment for glioma?", False, False, "knowledge"),
     ("Is there any evidence that radiotherapy helps?", False, False, "knowledge"),
     ("Glioma", False, False, "knowledge"),
+    ("Is there a difference between glioma and meningioma?", False, False, "knowledge"),
+    ("Are there different types of glioma?", False, False, "knowledge"),
+    ("Where is the pituitary gland located?", False, False, "knowledge"),
+    ("Is there a vaccine for glioblastoma?", False, False, "knowledge"),
+    ("Are there any lesions?", False, False, "study"),
+    ("Is there a large mass?", False, False, "study"),
     ("What is the capital of France?", True, False, "knowledge"),
 ])
 def test_classify(question: str, has_study: bool, image_now: bool, topic: str) -> None:

@@ -652,6 +652,17 @@ def _with_exif_orientation(jpeg: bytes, orientation: int, order: str) -> bytes:
     return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
 
 
+def test_the_first_exif_segment_gives_the_orientation() -> None:
+    """As libjpeg and Pillow read it: a later EXIF segment (an editor's copy) does not."""
+    stored = np.zeros((48, 80), np.uint8)
+    stored[4:20, 6:30] = 255
+    ok, encoded = cv2.imencode(".jpg", stored, [cv2.IMWRITE_JPEG_QUALITY, 100])
+    assert ok
+    twice = _with_exif_orientation(_with_exif_orientation(encoded.tobytes(), 3, "<"), 6, ">")
+    pixels = read_image(twice, Limits()).pixels  # the segment inserted last comes first
+    np.testing.assert_array_equal(pixels, np.rot90(read_image(encoded.tobytes()).pixels, -1))
+
+
 # What a viewer shows for each EXIF orientation, from the rows as stored (TIFF 6.0, tag 274).
 _SHOWN = {1: lambda a: a, 2: np.fliplr, 3: lambda a: np.rot90(a, 2), 4: np.flipud,
           5: np.transpose, 6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(a.T, 2),

@@ -42,7 +42,7 @@ def test_boundary_ages_are_accepted() -> None:
 
 @pytest.mark.parametrize(("value", "age"), [
     ("45", 45), (" 45.0 ", 45), ("045Y", 45), ("45y", 45), ("006M", 0), ("030M", 2),
-    ("010W", 0), ("400D", 1), ("0", 0)])
+    ("010W", 0), ("400D", 1), ("0", 0), ("0045", 45), ("+45", 45)])
 def test_ages_as_exports_write_them(value: str, age: int) -> None:
     """A spreadsheet's "45.0" and a DICOM Age String ("045Y"; months, weeks and days
     under a year are 0 years)."""

@@ -18,6 +18,9 @@ from assistant.service.json_body import has_unpaired_surrogate, parse_json
     b'{"q": ["a", {"b": "\\ud83e"}]}',  # nested
     b'{"q": "\xed\xa0\x80"}',  # a surrogate in UTF-8-style bytes, which json.loads passes
     '{"q": "\\ud800"}',  # a str body
+    '{"q": "abc \\ud83e"}'.encode("utf-16"),  # json.loads reads UTF-16 and UTF-32 too
+    '{"q": "abc \\ud83e"}'.encode("utf-16-le"),
+    '{"q": "abc \\ud83e"}'.encode("utf-32"),
 ])
 def test_unpaired_surrogates_are_malformed_json(body: bytes | str) -> None:
     with pytest.raises(json.JSONDecodeError, match="surrogate"):
