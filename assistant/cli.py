@@ -122,7 +122,8 @@ def serve(
     svc = settings.service
     tune_malloc(svc.malloc_mmap_threshold, svc.malloc_arena_max, svc.malloc_trim_threshold)
     uvicorn.run(create_app(settings), host=bind,
-                port=port or settings.service.port, log_level=settings.log_level.lower())
+                port=port or settings.service.port, log_level=settings.log_level.lower(),
+                timeout_graceful_shutdown=settings.service.shutdown_timeout_s)
 
 
 @app.command()

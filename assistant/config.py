@@ -43,6 +43,10 @@ class Limits(BaseModel):
         200, gt=0, description="messages in one chat request (413 beyond)")
     max_chat_message_chars: int = Field(
         20_000, gt=0, description="characters of text in one chat message (413 beyond)")
+    body_stall_s: float = Field(
+        30.0, gt=0, description="seconds a request body may send nothing before the request "
+                                "is answered 408 (a stalled upload holds no connection, nor "
+                                "a shutdown, for longer)")
 
 
 class ServiceConfig(BaseModel):
@@ -76,6 +80,9 @@ class ServiceConfig(BaseModel):
         "kept for reuse up to this size before it is returned to the system; 0: glibc's "
         "default")
     malloc_arena_max: int = Field(2, ge=0, le=64, description="glibc malloc arenas; 0: default")
+    shutdown_timeout_s: int = Field(
+        30, gt=0, description="on SIGTERM, how long open requests may take to finish "
+                                "before the service closes them and stops")
 
 
 class ChatConfig(BaseModel):

@@ -24,6 +24,7 @@ import importlib.util
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from assistant.chat.compose import (
@@ -43,13 +44,14 @@ from assistant.chat.store import ID_PATTERN, ConversationStore, StoredStudy, new
 from assistant.config import Settings
 from assistant.data.manifest import DataError
 from assistant.imaging import ImageInputError
-from assistant.pipeline import CITATION_QUERIES, Pipeline, open_retrieval
+from assistant.pipeline import CITATION_QUERIES, Analysis, Pipeline, open_retrieval
 from assistant.retrieval.index import IndexUnusableError
 from assistant.retrieval.search import Searcher
 from assistant.vision.infer import Diagnosis
 
 log = logging.getLogger(__name__)
 
+_STUDY_LOCK_STRIPES = 64
 SEARCH_DEPTH = 3  # hits searched per citation wanted (only those holding the terms are cited)
 NO_STUDY = (f"{REFUSAL} There is no study in this conversation: attach the image (PNG, "
             "JPEG or DICOM) to your message as a data URL.")
@@ -100,9 +102,18 @@ class ChatEngine:
     def __init__(self, store: ConversationStore, pipeline: Pipeline | None,
                  searcher: Searcher | None = None, retrieval_note: str | None = None,
                  max_citations: int = 3, generation: str = "extractive",
-                 search_lock: threading.Lock | None = None) -> None:
+                 search_lock: threading.Lock | None = None,
+                 analyze: Callable[[bytes], Analysis] | None = None) -> None:
+        """``analyze``: how an attached image is analysed (the service passes its
+        micro-batcher, so the chat's images share the analyses' queue and cap); default:
+        the pipeline's ``analyze``."""
         self.store = store
         self.pipeline = pipeline
+        self.analyze = analyze
+        # One study per image and conversation, even when turns carrying the same image
+        # arrive at once: the look-up, the analysis and the store run under a lock of the
+        # (conversation, image) pair's stripe.
+        self._study_locks = tuple(threading.Lock() for _ in range(_STUDY_LOCK_STRIPES))
         self.searcher = chat_searcher(searcher) if searcher is not None else None
         self.retrieval_note = retrieval_note or (
             None if searcher else "literature retrieval was not configured")
@@ -216,14 +227,17 @@ class ChatEngine:
     def _study(self, conversation_id: str, image: Image | None) -> StoredStudy | None:
         if image is None:
             return self.store.latest_study(conversation_id)
-        found = self.store.find_study(conversation_id, image.sha256)
-        if found is not None:
-            return found
-        if self.pipeline is None:
-            raise ChatInputError("image analysis is not available on this server", "messages",
-                                 "analysis_unavailable", 503)
-        analysis = self.pipeline.analyze(image.data)  # ImageInputError for a bad image
-        return self.store.add_study(conversation_id, image.sha256, analysis.to_dict())
+        stripe = hash((conversation_id, image.sha256)) % _STUDY_LOCK_STRIPES
+        with self._study_locks[stripe]:
+            found = self.store.find_study(conversation_id, image.sha256)
+            if found is not None:
+                return found
+            if self.analyze is None and self.pipeline is None:
+                raise ChatInputError("image analysis is not available on this server",
+                                     "messages", "analysis_unavailable", 503)
+            analyze = self.analyze or self.pipeline.analyze  # type: ignore[union-attr]
+            analysis = analyze(image.data)  # ImageInputError for a bad image
+            return self.store.add_study(conversation_id, image.sha256, analysis.to_dict())
 
     def _knowledge(self, question: str) -> Composed:
         if self.searcher is None:

@@ -127,7 +127,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     services = Services(settings, metrics_registry)
     app.add_middleware(BodyLimitMiddleware,
                        max_bytes=settings.limits.max_upload_bytes + _MULTIPART_SLACK,
-                       per_path={"/v1/batches": settings.batch.max_zip_bytes + _MULTIPART_SLACK})
+                       per_path={"/v1/batches": settings.batch.max_zip_bytes + _MULTIPART_SLACK},
+                       stall_s=settings.limits.body_stall_s)
     if settings.limits.requests_per_minute > 0:
         app.add_middleware(RateLimitMiddleware, per_minute=settings.limits.requests_per_minute,
                            burst=settings.limits.rate_burst)

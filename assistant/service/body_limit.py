@@ -1,11 +1,16 @@
-"""Request body size limit, enforced before the body is read into memory.
+"""Request body size limit, enforced before the body is read into memory, and a stall
+limit while it arrives.
 
 A declared ``Content-Length`` over the limit is refused at once; a body without one
 (chunked) is counted as it streams and refused the moment it passes the limit. Both get
-the same JSON 413 as every other error.
+the same JSON 413 as every other error. A body that sends nothing for ``stall_s`` seconds
+before it is complete is answered 408: a client that stops half way through an upload
+holds neither a connection nor the service's shutdown for longer.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,10 +27,11 @@ class BodyLimitMiddleware:
     which have their own limit (the zip upload of ``/v1/batches``)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int,
-                 per_path: dict[str, int] | None = None) -> None:
+                 per_path: dict[str, int] | None = None, stall_s: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.per_path = per_path or {}
+        self.stall_s = stall_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -39,14 +45,22 @@ class BodyLimitMiddleware:
             return
         received = 0
         started = False
+        complete = False  # the body's last part has come: later reads wait for a disconnect
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.stall_s)
+            except TimeoutError:
+                # An HTTPException passes through FastAPI's body parsing unchanged.
+                raise StarletteHTTPException(
+                    408, f"the request body sent nothing for {self.stall_s:g} s") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > limit:
-                    # An HTTPException passes through FastAPI's body parsing unchanged.
                     raise _too_large(limit)
             return message
 
@@ -58,6 +72,6 @@ class BodyLimitMiddleware:
         try:
             await self.app(scope, limited_receive, tracked_send)
         except StarletteHTTPException as exc:
-            if exc.status_code != 413 or started:
+            if exc.status_code not in (408, 413) or started:
                 raise
             await send_error(send, exc)

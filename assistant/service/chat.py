@@ -24,9 +24,10 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Annotated, Any, Literal
 
+import anyio.from_thread
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -38,6 +39,7 @@ from assistant.chat.engine import Prepared, generation_status
 from assistant.chat.messages import Image, decode_data_url
 from assistant.config import Limits, Settings
 from assistant.imaging import ImageInputError
+from assistant.pipeline import Analysis
 from assistant.service.audit import note_analysis
 from assistant.service.errors import image_error_status
 from assistant.service.json_body import JSONRoute
@@ -242,9 +244,20 @@ def chat_engine(request: Request) -> ChatEngine | None:
             # /v1/search's lock: the embedder's tokenizer is not thread-safe.
             state.chat = ChatEngine(state.chat_store, services.pipeline, services.searcher,
                                     services.pipeline.retrieval_note, settings.chat.citations,
-                                    generation_status(settings), services.search_lock)
+                                    generation_status(settings), services.search_lock,
+                                    _batched(services))
     chat: ChatEngine = state.chat
     return chat
+
+
+def _batched(services: Services) -> Callable[[bytes], Analysis]:
+    """The chat's image analyses through the service's micro-batcher (``prepare`` runs in
+    a worker thread): the queue, its cap (503 ``busy``) and the batches of
+    ``/v1/analyze``."""
+    def analyze(data: bytes) -> Analysis:
+        return anyio.from_thread.run(services.analyze, data)
+
+    return analyze
 
 
 # -- routes ----------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ from collections.abc import Iterable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import Send
 
 from assistant.batch.errors import (
@@ -91,8 +92,10 @@ _BATCH_ERRORS: tuple[tuple[type[BatchError], int, str], ...] = (
     (BatchError, 422, "invalid_batch"),
 )
 
+CLIENT_CLOSED = 499  # a request the client abandoned before it was read (nginx's code)
+
 _HTTP_TYPES = {
-    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 408: "timeout",
     405: "method_not_allowed", 413: "too_large", 415: "unsupported_format",
     422: "invalid_request", 429: "rate_limited", 503: "not_ready",
 }
@@ -156,6 +159,13 @@ async def _batch_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(kind, str(exc)), status_code=status)
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client closed the connection before its request was read: nobody is there to
+    answer, and it is not the service's error (499, as nginx counts it)."""
+    log.info("client disconnected before %s %s was read", request.method, request.url.path)
+    return Response(status_code=CLIENT_CLOSED)
+
+
 async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
     # Only a bug gets here: bad input raises one of the typed errors above.
     log.error("internal error", exc_info=exc)
@@ -188,3 +198,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _internal_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)

@@ -128,12 +128,15 @@ class Services:
         return self.pipeline.analyze_many([image for image, _ in jobs],
                                           [context for _, context in jobs])
 
-    async def analyze(self, image: bytes, form: AnalyzeForm) -> Analysis:
-        """One image (+ its context form) through the micro-batcher; counts the outcome."""
+    async def analyze(self, image: bytes, form: AnalyzeForm | None = None) -> Analysis:
+        """One image (+ its context form) through the micro-batcher, which every analysis
+        of the service shares (``/v1/analyze`` and the chat's images): one queue, one cap
+        (``max_queued_analyses``, 503 ``busy`` beyond); counts the outcome."""
         if self.batcher is None:
             raise NotReadyError(f"the vision model is {self.components[VISION]}")
         try:
-            analysis = await self.batcher.submit((image, form.to_context()))
+            context = form.to_context() if form is not None else Context()
+            analysis = await self.batcher.submit((image, context))
         except (ImageInputError, InvalidContextError):
             self.metrics.analyses.labels("rejected").inc()
             raise

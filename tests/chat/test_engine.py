@@ -77,6 +77,19 @@ def test_an_image_refused_earlier_does_not_fail_later_turns(engine: ChatEngine,
     assert "calibrated probability of tumour" in follow.text
 
 
+def test_turns_with_the_same_image_at_once_make_one_study(engine: ChatEngine,
+                                                          images: Images) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    image = _image(images.tumour)
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(
+            lambda _: engine.answer([Turn("user", "Result?", (image,))], "same-image-race"),
+            range(6)))
+    assert len({a.composed.study_id for a in answers}) == 1
+    assert len(engine.store.messages("same-image-race")) == 12
+
+
 def test_metadata_conversation_ids(engine: ChatEngine, images: Images) -> None:
     engine.answer([Turn("user", "Result?", (_image(images.tumour),))], "case-7", user="dr-a")
     follow = engine.answer([Turn("user", "Is it a tumour?")], "case-7", user="dr-a")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import random
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -27,6 +28,7 @@ HTTP_PROPERTY = settings(max_examples=120, deadline=None,
                          suppress_health_check=[HealthCheck.too_slow,
                                                 HealthCheck.function_scoped_fixture])
 CLIENT_ERRORS = (400, 404, 413, 415, 422)
+STALL_S = 2
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("bad-input")
     env = {"ASSISTANT_INDEX_DIR": str(folder / "no-index"),
            "ASSISTANT_SERVICE__REQUIRE_INDEX": "false",
-           "ASSISTANT_LIMITS__REQUESTS_PER_MINUTE": "0"}
+           "ASSISTANT_LIMITS__REQUESTS_PER_MINUTE": "0",
+           "ASSISTANT_LIMITS__BODY_STALL_S": str(STALL_S)}
     with run_server(folder, env) as base:
         yield base
 
@@ -185,6 +188,43 @@ def test_a_context_field_with_an_unpaired_surrogate_is_invalid(server: str) -> N
                           files={"file": ("a.png", SEEDS["grey.png"])}, timeout=60)
     assert response.status_code == 422, response.text
     assert "surrogate" in response.json()["error"]["message"]
+
+
+def _half_sent(server: str, path: str, content_type: str) -> socket.socket:
+    """A connection that sent the headers and the first 10 of 1,000 body bytes."""
+    host, port = server.removeprefix("http://").split(":")
+    conn = socket.create_connection((host, int(port)), timeout=30)
+    conn.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+                 f"Content-Length: 1000\r\n\r\n".encode() + b'{"model": ')
+    return conn
+
+
+@pytest.mark.parametrize(("path", "content_type"), [
+    ("/v1/chat/completions", "application/json"), ("/v1/batches", "application/json"),
+    ("/v1/batches", "application/zip"), ("/v1/reports/draft", "application/json")])
+def test_a_client_that_leaves_mid_body_is_no_server_error(server: str, path: str,
+                                                          content_type: str) -> None:
+    _half_sent(server, path, content_type).close()  # the user cancels the upload
+    time.sleep(0.5)
+    assert httpx.get(f"{server}/healthz").status_code == 200
+    # (test_the_server_is_up_and_counted_no_5xx, last, checks no 5xx was counted)
+
+
+def test_a_body_that_stalls_is_answered_408(server: str) -> None:
+    """A client that stops half way through its body holds the connection (and the
+    service's shutdown) for body_stall_s at most."""
+    conn = _half_sent(server, "/v1/chat/completions", "application/json")
+    started = time.perf_counter()
+    reply = b""
+    while not reply.endswith(b"}"):  # the headers, then the JSON body
+        part = conn.recv(4096)
+        if not part:
+            break
+        reply += part
+    conn.close()
+    assert reply.startswith(b"HTTP/1.1 408"), reply
+    assert b"sent nothing for 2 s" in reply
+    assert STALL_S - 0.5 < time.perf_counter() - started < STALL_S + 5
 
 
 def test_the_server_is_up_and_counted_no_5xx(server: str) -> None:

@@ -111,6 +111,22 @@ def test_conversation_ids_in_metadata(client: OpenAI, images: Images) -> None:
              metadata={"conversation_id": "ward-3-bed-9"})
 
 
+def _analyses(chat_server: str) -> float:
+    text = httpx.get(f"{chat_server}/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("assistant_analyses_total"))
+
+
+def test_a_chat_image_goes_through_the_analyses_queue(client: OpenAI, chat_server: str,
+                                                      images: Images) -> None:
+    """The chat's images share /v1/analyze's micro-batcher: its queue, its cap (503
+    busy) and its counts."""
+    before = _analyses(chat_server)
+    _ask(client, [_with_image("Result?", _data_url(images.no_tumour.read_bytes()))],
+         metadata={"conversation_id": "queue-check"})
+    assert _analyses(chat_server) == before + 1
+
+
 def test_an_image_refused_earlier_does_not_fail_the_thread(client: OpenAI, images: Images
                                                           ) -> None:
     first = _ask(client, [_with_image("Result?", _data_url(images.tumour.read_bytes()))])
