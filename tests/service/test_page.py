@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import cv2
@@ -26,6 +27,7 @@ from playwright.sync_api import (
     expect,
     sync_playwright,
 )
+from playwright.sync_api import Error as PlaywrightError
 
 from tests.service.conftest import UPLOAD_LIMIT
 
@@ -231,3 +233,63 @@ def test_too_large_file_shows_the_413_message(page: Page, tmp_path: Path) -> Non
     error = page.get_by_role("alert").filter(has_text="Error 413")
     expect(error).to_be_visible()
     expect(error).to_contain_text("exceeds the limit")
+
+
+def _chat_bodies(page: Page) -> list[dict[str, object]]:
+    """The JSON bodies of the page's chat requests, as they are sent."""
+    import json
+
+    bodies: list[dict[str, object]] = []
+    page.on("request", lambda r: bodies.append(json.loads(r.post_data or "{}"))
+            if r.url.endswith("/v1/chat/completions") else None)
+    return bodies
+
+
+def test_an_answer_stays_with_the_study_it_was_asked_about(page: Page, br35h: Br35h) -> None:
+    """A slow answer to a question about one study arrives after the next study was
+    analysed: it must not enter the new study's conversation, whose first question then
+    carries the new image."""
+    held = []
+    page.route("**/v1/chat/completions", lambda route: held.append(route))
+    _analyse(page, br35h(1))
+    expect(page.locator("#chat")).to_be_visible()
+    page.get_by_label("Question").fill("Where is the finding?")
+    page.get_by_role("button", name="Send").click()
+    page.wait_for_function("() => document.getElementById('chat-button').disabled")
+    _analyse(page, br35h(0))  # the clinician moves on while the answer is slow
+    page.wait_for_function("() => !document.getElementById('analyze-button').disabled")
+    expect(page.locator("#chat")).to_be_visible()
+    page.unroute("**/v1/chat/completions")
+    for route in held:  # the first answer goes on, unless the page gave it up
+        with suppress(PlaywrightError):  # "already handled": the page aborted it
+            route.continue_()
+    bodies = _chat_bodies(page)
+    _ask(page, "Is there a tumour?", 1)
+    (body,) = bodies
+    messages = body["messages"]
+    assert isinstance(messages, list) and len(messages) == 1  # no other study's turns
+    assert any(part.get("type") == "image_url" for part in messages[0]["content"])
+    assert page.locator("#chat-log li.assistant").count() == 1
+
+
+def test_enter_twice_sends_one_question(page: Page, br35h: Br35h) -> None:
+    _analyse(page, br35h(1))
+    expect(page.locator("#chat")).to_be_visible()
+    bodies = _chat_bodies(page)
+    question = page.get_by_label("Question")
+    question.fill("Where is the finding?")
+    question.press("Enter")
+    question.press("Enter")
+    page.wait_for_function("() => !document.getElementById('chat-button').disabled")
+    assert len(bodies) == 1 and page.locator("#chat-log li.user").count() == 1
+
+
+def test_no_sideways_scroll_on_a_phone(browser: Browser, indexed_server: str) -> None:
+    context = browser.new_context(viewport={"width": 375, "height": 812})
+    try:
+        tab = context.new_page()
+        tab.goto(f"{indexed_server}/")
+        width = tab.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 375, width
+    finally:
+        context.close()

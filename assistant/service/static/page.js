@@ -5,6 +5,7 @@
 
 (() => {
   const MODEL = "medical-imaging-assistant";
+  const HISTORY_SENT = 20; // earlier turns a question carries (the server keeps them all)
   const $ = (id) => document.getElementById(id);
 
   // The study being discussed: its image as a data URL, the conversation id the chat
@@ -174,7 +175,10 @@
       status.textContent = "";
       showError(error, `The request failed: ${err.message}`);
     } finally {
-      $("analyze-button").disabled = false;
+      const button = $("analyze-button");
+      button.disabled = false;
+      // disabling it dropped the keyboard focus to the page: give it back
+      if (document.activeElement === document.body) button.focus();
     }
   }
 
@@ -201,8 +205,11 @@
       reader.onerror = () => reject(reader.error);
       reader.readAsDataURL(blob);
     });
-    study = { dataUrl, conversationId: newConversationId(), history: [] };
+    if (study && study.pending) study.pending.abort(); // its answer belongs to no one now
+    study = { dataUrl, conversationId: newConversationId(), history: [], pending: null };
     $("chat-log").replaceChildren();
+    $("chat-log").removeAttribute("aria-busy");
+    $("chat-button").disabled = false;
     showError($("chat-error"), "");
     $("chat").hidden = false;
   }
@@ -256,8 +263,12 @@
     const error = $("chat-error");
     const input = $("chat-input");
     const question = input.value.trim();
+    // The study this question is about: a new analysis replaces the global one while
+    // the answer streams, and this answer must not land in the new study's conversation.
+    const current = study;
+    if (current && current.pending) return; // one question at a time (Enter twice)
     showError(error, "");
-    if (!study) {
+    if (!current) {
       showError(error, "Analyse an image first.");
       return;
     }
@@ -267,38 +278,53 @@
       return;
     }
     // The image goes with the first question only; follow-ups name the conversation,
-    // which keeps the study.
-    const content = study.history.length === 0
-      ? [{ type: "text", text: question }, { type: "image_url", image_url: { url: study.dataUrl } }]
+    // which keeps the study (and the server keeps its history: the last turns suffice).
+    const first = current.history.length === 0;
+    const content = first
+      ? [{ type: "text", text: question }, { type: "image_url", image_url: { url: current.dataUrl } }]
       : question;
-    const messages = [...study.history, { role: "user", content }];
+    const messages = [...current.history.slice(-HISTORY_SENT), { role: "user", content }];
     const asked = addBubble("user", question);
     const answer = addBubble("assistant", "…");
     const answerText = answer.querySelector(".text");
     const log = $("chat-log");
+    current.pending = new AbortController();
     $("chat-button").disabled = true;
+    log.setAttribute("aria-busy", "true"); // announced once, when the answer is whole
     try {
       const response = await fetch("/v1/chat/completions", {
         method: "POST",
         headers: { "Content-Type": "application/json", ...authHeaders() },
         body: JSON.stringify({
           model: MODEL, stream: true, messages,
-          metadata: { conversation_id: study.conversationId },
+          metadata: { conversation_id: current.conversationId },
         }),
+        signal: current.pending.signal,
       });
+      if (response.status === 413 && first) {
+        throw new Error("Error 413: the image is too large to attach to the chat (it travels " +
+                        "base64-encoded, a third larger than the file, within the service's " +
+                        "request limit); the analysis above stands.");
+      }
       if (!response.ok) throw new Error(await errorMessage(response));
       const text = await readStream(response, (sofar) => {
         answerText.textContent = sofar;
         log.scrollTop = log.scrollHeight;
       });
-      study.history.push({ role: "user", content: question }, { role: "assistant", content: text });
-      input.value = "";
+      current.history.push({ role: "user", content: question }, { role: "assistant", content: text });
+      if (current === study) input.value = "";
     } catch (err) {
       asked.remove();
       answer.remove();
-      showError(error, err.message.startsWith("Error ") ? err.message : `The chat failed: ${err.message}`);
+      if (current === study) {
+        showError(error, err.message.startsWith("Error ") ? err.message : `The chat failed: ${err.message}`);
+      }
     } finally {
-      $("chat-button").disabled = false;
+      current.pending = null;
+      if (current === study) {
+        log.removeAttribute("aria-busy");
+        $("chat-button").disabled = false;
+      }
     }
   }
 
