@@ -185,6 +185,7 @@ class PassageStore:
         self.title_only = np.zeros(len(self._ends), dtype=bool)
         self._doc_ids: list[str] = []
         rows: dict[str, int] = {}
+        self._first: dict[str, int] = {}  # a document's first passage
         for i in range(len(self._ends)):
             record = self._record(i)
             self.source_codes[i] = SOURCES.index(record.source)
@@ -192,6 +193,7 @@ class PassageStore:
             self.title_only[i] = record.text == record.title
             self._doc_ids.append(record.doc_id)
             rows.setdefault(record.doc_id, len(rows))
+            self._first.setdefault(record.doc_id, i)
         # (N,) the row of each passage's document among the distinct documents in order
         self.doc_rows = np.fromiter((rows[d] for d in self._doc_ids), dtype=np.int64,
                                     count=len(self._doc_ids))
@@ -217,6 +219,11 @@ class PassageStore:
     def doc_id(self, i: int) -> str:
         """The document id of passage ``i``, without reading its line."""
         return self._doc_ids[i]
+
+    def first_passage(self, doc_id: str) -> int | None:
+        """The row of the document's first passage ("PMID:123", "HP:0001250",
+        "ICD10CM:G40.909"); None when the index has no such document."""
+        return self._first.get(doc_id)
 
     def close(self) -> None:
         if self._map is not None:

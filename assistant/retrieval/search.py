@@ -9,6 +9,7 @@ or two sentences of it that best answer the query as the snippet.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
@@ -220,6 +221,26 @@ def _pairs(scores: np.ndarray, ids: np.ndarray) -> list[tuple[int, float]]:
     return list(zip(ids[keep].tolist(), scores[keep].tolist(), strict=True))
 
 
+# Source ids a query may name, as hits cite them: "PMID: 31234567", "HP:0001250", and an
+# ICD-10-CM code when it is the whole query or follows "ICD" ("G40.909", "ICD-10-CM E11.9";
+# inside other words, "T10" or "B12" are not taken for codes).
+_PMID = re.compile(r"\bPMID\s*:?\s*(\d{1,9})\b", re.IGNORECASE)
+_HPO = re.compile(r"\bHP\s*:\s*(\d{7})\b", re.IGNORECASE)
+_ICD = r"([A-TV-Z]\d[0-9A-Z](?:\.[0-9A-Z]{1,4})?)"
+_ICD_ALONE = re.compile(rf"\s*(?:ICD(?:-?10(?:-?CM)?)?\s*:?\s*)?{_ICD}\s*", re.IGNORECASE)
+_ICD_NAMED = re.compile(rf"\bICD(?:-?10(?:-?CM)?)?\s*:?\s*{_ICD}\b", re.IGNORECASE)
+
+
+def named_documents(query: str) -> list[str]:
+    """The document ids a query names by their source ids, in the order named."""
+    found = [(m.start(), f"PMID:{m[1]}") for m in _PMID.finditer(query)]
+    found += [(m.start(), f"HP:{m[1]}") for m in _HPO.finditer(query)]
+    alone = _ICD_ALONE.fullmatch(query)
+    icd = [alone] if alone else list(_ICD_NAMED.finditer(query))
+    found += [(m.start(), f"ICD10CM:{m[1].upper()}") for m in icd]
+    return list(dict.fromkeys(doc for _, doc in sorted(found)))
+
+
 class Searcher:
     """Answers queries from an opened index; the embedder is needed for dense and hybrid
     search (BM25 alone works without it). Snippets are chosen by embedding similarity
@@ -394,12 +415,28 @@ class Searcher:
         query_vec = None if ranking.mode == "bm25" else self._embed_query(query)  # (d,)
         ranked = self.rank(query, max(self.candidates, 5 * k), ranking, mask, query_vec)
         kept = best_per_document(ranked, [store.doc_id(i) for i, _ in ranked], k)
+        kept = self._named_first(query, kept, mask, k)
         records = [store[i] for i, _ in kept]
         snippets = self._snippets(query, query_vec if self.embed_snippets else None,
                                   [r.text for r in records])
         return [Hit(id=r.id, doc_id=r.doc_id, source=r.source, title=r.title, snippet=snippet,
                     score=float(score), citation=r.citation, url=r.url, year=r.year)
                 for r, (_, score), snippet in zip(records, kept, snippets, strict=True)]
+
+    def _named_first(self, query: str, kept: list[tuple[int, float]], mask: np.ndarray | None,
+                     k: int) -> list[tuple[int, float]]:
+        """``kept`` with the documents the query names by source id (that pass the filters)
+        first, scored as the best hit: a clinician checking a citation finds its record."""
+        store = self.index.passages
+        rows = [row for doc in named_documents(query)
+                if (row := store.first_passage(doc)) is not None
+                and (mask is None or bool(mask[row]))]
+        if not rows:
+            return kept
+        named = {store.doc_id(r) for r in rows}
+        top = max((score for _, score in kept), default=1.0)
+        rest = [(i, score) for i, score in kept if store.doc_id(i) not in named]
+        return ([(r, top) for r in rows] + rest)[:k]
 
     def _snippets(self, query: str, query_vec: np.ndarray | None, texts: Sequence[str],
                   n: int = 2) -> list[str]:

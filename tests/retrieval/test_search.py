@@ -172,3 +172,34 @@ def test_ranking_validates_and_overrides() -> None:
                 {"title_weight": -1.0}, {"feedback": -1}):
         with pytest.raises(ValueError):
             Ranking(**bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("query", "named"), [
+    ("PMID: 31234567", ["PMID:31234567"]), ("pmid 100", ["PMID:100"]),
+    ("seizure HP:0001250", ["HP:0001250"]), ("G40.909", ["ICD10CM:G40.909"]),
+    ("icd-10-cm g40.909 epilepsy", ["ICD10CM:G40.909"]), ("ICD10CM:A00.0", ["ICD10CM:A00.0"]),
+    ("HP:0001250 or PMID 100", ["HP:0001250", "PMID:100"]),
+    # code-like words inside a question are words, not codes
+    ("vitamin B12 deficiency", []), ("T10 vertebral fracture", []), ("C57BL mice", []),
+])
+def test_source_ids_a_query_names(query: str, named: list[str]) -> None:
+    from assistant.retrieval.search import named_documents
+
+    assert named_documents(query) == named
+
+
+@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
+def test_a_document_named_by_its_source_id_comes_first(searcher: Searcher, mode: str) -> None:
+    """A clinician checking a citation searches for its id: the record comes first (it
+    did not, before: an id's characters are no words to match)."""
+    for query, doc in (("HP:0001250", "HP:0001250"), ("PMID 100", "PMID:100"),
+                       ("A00.0", "ICD10CM:A00.0"), ("cholera PMID:300", "PMID:300")):
+        hits = searcher.search(query, k=3, mode=mode)  # type: ignore[arg-type]
+        assert hits[0].doc_id == doc, (query, [h.doc_id for h in hits])
+        assert len({h.doc_id for h in hits}) == len(hits) <= 3
+    # filters still apply, and an id the index lacks changes nothing
+    assert all(h.doc_id != "HP:0001250" for h in searcher.search(
+        "HP:0001250", k=5, mode=mode, sources=["medline"]))  # type: ignore[arg-type]
+    unknown = searcher.search("cholera vibrio PMID:424242", k=3,  # type: ignore[arg-type]
+                              mode=mode)
+    assert unknown[0].doc_id in {"ICD10CM:A00.0", "ICD10CM:A00"}
