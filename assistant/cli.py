@@ -7,16 +7,60 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
 from assistant import __version__
 from assistant.config import get_settings
 from assistant.vision import ANTIALIAS, CROP_WORK_SIDE, RESTORED_COPIES
 
-app = typer.Typer(help="Medical imaging assistant: every output is a draft for a clinician.",
-                  no_args_is_help=True, add_completion=False)
+
+def _setting_errors(exc: ValidationError) -> str:
+    """A settings ``ValidationError`` as the variables to fix: "ASSISTANT_SERVICE__PORT:
+    Input should be less than or equal to 65535"."""
+    parts = [f"ASSISTANT_{'__'.join(str(p) for p in e.get('loc', ())).upper()}: "
+             f"{e.get('msg', 'invalid')}" for e in exc.errors()]
+    return "invalid settings: " + "; ".join(parts)
+
+
+class _Assistant(typer.Typer):
+    """The command, with the errors a user's settings, files or machine cause said in
+    one line (exit 2 for settings, 1 for the rest), never as a traceback; an error of any
+    other kind is a bug and keeps its traceback."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from pydantic_settings import SettingsError
+
+        from assistant.checkpoint_io import CheckpointError
+        from assistant.data import DataError
+        from assistant.retrieval.index import IndexUnusableError
+        from assistant.sqlite_store import StoreError
+
+        try:
+            return super().__call__(*args, **kwargs)
+        except ValidationError as exc:
+            if exc.title != "Settings":  # not the settings': a bug, with its traceback
+                raise
+            typer.echo(f"error: {_setting_errors(exc)}", err=True)
+            sys.exit(2)
+        except SettingsError as exc:  # a list or mapping setting that is not JSON
+            typer.echo(f"error: invalid settings: {exc} (list and mapping settings take "
+                       "JSON, e.g. ASSISTANT_BATCH__ALLOWED_ROOTS='[\"/srv/studies\"]')",
+                       err=True)
+            sys.exit(2)
+        except (CheckpointError, DataError, IndexUnusableError, StoreError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except OSError as exc:  # a path that is missing, read-only, a folder, ...
+            where = f": {exc.filename}" if exc.filename else ""
+            typer.echo(f"error: {exc.strerror or exc}{where}", err=True)
+            sys.exit(1)
+
+
+app = _Assistant(help="Medical imaging assistant: every output is a draft for a clinician.",
+                 no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(help="Fetch and verify the offline data sets and weights.",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -26,6 +70,7 @@ app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 
 log = logging.getLogger("assistant")
+MAX_HITS = 1000  # `assistant search -k` at most (the service's /v1/search: 50)
 
 
 def _setup_logging(level: str) -> None:
@@ -33,12 +78,16 @@ def _setup_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-@app.callback()
-def main(version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+@app.callback(invoke_without_command=True)
+def main(ctx: typer.Context,
+         version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
          ) -> None:
     if version:
         typer.echo(__version__)
         raise typer.Exit()
+    if ctx.invoked_subcommand is None:  # options but no command
+        typer.echo(ctx.get_help())
+        raise typer.Exit(2)
     _setup_logging(get_settings().log_level)
 
 
@@ -103,7 +152,8 @@ def data_list() -> None:
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default from settings).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
+    port: Annotated[int | None, typer.Option(
+        min=0, max=65535, help="Port (default from settings; 0: any free port).")] = None,
 ) -> None:
     """Serve the HTTP API with uvicorn. Off loopback it refuses to start without API keys
     (ASSISTANT_API_KEYS)."""
@@ -122,7 +172,8 @@ def serve(
     svc = settings.service
     tune_malloc(svc.malloc_mmap_threshold, svc.malloc_arena_max, svc.malloc_trim_threshold)
     uvicorn.run(create_app(settings), host=bind,
-                port=port or settings.service.port, log_level=settings.log_level.lower(),
+                port=settings.service.port if port is None else port,
+                log_level=settings.log_level.lower(),
                 timeout_graceful_shutdown=settings.service.shutdown_timeout_s)
 
 
@@ -144,12 +195,13 @@ def inspect(path: Annotated[Path, typer.Argument(help="PNG, JPEG or DICOM file."
 def train_vision(
     variant: Annotated[str, typer.Option(help="hybrid (EfficientNet-Lite0 stem) or vit.")
                        ] = "hybrid",
-    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping).")] = 25,
-    freeze_blocks: Annotated[int, typer.Option(help="Frozen CNN stem blocks.")] = 4,
-    views: Annotated[int, typer.Option(help="Cached augmented views per image.")] = 12,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
+    epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs (early stopping).")] = 25,
+    freeze_blocks: Annotated[int, typer.Option(min=0, help="Frozen CNN stem blocks.")] = 4,
+    views: Annotated[int, typer.Option(min=0, help="Cached augmented views per image.")] = 12,
+    lr: Annotated[float, typer.Option(min=1e-9, help="Peak learning rate.")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     ema: Annotated[float, typer.Option(
+        min=0.0, max=0.99999,
         help="Weight averaging: decay per step of the moving average kept (0 = off).")
                    ] = 0.998,
     val_fold: Annotated[str, typer.Option(help="Validation fold of the split.")] = "0",
@@ -236,10 +288,13 @@ def train_report(
     from assistant.report.decoder.train import TrainReportConfig
 
     settings = get_settings()
-    cfg = TrainReportConfig(epochs=epochs, width=width, decoder_layers=layers, lr=lr,
-                            max_minutes=max_minutes, seed=seed, token_dropout=token_dropout,
-                            retrieved=retrieved, copy=copy, bf16=bf16,
-                            retrieved_indication=retrieved_indication)
+    try:
+        cfg = TrainReportConfig(epochs=epochs, width=width, decoder_layers=layers, lr=lr,
+                                max_minutes=max_minutes, seed=seed,
+                                token_dropout=token_dropout, retrieved=retrieved, copy=copy,
+                                bf16=bf16, retrieved_indication=retrieved_indication)
+    except ValueError as exc:  # before anything is trained or overwritten
+        raise typer.BadParameter(str(exc)) from exc
     if pairs is not None and out is None:
         raise typer.BadParameter("--pairs needs --out (the release weights stay as they are)")
     if copy and not retrieved:
@@ -254,7 +309,7 @@ def train_report(
     try:
         bundle = (train_report_pairs(settings, pairs, cfg, path, vision_checkpoint)
                   if pairs is not None else run(settings, cfg, path, tune=tune))
-    except DataError as exc:
+    except (DataError, ValueError) as exc:  # ValueError: nothing trained, nothing saved
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(json.dumps({"checkpoint": str(path), "sha256": bundle.sha256,
@@ -463,7 +518,8 @@ app.add_typer(index_app, name="index")
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="What to look for, in plain words.")],
-    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of hits.")] = 10,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=MAX_HITS,
+                                   help="Number of hits.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of hits.")
                        ] = False,
     mode: Annotated[str, typer.Option(help="dense, bm25 or hybrid.")] = "hybrid",
@@ -480,7 +536,12 @@ def search(
 ) -> None:
     """Search the literature index: passages with snippets and citations."""
     from assistant.retrieval.commands import run_search
+    from assistant.retrieval.search import check_query
 
+    try:  # as /v1/search checks it, before the index is opened
+        query = check_query(query, source, year_from, year_to)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     run_search(get_settings(), query, k, as_json, mode, fusion, weight, source,
                (year_from, year_to))
 

@@ -164,7 +164,7 @@ class Settings(BaseSettings):
     # The traced query encoder's precision (retrieval/embed.py): "auto" is bfloat16 on CPUs
     # with bfloat16 instructions, float32 elsewhere.
     query_precision: Literal["auto", "float32", "bfloat16"] = "auto"
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     limits: Limits = Limits()
     service: ServiceConfig = ServiceConfig()
     chat: ChatConfig = ChatConfig()
@@ -173,6 +173,11 @@ class Settings(BaseSettings):
     # ASSISTANT_API_KEYS: comma- or space-separated keys, or "sha256:<hex>" digests of them;
     # only the digests are kept. Every /v1/ request then needs one (Authorization: Bearer).
     api_keys: Annotated[tuple[str, ...], NoDecode] = ()
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_name(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("api_keys", mode="before")
     @classmethod

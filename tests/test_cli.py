@@ -77,3 +77,53 @@ def test_inspect_reports_a_bad_file(tmp_path: Path) -> None:
     result = _run("inspect", str(bad))
     assert result.returncode == 1
     assert "error:" in result.stderr
+
+
+def _run_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "assistant", *args], capture_output=True,
+                          text=True, timeout=120, check=False, env={**os.environ, **env})
+
+
+@pytest.mark.parametrize(("env", "words"), [
+    ({"ASSISTANT_SERVICE__PORT": "70000"}, "ASSISTANT_SERVICE__PORT: "),
+    ({"ASSISTANT_LIMITS__MAX_UPLOAD_BYTES": "abc"}, "ASSISTANT_LIMITS__MAX_UPLOAD_BYTES: "),
+    ({"ASSISTANT_LOG_LEVEL": "LOUD"}, "ASSISTANT_LOG_LEVEL: "),
+    ({"ASSISTANT_BATCH__ALLOWED_ROOTS": "not json"}, "take JSON"),
+])
+def test_a_bad_setting_is_one_line_naming_the_variable(env: dict[str, str],
+                                                       words: str) -> None:
+    result = _run_env(env, "data", "list")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: invalid settings") and words in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_user_errors_are_one_line_not_tracebacks(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "scan.png"
+    os.mkfifo(fifo)
+    cases = [
+        ({}, ("inspect", str(fifo)), 1, "not a regular file"),  # no wait for a writer
+        ({"ASSISTANT_VISION_CHECKPOINT": str(tmp_path / "none.pt")},
+         ("analyze", str(fifo), "--no-citations"), 1, "vision checkpoint"),
+        ({}, ("search", "!!! ???"), 2, "no letters or digits"),
+        ({}, ("search", "glioma", "-k", "1001"), 2, "1000"),
+        ({}, ("search", "glioma", "--year-from", "2020", "--year-to", "2010"), 2, "after"),
+        ({}, ("train", "report", "--epochs", "0", "--out", str(tmp_path / "r.pt")), 2,
+         "epochs must be at least 1"),
+    ]
+    for env, args, code, words in cases:
+        result = _run_env(env, *args)
+        assert result.returncode == code, (args, result.stderr[-500:])
+        assert words in result.stderr and "Traceback" not in result.stderr, args
+    assert not (tmp_path / "r.pt").exists()
+
+
+def test_version_alone() -> None:
+    result = _run("--version")
+    from assistant import __version__
+
+    assert result.returncode == 0 and result.stdout.strip() == __version__

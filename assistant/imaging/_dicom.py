@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass, replace
 from io import BytesIO
 
@@ -50,6 +51,7 @@ logger = logging.getLogger(__name__)
 # failure itself, in one line, and never repeats a header's values: pydicom stays quiet.
 logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")  # warnings issued by pydicom
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")

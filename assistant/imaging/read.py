@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -178,7 +179,10 @@ def _load(source: Source, limits: Limits) -> bytes:
         data = bytes(source)
     else:
         path = Path(source)
-        _check_size(path.stat().st_size, limit)
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a pipe would wait for a writer; a device, forever
+            raise UnreadableImageError(f"{path} is not a regular file")
+        _check_size(info.st_size, limit)
         with path.open("rb") as handle:
             data = handle.read(limit + 1)  # bounded, in case the file grew after stat
         _check_size(len(data), limit)

@@ -45,6 +45,7 @@ from assistant.retrieval.index import (
     IndexManifest,
     IndexMissingError,
     IndexUnusableError,
+    open_index,
     stale_reasons,
 )
 from assistant.retrieval.rerank import FEATURES, Reranker, RerankerConfig, fit_reranker, made_for
@@ -131,6 +132,16 @@ def run_index_info(settings: Settings) -> None:
         status = index_status(settings, manifest)
     except DataError as exc:
         status = f"unknown ({exc})"
+    unusable = False
+    if status == "up to date":  # and its files read as a search reads them
+        try:
+            opened = open_index(path, None, None)
+        except IndexUnusableError as exc:
+            status, unusable = f"unusable: {exc}", True
+        else:
+            if opened.titles is None:
+                status += " (no title channel: hybrid search is not re-ranked)"
+            opened.close()
     corpus = manifest.corpus
     typer.echo(f"index:     {path}\nstatus:    {status}\n"
                f"passages:  {manifest.passage_count} of {manifest.document_count} documents "
@@ -142,6 +153,8 @@ def run_index_info(settings: Settings) -> None:
                f"kind:      {manifest.index_kind} {json.dumps(manifest.index_params)}\n"
                f"built:     {manifest.created} in {manifest.build_seconds:.1f} s, vectors "
                f"{manifest.vectors_source}")
+    if unusable:
+        raise typer.Exit(1)
 
 
 def run_index_pack(settings: Settings, bits: int) -> None:

@@ -165,7 +165,8 @@ class Reranker:
     def scores(self, features: np.ndarray) -> np.ndarray:
         """(M, F) -> (M,) probability that each candidate is about the query."""
         logits = ((features - self.mean) / self.scale) @ self.coef + self.intercept
-        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+        # clipped: an extreme query (thousands of words) must not overflow exp
+        return (1.0 / (1.0 + np.exp(-np.clip(logits, -60.0, 60.0)))).astype(np.float32)
 
     def save(self, path: Path) -> str:
         weights = np.stack([self.mean, self.scale, self.coef])

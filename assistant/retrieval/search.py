@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
@@ -219,6 +220,31 @@ def best_per_document(ranked: Sequence[tuple[int, float]], doc_ids: Sequence[str
 def _pairs(scores: np.ndarray, ids: np.ndarray) -> list[tuple[int, float]]:
     keep = ids >= 0
     return list(zip(ids[keep].tolist(), scores[keep].tolist(), strict=True))
+
+
+MAX_QUERY = 1000  # characters of a query
+
+
+def check_query(q: str | None, sources: Sequence[str] | None = None,
+                year_from: int | None = None, year_to: int | None = None) -> str:
+    """The query with its white space collapsed; ``ValueError`` saying what is wrong with
+    it or its filters (the service answers 422, the command exits 2, before any index
+    is opened)."""
+    query = " ".join((q or "").split())
+    if not query:
+        raise ValueError("the query is empty: give words to search for, e.g. "
+                         "/v1/search?q=glioblastoma+MRI")
+    if any(unicodedata.category(ch) == "Cc" for ch in query):
+        raise ValueError("the query must not contain control characters")
+    if not any(ch.isalnum() for ch in query):  # a zero-width space, undecodable bytes (U+FFFD)
+        raise ValueError("the query has no letters or digits to search for")
+    if len(query) > MAX_QUERY:
+        raise ValueError(f"the query must be at most {MAX_QUERY} characters, got {len(query)}")
+    if unknown := sorted(set(sources or ()) - set(SOURCES)):
+        raise ValueError(f"unknown source {', '.join(unknown)}; known: {', '.join(SOURCES)}")
+    if year_from is not None and year_to is not None and year_from > year_to:
+        raise ValueError(f"year_from ({year_from}) is after year_to ({year_to})")
+    return query
 
 
 # Source ids a query may name, as hits cite them: "PMID: 31234567", "HP:0001250", and an

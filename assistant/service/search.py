@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
 from assistant.retrieval.corpus import SOURCES
-from assistant.retrieval.search import Mode
+from assistant.retrieval.search import Mode, check_query
 from assistant.service.audit import note
 from assistant.service.deps import ServicesDep
 from assistant.service.errors import InvalidQueryError
@@ -19,28 +18,14 @@ from assistant.service.schemas import SearchHit, SearchResponse
 router = APIRouter(tags=["search"], route_class=JSONRoute)
 
 MAX_K = 50
-MAX_QUERY = 1000  # characters
 
 
 def _checked(q: str | None, sources: list[str] | None, year_from: int | None,
              year_to: int | None) -> str:
-    query = " ".join((q or "").split())
-    if not query:
-        raise InvalidQueryError("the query is empty: give words to search for, e.g. "
-                                "/v1/search?q=glioblastoma+MRI")
-    if any(unicodedata.category(ch) == "Cc" for ch in query):
-        raise InvalidQueryError("the query must not contain control characters")
-    if not any(ch.isalnum() for ch in query):  # a zero-width space, undecodable bytes (U+FFFD)
-        raise InvalidQueryError("the query has no letters or digits to search for")
-    if len(query) > MAX_QUERY:
-        raise InvalidQueryError(f"the query must be at most {MAX_QUERY} characters, "
-                                f"got {len(query)}")
-    if unknown := sorted(set(sources or ()) - set(SOURCES)):
-        raise InvalidQueryError(f"unknown source {', '.join(unknown)}; known: "
-                                f"{', '.join(SOURCES)}")
-    if year_from is not None and year_to is not None and year_from > year_to:
-        raise InvalidQueryError(f"year_from ({year_from}) is after year_to ({year_to})")
-    return query
+    try:
+        return check_query(q, sources, year_from, year_to)
+    except ValueError as exc:
+        raise InvalidQueryError(str(exc)) from None
 
 
 @router.get("/v1/search", response_model=SearchResponse,

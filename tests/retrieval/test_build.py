@@ -146,3 +146,25 @@ def test_index_info(tiny_settings: Settings, embedder: HashingEmbedder) -> None:
     assert "passages:  3 of 3 documents (hpo 3)" in result.stdout
     # The tiny data folder has no MiniLM: whether the index is current cannot be said.
     assert "status:    unknown" in result.stdout and "minilm" in result.stdout
+
+
+def test_index_info_reads_the_index_as_a_search_would(
+        tiny_settings: Settings, embedder: HashingEmbedder,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """"up to date" only when the files open, as a search opens them (it said so for a
+    truncated passages file that every search then refused)."""
+    import typer
+
+    from assistant.retrieval import commands
+    from assistant.retrieval.index import PASSAGES_FILE
+
+    build_index(tiny_settings, progress=False, embedder=embedder)
+    monkeypatch.setattr(commands, "Embedder", lambda _: embedder)  # the stand-in's fingerprint
+    commands.run_index_info(tiny_settings)
+    assert "status:    up to date" in capsys.readouterr().out
+    passages = index_path(tiny_settings) / PASSAGES_FILE
+    passages.write_bytes(passages.read_bytes()[:-10])
+    with pytest.raises(typer.Exit) as info:
+        commands.run_index_info(tiny_settings)
+    assert info.value.exit_code == 1
+    assert "status:    unusable:" in capsys.readouterr().out
