@@ -4,6 +4,12 @@ A file is written atomically (a ``.part`` file renamed into place) and identifie
 the sha256 of its bytes. Reading refuses, with a ``CheckpointError`` that says why, a
 file that cannot be read, differs from an expected sha256, is not a readable torch file
 (``weights_only``: no code runs), or carries another ``format``.
+
+Release files are listed with their sha256 in a ``SHA256SUMS`` file beside them (the
+format ``sha256sum`` writes and ``sha256sum -c`` checks). A listed file is expected to
+match its line when it is read (a file changed on disk since it was written, even by a
+bit, is refused instead of being served as the release), and writing a listed file
+updates its line (a release retrained in place stays consistent).
 """
 
 from __future__ import annotations
@@ -20,8 +26,31 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, corrupt, of another format, or fails its checks."""
 
 
+SUMS_FILE = "SHA256SUMS"
+
+
+def _sums(folder: Path) -> dict[str, str]:
+    """File name -> sha256 of the ``SHA256SUMS`` in ``folder`` (empty when there is none)."""
+    try:
+        lines = (folder / SUMS_FILE).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return {}
+    out = {}
+    for line in lines:
+        digest, _, name = line.strip().partition("  ")
+        if len(digest) == 64 and name:
+            out[name.lstrip("*")] = digest.lower()
+    return out
+
+
+def listed_sha256(path: Path) -> str | None:
+    """The sha256 the ``SHA256SUMS`` beside ``path`` lists for it, if any."""
+    return _sums(path.parent).get(path.name)
+
+
 def write_payload(payload: dict[str, Any], path: Path) -> str:
-    """Write ``payload`` to ``path``; return the sha256 of the file's bytes."""
+    """Write ``payload`` to ``path``; return the sha256 of the file's bytes (and record it
+    in the ``SHA256SUMS`` beside it when that lists the file)."""
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     data = buffer.getvalue()
@@ -29,7 +58,13 @@ def write_payload(payload: dict[str, Any], path: Path) -> str:
     tmp = path.with_suffix(path.suffix + ".part")
     tmp.write_bytes(data)
     tmp.replace(path)
-    return hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256(data).hexdigest()
+    sums = _sums(path.parent)
+    if path.name in sums:
+        sums[path.name] = digest
+        text = "".join(f"{d}  {name}\n" for name, d in sorted(sums.items()))
+        (path.parent / SUMS_FILE).write_text(text, encoding="utf-8")
+    return digest
 
 
 def read_payload(path: Path, fmt: str, what: str, error: type[CheckpointError] = CheckpointError,
@@ -44,6 +79,11 @@ def read_payload(path: Path, fmt: str, what: str, error: type[CheckpointError] =
     if expected_sha256 is not None and digest != expected_sha256:
         raise error(f"{path}: sha256 {digest} differs from the expected "
                     f"{expected_sha256}; the file changed")
+    listed = listed_sha256(path)
+    if listed is not None and digest != listed:
+        raise error(f"{path}: sha256 {digest} differs from the {listed} that {SUMS_FILE} "
+                    "beside it lists: the file changed since it was written (`sha256sum -c "
+                    f"{SUMS_FILE}` in its folder checks them all)")
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt file
