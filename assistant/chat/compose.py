@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from assistant.chat.support import american, covers, focus_terms
-from assistant.retrieval.search import Hit
+from assistant.retrieval.search import Hit, named_documents
 
 AnswerKind = Literal["study", "knowledge", "refusal"]
 Topic = Literal["study", "knowledge"]
@@ -164,13 +164,17 @@ def _quote(hit: Hit) -> str:
 
 def knowledge_answer(question: str, hits: Sequence[Hit], max_citations: int = 3) -> Composed:
     """Quote the hits whose title and snippet hold the question's terms, numbered; those
-    whose title holds them first, else in the search's order."""
+    whose title holds them first, else in the search's order. A record the question names
+    by its source id ("What is HP:0001250?") is quoted first, whatever its words."""
     focus = focus_terms(question)
-    if not focus:
+    named = set(named_documents(question))
+    if not focus and not named:
         return refusal(f"{REFUSAL} The question names nothing to look up.")
-    relevant = [h for h in hits if covers(focus, f"{h.title} {h.snippet}")]
+    relevant = [h for h in hits
+                if h.doc_id in named or (focus and covers(focus, f"{h.title} {h.snippet}"))]
     # A passage whose title names the subject (an HPO term's own entry) comes first.
-    relevant = sorted(relevant, key=lambda h: not covers(focus, h.title))[:max_citations]
+    relevant = sorted(relevant, key=lambda h: (h.doc_id not in named,
+                                               not covers(focus, h.title)))[:max_citations]
     if not relevant:
         return refusal(f"{REFUSAL} No retrieved passage speaks to it.")
     citations = tuple(Citation(n, h.id, h.doc_id, h.title, _quote(h), h.citation, h.url)

@@ -111,3 +111,12 @@ def test_unsupported_questions_are_refused(searcher: Searcher) -> None:
         composed = knowledge_answer(question, searcher.search(question, k=9))
         assert composed.kind == "refusal" and composed.body.startswith(REFUSAL)
         assert not composed.citations
+
+
+def test_a_record_named_by_its_id_is_quoted(searcher: Searcher, index_dir: Path) -> None:
+    """"What is PMID:...?": the record the id names is the answer, though none of its words
+    is in the question."""
+    doc = str(next(iter(indexed_records(index_dir).values()))["doc_id"])  # "PMID:n"
+    question = f"What is {doc.replace('ICD10CM:', 'ICD-10-CM ')}?"
+    composed = knowledge_answer(question, searcher.search(question, k=9))
+    assert composed.kind == "knowledge" and composed.citations[0].doc_id == doc
