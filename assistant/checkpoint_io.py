@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ class CheckpointError(RuntimeError):
 
 
 SUMS_FILE = "SHA256SUMS"
+_SUMS_LINE = re.compile(r"(?P<digest>[0-9a-fA-F]{64}) [ *](?P<name>.+)")
 
 
 def _sums(folder: Path) -> dict[str, str]:
@@ -36,10 +39,9 @@ def _sums(folder: Path) -> dict[str, str]:
     except FileNotFoundError:
         return {}
     out = {}
-    for line in lines:
-        digest, _, name = line.strip().partition("  ")
-        if len(digest) == 64 and name:
-            out[name.lstrip("*")] = digest.lower()
+    for line in lines:  # "<sha256>  name" (text mode) or "<sha256> *name" (binary mode)
+        if match := _SUMS_LINE.fullmatch(line.strip()):
+            out[match["name"].removeprefix("./")] = match["digest"].lower()
     return out
 
 
@@ -63,7 +65,9 @@ def write_payload(payload: dict[str, Any], path: Path) -> str:
     if path.name in sums:
         sums[path.name] = digest
         text = "".join(f"{d}  {name}\n" for name, d in sorted(sums.items()))
-        (path.parent / SUMS_FILE).write_text(text, encoding="utf-8")
+        part = path.parent / f".{SUMS_FILE}.{os.getpid()}.part"
+        part.write_text(text, encoding="utf-8")
+        part.replace(path.parent / SUMS_FILE)  # whole, never half written
     return digest
 
 

@@ -42,3 +42,11 @@ def test_a_listed_file_changed_on_disk_is_refused(tmp_path: Path) -> None:
     write_payload({"format": "f"}, other)
     assert listed_sha256(other) is None and read_payload(other, "f", "other")[0]["format"] == "f"
     assert (tmp_path / SUMS_FILE).read_text() == f"{second}  model.pt\n"
+
+
+def test_sums_in_binary_mode_and_with_a_folder_prefix_are_read(tmp_path: Path) -> None:
+    a = write_payload({"format": "f", "x": 1}, tmp_path / "a.pt")
+    b = write_payload({"format": "f", "x": 2}, tmp_path / "b.pt")
+    (tmp_path / SUMS_FILE).write_text(f"{a} *a.pt\r\n{b.upper()}  ./b.pt\n")  # sha256sum -b
+    assert listed_sha256(tmp_path / "a.pt") == a and listed_sha256(tmp_path / "b.pt") == b
+

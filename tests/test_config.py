@@ -30,3 +30,11 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch, key: str, v
     monkeypatch.setenv(key, value)
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_log_level_names_as_logging_takes_them() -> None:
+    from assistant.config import Settings
+
+    assert Settings(log_level="warn").log_level == "WARNING"
+    assert Settings(log_level=" debug ").log_level == "DEBUG"
+

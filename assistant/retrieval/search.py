@@ -248,12 +248,14 @@ def check_query(q: str | None, sources: Sequence[str] | None = None,
 
 
 # Source ids a query may name, as hits cite them: "PMID: 31234567", "HP:0001250", and an
-# ICD-10-CM code when it is the whole query or follows "ICD" ("G40.909", "ICD-10-CM E11.9";
-# inside other words, "T10" or "B12" are not taken for codes).
+# ICD-10-CM code after "ICD" ("ICD-10-CM E11", "icd10 G40.909") or, with its dot, as the
+# whole query ("G40.909"). Without either, "p53", "Q10" or "C60" are the words a
+# researcher means (a protein, coenzyme Q10, fullerene), and "T10" or "B12" inside a
+# question are words too.
 _PMID = re.compile(r"\bPMID\s*:?\s*(\d{1,9})\b", re.IGNORECASE)
 _HPO = re.compile(r"\bHP\s*:\s*(\d{7})\b", re.IGNORECASE)
 _ICD = r"([A-TV-Z]\d[0-9A-Z](?:\.[0-9A-Z]{1,4})?)"
-_ICD_ALONE = re.compile(rf"\s*(?:ICD(?:-?10(?:-?CM)?)?\s*:?\s*)?{_ICD}\s*", re.IGNORECASE)
+_ICD_ALONE = re.compile(r"\s*([A-TV-Z]\d[0-9A-Z]\.[0-9A-Z]{1,4})\s*", re.IGNORECASE)
 _ICD_NAMED = re.compile(rf"\bICD(?:-?10(?:-?CM)?)?\s*:?\s*{_ICD}\b", re.IGNORECASE)
 
 
@@ -261,8 +263,8 @@ def named_documents(query: str) -> list[str]:
     """The document ids a query names by their source ids, in the order named."""
     found = [(m.start(), f"PMID:{m[1]}") for m in _PMID.finditer(query)]
     found += [(m.start(), f"HP:{m[1]}") for m in _HPO.finditer(query)]
-    alone = _ICD_ALONE.fullmatch(query)
-    icd = [alone] if alone else list(_ICD_NAMED.finditer(query))
+    named = list(_ICD_NAMED.finditer(query))
+    icd = named or [m for m in [_ICD_ALONE.fullmatch(query)] if m]
     found += [(m.start(), f"ICD10CM:{m[1].upper()}") for m in icd]
     return list(dict.fromkeys(doc for _, doc in sorted(found)))
 

@@ -55,8 +55,9 @@ class BodyLimitMiddleware:
                 message = await asyncio.wait_for(receive(), self.stall_s)
             except TimeoutError:
                 # An HTTPException passes through FastAPI's body parsing unchanged.
-                raise StarletteHTTPException(
-                    408, f"the request body sent nothing for {self.stall_s:g} s") from None
+                raise StarletteHTTPException(  # and the connection closes: no more of it
+                    408, f"the request body sent nothing for {self.stall_s:g} s",
+                    headers={"Connection": "close"}) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 complete = not message.get("more_body", False)

@@ -41,7 +41,12 @@ from assistant.config import Limits, Settings
 from assistant.imaging import ImageInputError
 from assistant.pipeline import Analysis
 from assistant.service.audit import note_analysis
-from assistant.service.errors import image_error_status
+from assistant.service.errors import (
+    RETRY_AFTER_S,
+    ServiceError,
+    image_error_status,
+    service_error_status,
+)
 from assistant.service.json_body import JSONRoute
 from assistant.service.state import LOADING, OK, RETRIEVAL, VISION, Services
 
@@ -314,6 +319,12 @@ async def chat_completions(request: Request) -> Any:
         return openai_error(exc.status, str(exc), param=exc.param, code=exc.code)
     except ImageInputError as exc:
         return _image_error(exc)
+    except ServiceError as exc:  # the analyses' queue is full (503 busy), or not ready
+        status, kind = service_error_status(exc)
+        response = openai_error(status, str(exc), "server_error", code=kind)
+        if status == 503:
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
     if prepared.study is not None:
         note_analysis(request, prepared.study.analysis)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"

@@ -179,8 +179,10 @@ def test_ranking_validates_and_overrides() -> None:
     ("seizure HP:0001250", ["HP:0001250"]), ("G40.909", ["ICD10CM:G40.909"]),
     ("icd-10-cm g40.909 epilepsy", ["ICD10CM:G40.909"]), ("ICD10CM:A00.0", ["ICD10CM:A00.0"]),
     ("HP:0001250 or PMID 100", ["HP:0001250", "PMID:100"]),
-    # code-like words inside a question are words, not codes
+    ("ICD10CM:E11", ["ICD10CM:E11"]), ("icd10 e11.9", ["ICD10CM:E11.9"]),
+    # code-like words are words, not codes: inside a question, or alone without a dot
     ("vitamin B12 deficiency", []), ("T10 vertebral fracture", []), ("C57BL mice", []),
+    ("p53", []), ("Q10", []), ("C60", []),
 ])
 def test_source_ids_a_query_names(query: str, named: list[str]) -> None:
     from assistant.retrieval.search import named_documents
@@ -193,7 +195,8 @@ def test_a_document_named_by_its_source_id_comes_first(searcher: Searcher, mode:
     """A clinician checking a citation searches for its id: the record comes first (it
     did not, before: an id's characters are no words to match)."""
     for query, doc in (("HP:0001250", "HP:0001250"), ("PMID 100", "PMID:100"),
-                       ("A00.0", "ICD10CM:A00.0"), ("cholera PMID:300", "PMID:300")):
+                       ("A00.0", "ICD10CM:A00.0"), ("ICD-10-CM A01", "ICD10CM:A01"),
+                       ("cholera PMID:300", "PMID:300")):
         hits = searcher.search(query, k=3, mode=mode)  # type: ignore[arg-type]
         assert hits[0].doc_id == doc, (query, [h.doc_id for h in hits])
         assert len({h.doc_id for h in hits}) == len(hits) <= 3
