@@ -57,18 +57,21 @@ def write_payload(payload: dict[str, Any], path: Path) -> str:
     torch.save(payload, buffer)
     data = buffer.getvalue()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".part")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    _write_whole(path, data, path.with_suffix(path.suffix + ".part"))
     digest = hashlib.sha256(data).hexdigest()
     sums = _sums(path.parent)
     if path.name in sums:
         sums[path.name] = digest
         text = "".join(f"{d}  {name}\n" for name, d in sorted(sums.items()))
-        part = path.parent / f".{SUMS_FILE}.{os.getpid()}.part"
-        part.write_text(text, encoding="utf-8")
-        part.replace(path.parent / SUMS_FILE)  # whole, never half written
+        _write_whole(path.parent / SUMS_FILE, text.encode("utf-8"),
+                     path.parent / f".{SUMS_FILE}.{os.getpid()}.part")
     return digest
+
+
+def _write_whole(path: Path, data: bytes, part: Path) -> None:
+    """``data`` written to ``part``, then renamed over ``path``: never half written."""
+    part.write_bytes(data)
+    part.replace(path)
 
 
 def read_payload(path: Path, fmt: str, what: str, error: type[CheckpointError] = CheckpointError,

