@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -138,9 +140,16 @@ def data_list() -> None:
     """The sources, where they come from, their licences and whether they are fetched."""
     from assistant.data import SOURCES, Manifest
 
-    fetched = Manifest.load(get_settings().data_dir).sources
+    data_dir = get_settings().data_dir
+    fetched = Manifest.load(data_dir).sources
     for s in SOURCES:
-        state = f"{len(fetched[s.name].files)} files" if s.name in fetched else "not fetched"
+        state = "not fetched"
+        if s.name in fetched:  # present on disk, not only in the manifest (not re-hashed)
+            files = fetched[s.name].files
+            missing = sum(not (data_dir / rel).is_file() for rel in files)
+            state = f"{len(files)} files" + (
+                f", {missing} missing: run `assistant data fetch --only {s.name}`"
+                if missing else "")
         typer.echo(f"{s.name:20s} {s.requirement:40s} {state}\n    {s.description}\n"
                    f"    licence: {s.licence}")
 
@@ -160,6 +169,12 @@ def serve(
     if reason := refuse_unprotected_bind(bind, settings.api_keys):
         typer.echo(f"error: {reason}", err=True)
         raise typer.Exit(2)
+    port = settings.service.port if port is None else port
+    try:  # before anything loads: a port in use is one line at once, not a failure later
+        sock = _listening_socket(bind, port)
+    except OSError as exc:
+        typer.echo(f"error: cannot listen on {bind}:{port}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from exc
     import uvicorn
 
     from assistant.malloc import tune_malloc
@@ -167,10 +182,33 @@ def serve(
 
     svc = settings.service
     tune_malloc(svc.malloc_mmap_threshold, svc.malloc_arena_max, svc.malloc_trim_threshold)
-    uvicorn.run(create_app(settings), host=bind,
-                port=settings.service.port if port is None else port,
-                log_level=settings.log_level.lower(),
-                timeout_graceful_shutdown=settings.service.shutdown_timeout_s)
+    config = uvicorn.Config(create_app(settings), host=bind, port=port,
+                            log_level=settings.log_level.lower(),
+                            timeout_graceful_shutdown=svc.shutdown_timeout_s)
+    server = uvicorn.Server(config)
+    bound = sock.getsockname()
+    logging.getLogger("uvicorn.error").info(  # uvicorn says it only for sockets it binds
+        "Uvicorn running on http://%s:%d (Press CTRL+C to quit)",
+        f"[{bound[0]}]" if sock.family == socket.AF_INET6 else bound[0], bound[1])
+    with sock, contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=[sock])
+    if not server.started:  # the app failed to start (uvicorn.run's exit status)
+        raise typer.Exit(3)
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` as uvicorn binds one (IPv6 when the host has
+    a colon, SO_REUSEADDR); uvicorn listens on it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family=family)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 @app.command()

@@ -127,3 +127,36 @@ def test_version_alone() -> None:
     from assistant import __version__
 
     assert result.returncode == 0 and result.stdout.strip() == __version__
+
+
+def test_serve_on_a_port_in_use_fails_at_once_in_one_line() -> None:
+    """The port is bound before the app and its models load: a port in use is one line and
+    exit 1 within the command's start-up, not uvicorn's exit 3 after the loading began."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _run("serve", "--host", "127.0.0.1", "--port", str(port))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == (f"error: cannot listen on 127.0.0.1:{port}: "
+                                      "Address already in use")
+    assert "Waiting for application startup" not in result.stderr
+
+
+def test_data_list_says_when_fetched_files_are_gone(tmp_path: Path) -> None:
+    """`data list` reads the disk, not only the manifest: a fetched source whose files were
+    deleted says how many are missing and how to fetch them again."""
+    from assistant.data.manifest import Manifest, SourceRecord
+
+    (tmp_path / "hpo").mkdir()
+    (tmp_path / "hpo" / "kept.json").write_text("{}")
+    files = {"hpo/kept.json": "0" * 64, "hpo/gone.json": "1" * 64, "hpo/also-gone.json": "2" * 64}
+    Manifest({"hpo": SourceRecord("pkg", "1", "0" * 64, "CC0", files=files)}).save(tmp_path)
+    result = _run_env({"ASSISTANT_DATA_DIR": str(tmp_path)}, "data", "list")
+    assert result.returncode == 0, result.stderr
+    hpo = next(line for line in result.stdout.splitlines() if line.startswith("hpo "))
+    assert hpo.endswith("3 files, 2 missing: run `assistant data fetch --only hpo`")
+    medline = next(line for line in result.stdout.splitlines() if line.startswith("medline "))
+    assert medline.endswith("not fetched")

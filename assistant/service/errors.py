@@ -173,8 +173,10 @@ async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
                         status_code=500)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, ClientDisconnect):  # FastAPI's 400 for a form cut short
+        return await _client_gone(request, exc.__cause__)
     kind = _HTTP_TYPES.get(exc.status_code, "http_error")
     return JSONResponse(error_body(kind, str(exc.detail)), status_code=exc.status_code,
                         headers=getattr(exc, "headers", None))

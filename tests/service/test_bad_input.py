@@ -16,6 +16,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import data_dir
 from tests.malformed import crafted, mutate, seeds
@@ -208,6 +209,34 @@ def test_a_client_that_leaves_mid_body_is_no_server_error(server: str, path: str
     time.sleep(0.5)
     assert httpx.get(f"{server}/healthz").status_code == 200
     # (test_the_server_is_up_and_counted_no_5xx, last, checks no 5xx was counted)
+
+
+def test_an_upload_cut_short_is_counted_as_the_client_leaving(server: str) -> None:
+    """FastAPI answers a multipart body it could not finish parsing with a 400; when the
+    client left, that is a 499 (no one to answer), not a bad request."""
+    def analyze_499s() -> float:
+        for family in text_string_to_metric_families(httpx.get(f"{server}/metrics").text):
+            for sample in family.samples:
+                if (sample.name == "assistant_http_requests_total"
+                        and sample.labels.get("route") == "/v1/analyze"):
+                    counts[sample.labels["status"]] = sample.value
+        return counts.get("499", 0.0)
+
+    counts: dict[str, float] = {}
+    before = analyze_499s()
+    host, port = server.removeprefix("http://").split(":")
+    part = (b'--x\r\nContent-Disposition: form-data; name="file"; filename="scan.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n\x89PNG\r\n")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:  # then cancelled
+        conn.sendall(f"POST /v1/analyze HTTP/1.1\r\nHost: {host}\r\nContent-Type: "
+                     "multipart/form-data; boundary=x\r\nContent-Length: 100000\r\n\r\n"
+                     .encode() + part)
+        time.sleep(0.3)  # the server has begun parsing the form
+    deadline = time.perf_counter() + 10
+    while analyze_499s() == before and time.perf_counter() < deadline:
+        time.sleep(0.1)
+    assert analyze_499s() == before + 1, counts
+    assert counts.get("400", 0.0) == 0, counts
 
 
 def test_a_body_that_stalls_is_answered_408(server: str) -> None:
