@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from assistant.chat.support import american, covers, focus_terms
+from assistant.chat.support import american, covers, focus_terms, plain
 from assistant.retrieval.search import Hit, named_documents
 
 AnswerKind = Literal["study", "knowledge", "refusal"]
@@ -162,19 +162,73 @@ def _quote(hit: Hit) -> str:
     return f"{hit.title.rstrip('.')}: \"{hit.snippet}\""
 
 
+# "What is X?", "Define X", "What does X mean?": X, the subject a definition is asked of
+# (of at most SUBJECT_WORDS words: a longer one is not a term).
+_SUBJECT = re.compile(r"\s*(?:what\s+(?:is|are)\s+(?:an?\s+)?(?!the\b)|define\s+|explain\s+|"
+                      r"describe\s+|tell\s+me\s+about\s+|what\s+does\s+)", re.IGNORECASE)
+SUBJECT_WORDS = 12
+# After the subject, what makes a sentence define it: "X is a ...", "X (XY) refers to ...",
+# "X, a ...".
+_DEFINES = (r"(?:\s*\([^()]{1,40}\))?(?:\s*,\s*(?:a|an|one)\s|\s+(?:is|are)\s+(?:a|an|the|one|"
+            r"characteri[sz]ed|defined|described|known)\b|\s+refers?\s+to\b)")
+
+
+def definition_subject(question: str) -> str | None:
+    """The words a definitional question asks about, lower case ("Polycythemia" of "What is
+    Polycythemia?"), or None."""
+    match = _SUBJECT.match(question)
+    if match is None:
+        return None
+    words = plain(question[match.end():]).split()
+    if words[-1:] == ["mean"] and match[0].lower().startswith("what"):
+        words = words[:-1]  # "What does X mean?"
+    return " ".join(words) if 0 < len(words) <= SUBJECT_WORDS else None
+
+
+def defines(subject: str, text: str) -> bool:
+    """Whether ``text`` has a sentence that defines ``subject`` ("Polycythemia is a ...");
+    the subject's words may end otherwise (plural, adjective)."""
+    words = subject.split()
+    stems = [re.escape(w[:max(4, len(w) - 2)]) + r"[a-z]*" for w in words]
+    pattern = r"\b" + r"[\s-]+".join(stems) + _DEFINES
+    return re.search(pattern, american(text).lower()) is not None
+
+
+def _answer_order(hits: Sequence[Hit], focus: Sequence[str], named: set[str],
+                  subject: str | None) -> list[Hit]:
+    """The hits to quote, best first:
+
+    1. a record the question names by its id;
+    2. for "What is X?", X's own entry that defines it (an HPO term titled X);
+    3. a definition: a passage with a sentence defining X, or an HPO term whose title holds
+       the question's terms (every HPO entry is a definition);
+    4. X's own code (the ICD-10-CM entry titled X);
+    5. literature before other codes (a code's name such as "Carbuncle of perineum" does
+       not say what the perineum is), a passage whose title holds the question's terms
+       first, then the search's order."""
+    def key(h: Hit) -> tuple[bool, ...]:
+        code = h.source == "icd10cm"
+        own = subject is not None and plain(h.title) == subject
+        definition = subject is not None and (
+            defines(subject, h.snippet) or (h.source == "hpo" and covers(focus, h.title)))
+        return (h.doc_id not in named, not (own and not code), not definition, not own, code,
+                not covers(focus, h.title))
+
+    return sorted(hits, key=key)
+
+
 def knowledge_answer(question: str, hits: Sequence[Hit], max_citations: int = 3) -> Composed:
-    """Quote the hits whose title and snippet hold the question's terms, numbered; those
-    whose title holds them first, else in the search's order. A record the question names
-    by its source id ("What is HP:0001250?") is quoted first, whatever its words."""
+    """Quote the hits whose title and snippet hold the question's terms, numbered, in the
+    order of ``_answer_order``. A record the question names by its source id ("What is
+    HP:0001250?") is quoted first, whatever its words."""
     focus = focus_terms(question)
     named = set(named_documents(question))
     if not focus and not named:
         return refusal(f"{REFUSAL} The question names nothing to look up.")
     relevant = [h for h in hits
                 if h.doc_id in named or (focus and covers(focus, f"{h.title} {h.snippet}"))]
-    # A passage whose title names the subject (an HPO term's own entry) comes first.
-    relevant = sorted(relevant, key=lambda h: (h.doc_id not in named,
-                                               not covers(focus, h.title)))[:max_citations]
+    relevant = _answer_order(relevant, focus, named,
+                             definition_subject(question))[:max_citations]
     if not relevant:
         return refusal(f"{REFUSAL} No retrieved passage speaks to it.")
     citations = tuple(Citation(n, h.id, h.doc_id, h.title, _quote(h), h.citation, h.url)

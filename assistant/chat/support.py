@@ -71,7 +71,7 @@ def covers(focus: Iterable[str], text: str) -> bool:
     return bool(wanted) and len(wanted & set(terms(text))) >= needed(len(wanted))
 
 
-def _plain(text: str) -> str:
+def plain(text: str) -> str:
     """Lower case, American spelling, only letters and digits separated by single spaces."""
     return " ".join(re.findall(r"[a-z0-9]+", american(text).lower()))
 
@@ -88,8 +88,8 @@ class Support:
 
 def support(claim: str, evidence: str) -> Support:
     """How far ``evidence`` supports ``claim`` (case, punctuation and spacing ignored)."""
-    plain_claim = _plain(claim)
-    contained = bool(plain_claim) and plain_claim in _plain(evidence)
+    plain_claim = plain(claim)
+    contained = bool(plain_claim) and plain_claim in plain(evidence)
     claim_terms = set(terms(claim))
     if not claim_terms:
         return Support(contained, 1.0 if contained else 0.0)

@@ -1,0 +1,90 @@
+"""Which passages a knowledge answer quotes first: definitions before codes. Hand-made hits
+(the order is a pure function of them); the real-index tests are in test_compose.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.chat.compose import defines, definition_subject, knowledge_answer
+from assistant.retrieval.search import Hit
+
+
+def _hit(doc_id: str, title: str, snippet: str) -> Hit:
+    source = {"PMID": "medline", "HP": "hpo", "ICD10CM": "icd10cm"}[doc_id.split(":")[0]]
+    return Hit(f"{doc_id}#0", doc_id, source, title, snippet, 0.5, f"{source} {doc_id}",
+               f"https://example.org/{doc_id}", None)
+
+
+@pytest.mark.parametrize(("question", "subject"), [
+    ("What is Polycythemia?", "polycythemia"),
+    ("what are cerebrospinal fluid shunts", "cerebrospinal fluid shunts"),
+    ("What is an arachnoid cyst?", "arachnoid cyst"),
+    ("Define status epilepticus.", "status epilepticus"),
+    ("What does HbA1c mean?", "hba1c"),
+    ("Tell me about Dravet syndrome", "dravet syndrome"),
+    ("What is oedema?", "edema"),  # American spelling, as the index
+    ("What is the treatment of anemia?", None),
+    ("Is there a tumour?", None),
+    ("How is anemia treated?", None),
+    ("What is " + "word " * 13 + "?", None),  # not a term: no definition is looked for
+    ("What is " + "?" * 19000 + "x", "x"),  # (a pattern over the tail took 3 s on this)
+])
+def test_the_subject_of_a_definitional_question(question: str, subject: str | None) -> None:
+    assert definition_subject(question) == subject
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Dravet syndrome (DS) is a severe developmental and epileptic encephalopathy.", True),
+    ("Dravet syndrome, a rare epilepsy of infancy, begins in the first year.", True),
+    ("Dravet syndromes are characterized by febrile seizures.", True),
+    ("Dravet syndrome refers to severe myoclonic epilepsy in infancy.", True),
+    ("We describe adults with Dravet syndrome treated with cannabidiol.", False),
+    ("Dravet syndrome was diagnosed in 12 patients.", False),
+    ("Dravet is a name; the syndrome is rare.", False),
+])
+def test_a_sentence_that_defines_the_subject(text: str, expected: bool) -> None:
+    assert defines("dravet syndrome", text) is expected
+
+
+def _order(question: str, hits: list[Hit]) -> list[str]:
+    return [c.doc_id for c in knowledge_answer(question, hits, max_citations=len(hits))
+            .citations]
+
+
+def test_the_term_s_own_definition_comes_before_codes() -> None:
+    """"What is Anemia?" was answered "Anemia, unspecified" (a code) first; the HPO term,
+    which defines it, now comes first, and the literature before the other codes."""
+    hits = [_hit("ICD10CM:D64.9", "Anemia, unspecified", "Anemia, unspecified"),
+            _hit("ICD10CM:D50", "Iron deficiency anemia", "Iron deficiency anemia"),
+            _hit("PMID:1", "Anemia in the elderly", "Anemia was found in 12% of patients."),
+            _hit("HP:0001903", "Anemia",
+                 "A reduction in erythrocytes volume or hemoglobin concentration.")]
+    assert _order("What is Anemia?", hits) == ["HP:0001903", "PMID:1", "ICD10CM:D64.9",
+                                               "ICD10CM:D50"]
+
+
+def test_a_defining_sentence_comes_before_the_subject_s_code() -> None:
+    hits = [_hit("ICD10CM:G40.834", "Dravet syndrome, intractable, without status epilepticus",
+                 "Dravet syndrome, intractable, without status epilepticus"),
+            _hit("ICD10CM:G40.83", "Dravet syndrome",
+                 "Dravet syndrome Inclusion terms: Severe myoclonic epilepsy in infancy"),
+            _hit("PMID:2", "Cannabidiol in adults with Dravet syndrome",
+                 "We describe adults with Dravet syndrome treated with cannabidiol."),
+            _hit("PMID:3", "Sodium channel variants",
+                 "Dravet syndrome (DS) is a severe epileptic encephalopathy of infancy.")]
+    assert _order("What is Dravet syndrome?", hits) == [
+        "PMID:3", "ICD10CM:G40.83", "PMID:2", "ICD10CM:G40.834"]
+
+
+def test_without_a_definition_asked_literature_comes_before_codes_in_search_order() -> None:
+    hits = [_hit("ICD10CM:D50", "Iron deficiency anemia", "Iron deficiency anemia"),
+            _hit("PMID:4", "Oral iron", "Iron deficiency anemia responded to oral iron."),
+            _hit("PMID:5", "Transfusion", "In iron deficiency anemia transfusion was rare.")]
+    assert _order("iron deficiency anemia", hits) == [
+        "PMID:4", "PMID:5", "ICD10CM:D50"]
+
+
+def test_a_record_named_by_its_id_still_comes_first() -> None:
+    hits = [_hit("HP:0001903", "Anemia", "A reduction in erythrocytes volume."),
+            _hit("ICD10CM:D50", "Iron deficiency anemia", "Iron deficiency anemia")]
+    assert _order("What is ICD-10-CM D50 anemia?", hits)[0] == "ICD10CM:D50"
