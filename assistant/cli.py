@@ -154,6 +154,9 @@ def data_list() -> None:
                    f"    licence: {s.licence}")
 
 
+LISTEN_BACKLOG = 2048  # uvicorn's default
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default from settings).")] = None,
@@ -171,7 +174,7 @@ def serve(
         raise typer.Exit(2)
     port = settings.service.port if port is None else port
     try:  # before anything loads: a port in use is one line at once, not a failure later
-        sock = _listening_socket(bind, port)
+        socks = _listening_sockets(bind, port)
     except OSError as exc:
         typer.echo(f"error: cannot listen on {bind}:{port}: {exc.strerror or exc}", err=True)
         raise typer.Exit(1) from exc
@@ -186,29 +189,44 @@ def serve(
                             log_level=settings.log_level.lower(),
                             timeout_graceful_shutdown=svc.shutdown_timeout_s)
     server = uvicorn.Server(config)
-    bound = sock.getsockname()
-    logging.getLogger("uvicorn.error").info(  # uvicorn says it only for sockets it binds
-        "Uvicorn running on http://%s:%d (Press CTRL+C to quit)",
-        f"[{bound[0]}]" if sock.family == socket.AF_INET6 else bound[0], bound[1])
-    with sock, contextlib.suppress(KeyboardInterrupt):
-        server.run(sockets=[sock])
+    for sock in socks:  # uvicorn says it only for sockets it binds itself
+        address, bound = sock.getsockname()[:2]
+        logging.getLogger("uvicorn.error").info(
+            "Uvicorn running on http://%s:%d (Press CTRL+C to quit)",
+            f"[{address}]" if sock.family == socket.AF_INET6 else address, bound)
+    with contextlib.ExitStack() as stack, contextlib.suppress(KeyboardInterrupt):
+        for sock in socks:
+            stack.enter_context(sock)
+        server.run(sockets=socks)
     if not server.started:  # the app failed to start (uvicorn.run's exit status)
         raise typer.Exit(3)
 
 
-def _listening_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host``:``port`` as uvicorn binds one (IPv6 when the host has
-    a colon, SO_REUSEADDR); uvicorn listens on it."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family=family)
+def _listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """Listening TCP sockets on ``host``:``port``, one per address the host resolves to, made
+    as asyncio's ``create_server`` (which ``uvicorn.run`` calls) makes them: SO_REUSEADDR,
+    IPV6_V6ONLY on IPv6 ("localhost" gets 127.0.0.1 and ::1 where the hosts file says so).
+    They listen at once, so that the port is held while the app loads (a socket only bound
+    does not keep a second one off it); uvicorn then serves on them. Port 0 takes the first
+    address only, so that the service has one port."""
+    infos = list(dict.fromkeys(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                  flags=socket.AI_PASSIVE)))
+    socks: list[socket.socket] = []
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
+        for family, kind, proto, _, address in infos[:1] if port == 0 else infos:
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(LISTEN_BACKLOG)
+            sock.set_inheritable(True)
     except BaseException:
-        sock.close()
+        for sock in socks:
+            sock.close()
         raise
-    sock.set_inheritable(True)
-    return sock
+    return socks
 
 
 @app.command()

@@ -51,7 +51,9 @@ MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SYSTEM = ("You answer a clinician's question using only the numbered passages given. Write "
           "one or two sentences. End each sentence with the number of the passage it comes "
           "from in brackets, like [1]. Do not add anything the passages do not say.")
-_MARK = re.compile(r"\s*\[(\d+)\]")
+_MARK = re.compile(r"\s*\[(\d+(?:\s*,\s*\d+)*)\]")  # [1] or [1, 2]
+_MARK_AFTER_STOP = re.compile(r"([.!?])((?:\s*\[\d+(?:\s*,\s*\d+)*\])+)")  # "cells. [1]"
+_ENUMERATOR = re.compile(r"(?m)^\s*\d+[.)]\s+")  # "1. " opening a line of a list
 
 
 @dataclass
@@ -96,12 +98,20 @@ def generate(tokenizer: Any, model: Any, question: str, quotes: list[str],
     return tokenizer.decode(new, skip_special_tokens=True).strip(), int(new.shape[0])
 
 
-def check(question: str, text: str, evidence: dict[int, str]) -> list[Sentence]:
+def check(question: str, text: str, evidence: dict[int, str], cut: bool) -> list[Sentence]:
+    """The generated sentences, each checked against the passages it cites. A passage number
+    written after the full stop ("... cells. [1]") belongs to the sentence before it; a line
+    ends a sentence; list numbers and text without letters are not sentences; with ``cut``
+    (the token limit stopped the model) an unfinished last sentence is left out."""
+    text = _ENUMERATOR.sub("", _MARK_AFTER_STOP.sub(lambda m: f"{m[2]}{m[1]}", text))
+    parts = [part for line in text.splitlines() for part in split_sentences(line)]
+    if cut and parts and not parts[-1].rstrip().endswith((".", "!", "?")):
+        parts = parts[:-1]
     out = []
-    for sentence in split_sentences(text):
-        cites = [int(n) for n in _MARK.findall(sentence)]
+    for sentence in parts:
+        cites = [int(n) for group in _MARK.findall(sentence) for n in group.split(",")]
         claim = _MARK.sub("", sentence).strip()
-        if not claim:
+        if not re.search(r"[A-Za-z]", claim):
             continue
         found = [support(claim, evidence[n]) for n in cites if n in evidence]
         out.append(Sentence(question, claim, cites, any(s.supported for s in found),
@@ -141,8 +151,9 @@ def main() -> None:
                            args.max_new_tokens)
         seconds.append(time.perf_counter() - t)
         tokens.append(n)
-        answers.append({"question": question, "generated": text,
-                        "sentences": check(question, text, evidence)})
+        cut = n >= args.max_new_tokens
+        answers.append({"question": question, "generated": text, "cut": cut,
+                        "sentences": check(question, text, evidence, cut)})
         evidences.append(evidence)
     for i, answer in enumerate(answers):  # control: the next answer's passages
         other = evidences[(i + 1) % len(evidences)]
@@ -156,6 +167,7 @@ def main() -> None:
     kept = sum(a["kept"] for a in answers)
     figures = {
         "answers": len(answers), "kept_whole": kept, "sentences": len(sentences),
+        "cut_at_token_limit": sum(a["cut"] for a in answers),
         "supported": sum(s.supported for s in sentences) / n_s,
         "copied_whole": sum(s.contained for s in sentences) / n_s,
         "without_citation": sum(not s.cites for s in sentences) / n_s,
@@ -163,15 +175,18 @@ def main() -> None:
         "control_supported": sum(s.control_supported for s in sentences) / n_s,
         "seconds_median": statistics.median(seconds) if seconds else float("nan"),
         "tokens_per_s": sum(tokens) / sum(seconds) if seconds else float("nan")}
-    print(f"answers worded: {len(answers)}; every sentence supported (would be kept): {kept}")
+    print(f"answers worded: {len(answers)}; every sentence supported (would be kept): {kept}; "
+          f"stopped by the token limit: {figures['cut_at_token_limit']} (their unfinished "
+          "last sentence left out)")
     print(f"sentences: {len(sentences)}; in a passage they cite: {figures['supported']:.1%} "
           f"(copied whole: {figures['copied_whole']:.1%}); with no passage number: "
           f"{figures['without_citation']:.1%}; in any passage given, whatever the number: "
           f"{figures['in_any_passage']:.1%}")
-    print(f"control (against another question's sentences): "
+    print(f"control (each sentence against the next answer's passages): "
           f"{figures['control_supported']:.1%}")
     print(f"time per answer: median {figures['seconds_median']:.2f} s, "
-          f"{figures['tokens_per_s']:.1f} tokens/s (one thread)")
+          f"{figures['tokens_per_s']:.1f} tokens generated a second, reading the prompt "
+          "included (one thread)")
     if args.out:
         rows = [{**a, "sentences": [asdict(s) for s in a["sentences"]]} for a in answers]
         args.out.write_text(json.dumps({"figures": figures, "answers": rows}, indent=1))

@@ -160,3 +160,16 @@ def test_data_list_says_when_fetched_files_are_gone(tmp_path: Path) -> None:
     assert hpo.endswith("3 files, 2 missing: run `assistant data fetch --only hpo`")
     medline = next(line for line in result.stdout.splitlines() if line.startswith("medline "))
     assert medline.endswith("not fetched")
+
+
+def test_the_early_socket_listens_so_a_second_serve_cannot_take_the_port() -> None:
+    """A socket only bound (SO_REUSEADDR) does not keep a second one off its port on Linux:
+    two `serve` started together both got past the early check. It listens at once now."""
+    import errno
+
+    from assistant.cli import _listening_sockets
+
+    (first,) = _listening_sockets("127.0.0.1", 0)
+    with first, pytest.raises(OSError) as caught:
+        _listening_sockets("127.0.0.1", first.getsockname()[1])
+    assert caught.value.errno == errno.EADDRINUSE

@@ -164,33 +164,47 @@ def _quote(hit: Hit) -> str:
 
 # "What is X?", "Define X", "What does X mean?": X, the subject a definition is asked of
 # (of at most SUBJECT_WORDS words: a longer one is not a term).
-_SUBJECT = re.compile(r"\s*(?:what\s+(?:is|are)\s+(?:an?\s+)?(?!the\b)|define\s+|explain\s+|"
-                      r"describe\s+|tell\s+me\s+about\s+|what\s+does\s+)", re.IGNORECASE)
+_SUBJECT = re.compile(r"(?:what\s+(?:is|are)|what's|define:?|explain|describe|tell\s+me\s+about|"
+                      r"what\s+does)\s+", re.IGNORECASE)
 SUBJECT_WORDS = 12
-# After the subject, what makes a sentence define it: "X is a ...", "X (XY) refers to ...",
-# "X, a ...".
+# Where a definition of X starts: the sentence's start or a bracket, then an article.
+_DEFINED_AT = r"(?:^|[.!?;:]\s+|\()(?:(?:a|an|the)\s+)?"
+# What follows X in a definition: "X is a ...", "X (XY) refers to ...", "X, a ...".
 _DEFINES = (r"(?:\s*\([^()]{1,40}\))?(?:\s*,\s*(?:a|an|one)\s|\s+(?:is|are)\s+(?:a|an|the|one|"
-            r"characteri[sz]ed|defined|described|known)\b|\s+refers?\s+to\b)")
+            r"characteri[sz]ed\s+by|defined\s+as|described\s+as|known\s+as)\b|"
+            r"\s+refers?\s+to\b)")
 
 
 def definition_subject(question: str) -> str | None:
-    """The words a definitional question asks about, lower case ("Polycythemia" of "What is
-    Polycythemia?"), or None."""
-    match = _SUBJECT.match(question)
+    """The words a definitional question asks about, lower case ("polycythemia" of "What is
+    Polycythemia?"), or None ("What is the treatment of X?" asks no definition)."""
+    text = question.strip()
+    match = _SUBJECT.match(text)
     if match is None:
         return None
-    words = plain(question[match.end():]).split()
-    if words[-1:] == ["mean"] and match[0].lower().startswith("what"):
+    words = plain(text[match.end():]).split()
+    if words[:1] in (["a"], ["an"]):
+        words = words[1:]
+    if words[:1] == ["the"]:
+        return None
+    if words[-1:] == ["mean"] and match[0].lower().startswith("what does"):
         words = words[:-1]  # "What does X mean?"
     return " ".join(words) if 0 < len(words) <= SUBJECT_WORDS else None
 
 
+def _word(word: str) -> str:
+    """A subject word as a definition may write it: plural or singular, possessive."""
+    base = word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") \
+        else word
+    return re.escape(base) + r"(?:s|es)?(?:'s?)?"
+
+
 def defines(subject: str, text: str) -> bool:
-    """Whether ``text`` has a sentence that defines ``subject`` ("Polycythemia is a ...");
-    the subject's words may end otherwise (plural, adjective)."""
-    words = subject.split()
-    stems = [re.escape(w[:max(4, len(w) - 2)]) + r"[a-z]*" for w in words]
-    pattern = r"\b" + r"[\s-]+".join(stems) + _DEFINES
+    """Whether ``text`` has a sentence that starts by defining ``subject`` ("Polycythemia is
+    a ...", "A stent is a ...", "Alzheimer's disease, a ..."): the subject's words as they
+    are, or plural, singular or possessive."""
+    words = [w for i, w in enumerate(subject.split()) if not (w == "s" and i)]  # "alzheimer s"
+    pattern = _DEFINED_AT + r"[\W_]+".join(_word(w) for w in words) + _DEFINES
     return re.search(pattern, american(text).lower()) is not None
 
 
@@ -202,7 +216,7 @@ def _answer_order(hits: Sequence[Hit], focus: Sequence[str], named: set[str],
     2. for "What is X?", X's own entry that defines it (an HPO term titled X);
     3. a definition: a passage with a sentence defining X, or an HPO term whose title holds
        the question's terms (every HPO entry is a definition);
-    4. X's own code (the ICD-10-CM entry titled X);
+    4. X's own code (the ICD-10-CM entry titled X; a paper titled X is not an entry);
     5. literature before other codes (a code's name such as "Carbuncle of perineum" does
        not say what the perineum is), a passage whose title holds the question's terms
        first, then the search's order."""
@@ -211,8 +225,8 @@ def _answer_order(hits: Sequence[Hit], focus: Sequence[str], named: set[str],
         own = subject is not None and plain(h.title) == subject
         definition = subject is not None and (
             defines(subject, h.snippet) or (h.source == "hpo" and covers(focus, h.title)))
-        return (h.doc_id not in named, not (own and not code), not definition, not own, code,
-                not covers(focus, h.title))
+        return (h.doc_id not in named, not (own and h.source == "hpo"), not definition,
+                not (own and code), code, not covers(focus, h.title))
 
     return sorted(hits, key=key)
 

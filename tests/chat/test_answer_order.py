@@ -28,6 +28,11 @@ def _hit(doc_id: str, title: str, snippet: str) -> Hit:
     ("How is anemia treated?", None),
     ("What is " + "word " * 13 + "?", None),  # not a term: no definition is looked for
     ("What is " + "?" * 19000 + "x", "x"),  # (a pattern over the tail took 3 s on this)
+    ("What is  the treatment of anemia?", None),  # two spaces
+    ("  What does HbA1c mean?", "hba1c"),
+    ("What's anemia?", "anemia"),
+    ("Define: anemia", "anemia"),
+    ("What is Alzheimer's disease?", "alzheimer s disease"),
 ])
 def test_the_subject_of_a_definitional_question(question: str, subject: str | None) -> None:
     assert definition_subject(question) == subject
@@ -41,9 +46,26 @@ def test_the_subject_of_a_definitional_question(question: str, subject: str | No
     ("We describe adults with Dravet syndrome treated with cannabidiol.", False),
     ("Dravet syndrome was diagnosed in 12 patients.", False),
     ("Dravet is a name; the syndrome is rare.", False),
+    ("In Dravet syndrome, a sodium channel gene is mutated.", False),  # not where it starts
+    ("Dravet syndrome is known to respond poorly to carbamazepine.", False),
+    ("Dravet syndrome is described in 12 of 40 children.", False),
+    ("Atypical Dravet syndrome is a milder form.", False),  # defines another term
+    ("We studied 12 children. Dravet syndrome is a rare epilepsy.", True),
 ])
 def test_a_sentence_that_defines_the_subject(text: str, expected: bool) -> None:
     assert defines("dravet syndrome", text) is expected
+
+
+@pytest.mark.parametrize(("subject", "text", "expected"), [
+    ("stent", "A stent is a small mesh tube.", True),
+    ("stent", "Stenosis is a narrowing; stenting restored flow.", False),  # another word
+    ("cyst", "Cystitis is an inflammation of the bladder.", False),
+    ("alzheimer s disease", "Alzheimer's disease is a neurodegenerative disorder.", True),
+    ("cerebrospinal fluid shunts", "A cerebrospinal fluid shunt is a drainage device.", True),
+    ("stroke", "Strokes are a leading cause of disability.", True),
+])
+def test_definitions_of_other_subjects(subject: str, text: str, expected: bool) -> None:
+    assert defines(subject, text) is expected
 
 
 def _order(question: str, hits: list[Hit]) -> list[str]:
@@ -82,6 +104,14 @@ def test_without_a_definition_asked_literature_comes_before_codes_in_search_orde
             _hit("PMID:5", "Transfusion", "In iron deficiency anemia transfusion was rare.")]
     assert _order("iron deficiency anemia", hits) == [
         "PMID:4", "PMID:5", "ICD10CM:D50"]
+
+
+def test_a_paper_titled_as_the_subject_is_not_its_entry() -> None:
+    """Only an HPO term titled X is X's own entry; a case report titled "Polycythemia."
+    does not come before a passage that defines it."""
+    hits = [_hit("PMID:6", "Polycythemia.", "A case of polycythemia in a child."),
+            _hit("PMID:7", "Review", "Polycythemia is an increase in red cell mass.")]
+    assert _order("What is polycythemia?", hits) == ["PMID:7", "PMID:6"]
 
 
 def test_a_record_named_by_its_id_still_comes_first() -> None:

@@ -224,6 +224,7 @@ def test_an_upload_cut_short_is_counted_as_the_client_leaving(server: str) -> No
 
     counts: dict[str, float] = {}
     before = analyze_499s()
+    bad_requests = counts.get("400", 0.0)  # other tests' uploads may have been 400s
     host, port = server.removeprefix("http://").split(":")
     part = (b'--x\r\nContent-Disposition: form-data; name="file"; filename="scan.png"\r\n'
             b"Content-Type: image/png\r\n\r\n\x89PNG\r\n")
@@ -231,12 +232,12 @@ def test_an_upload_cut_short_is_counted_as_the_client_leaving(server: str) -> No
         conn.sendall(f"POST /v1/analyze HTTP/1.1\r\nHost: {host}\r\nContent-Type: "
                      "multipart/form-data; boundary=x\r\nContent-Length: 100000\r\n\r\n"
                      .encode() + part)
-        time.sleep(0.3)  # the server has begun parsing the form
+        time.sleep(0.3)  # the server has begun reading the form
     deadline = time.perf_counter() + 10
     while analyze_499s() == before and time.perf_counter() < deadline:
         time.sleep(0.1)
     assert analyze_499s() == before + 1, counts
-    assert counts.get("400", 0.0) == 0, counts
+    assert counts.get("400", 0.0) == bad_requests, counts
 
 
 def test_a_body_that_stalls_is_answered_408(server: str) -> None:
