@@ -177,16 +177,15 @@ _DEFINES = (r"(?:\s*\([^()]{1,40}\))?(?:\s*,\s*(?:a|an|one)\s|\s+(?:is|are)\s+(?
 
 def definition_subject(question: str) -> str | None:
     """The words a definitional question asks about, lower case ("polycythemia" of "What is
-    Polycythemia?"), or None ("What is the treatment of X?" asks no definition)."""
+    Polycythemia?"), or None."""
     text = question.strip()
     match = _SUBJECT.match(text)
     if match is None:
         return None
     words = plain(text[match.end():]).split()
-    if words[:1] in (["a"], ["an"]):
-        words = words[1:]
-    if words[:1] == ["the"]:
-        return None
+    if words[:1] in (["a"], ["an"], ["the"]):
+        words = words[1:]  # "What is the perineum?"; "What is the treatment of X?" gives
+        # "treatment of x", which only a sentence defining that treatment matches
     if words[-1:] == ["mean"] and match[0].lower().startswith("what does"):
         words = words[:-1]  # "What does X mean?"
     return " ".join(words) if 0 < len(words) <= SUBJECT_WORDS else None

@@ -23,12 +23,13 @@ def _hit(doc_id: str, title: str, snippet: str) -> Hit:
     ("What does HbA1c mean?", "hba1c"),
     ("Tell me about Dravet syndrome", "dravet syndrome"),
     ("What is oedema?", "edema"),  # American spelling, as the index
-    ("What is the treatment of anemia?", None),
+    ("What is the treatment of anemia?", "treatment of anemia"),
+    ("What is the perineum?", "perineum"),
     ("Is there a tumour?", None),
     ("How is anemia treated?", None),
     ("What is " + "word " * 13 + "?", None),  # not a term: no definition is looked for
     ("What is " + "?" * 19000 + "x", "x"),  # (a pattern over the tail took 3 s on this)
-    ("What is  the treatment of anemia?", None),  # two spaces
+    ("What is  the  perineum?", "perineum"),  # two spaces
     ("  What does HbA1c mean?", "hba1c"),
     ("What's anemia?", "anemia"),
     ("Define: anemia", "anemia"),
