@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from assistant.chat.compose import (
@@ -50,7 +51,6 @@ from assistant.vision.infer import Diagnosis
 
 log = logging.getLogger(__name__)
 
-_STUDY_LOCK_STRIPES = 64
 SEARCH_DEPTH = 3  # hits searched per citation wanted (only those holding the terms are cited)
 NO_STUDY = (f"{REFUSAL} There is no study in this conversation: attach the image (PNG, "
             "JPEG or DICOM) to your message as a data URL.")
@@ -96,6 +96,34 @@ def chat_searcher(base: Searcher) -> Searcher:
                     ranking=base.ranking, reranker=base.reranker)
 
 
+class KeyedLocks:
+    """One lock per key, kept only while a thread holds or waits for it: turns carrying the
+    same image to the same conversation wait for each other (one study, one model run),
+    and any others run at once."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[Hashable, tuple[threading.Lock, list[int]]] = {}
+
+    @contextmanager
+    def hold(self, key: Hashable) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.setdefault(key, (threading.Lock(), [0]))
+            users[0] += 1
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                users[0] -= 1
+                if not users[0]:
+                    del self._locks[key]
+
+    def __len__(self) -> int:
+        with self._guard:
+            return len(self._locks)
+
+
 class ChatEngine:
     """Answers chat turns from the pipeline's analyses and the literature index."""
 
@@ -111,9 +139,10 @@ class ChatEngine:
         self.pipeline = pipeline
         self.analyze = analyze
         # One study per image and conversation, even when turns carrying the same image
-        # arrive at once: the look-up, the analysis and the store run under a lock of the
-        # (conversation, image) pair's stripe.
-        self._study_locks = tuple(threading.Lock() for _ in range(_STUDY_LOCK_STRIPES))
+        # arrive at once: the look-up, the analysis and the store run under the lock of the
+        # (conversation, image) pair; other pairs are not held up (a lock of one of 64
+        # stripes, before, made two pairs on a stripe wait for each other's analysis).
+        self._study_locks = KeyedLocks()
         self.searcher = chat_searcher(searcher) if searcher is not None else None
         self.retrieval_note = retrieval_note or (
             None if searcher else "literature retrieval was not configured")
@@ -227,8 +256,7 @@ class ChatEngine:
     def _study(self, conversation_id: str, image: Image | None) -> StoredStudy | None:
         if image is None:
             return self.store.latest_study(conversation_id)
-        stripe = hash((conversation_id, image.sha256)) % _STUDY_LOCK_STRIPES
-        with self._study_locks[stripe]:
+        with self._study_locks.hold((conversation_id, image.sha256)):
             found = self.store.find_study(conversation_id, image.sha256)
             if found is not None:
                 return found

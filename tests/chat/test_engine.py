@@ -139,3 +139,36 @@ def test_generation_status_says_why_answers_are_extractive() -> None:
     status = generation_status(Settings())
     assert status.startswith("extractive: generated wording is off")
     assert "scripts/eval_chat_generation.py" in status
+
+
+def test_keyed_locks_hold_only_their_own_key() -> None:
+    """Two (conversation, image) pairs never wait for each other's analysis (with 64 lock
+    stripes two pairs could share one); the same pair does; no lock outlives its users."""
+    import threading
+
+    from assistant.chat.engine import KeyedLocks
+
+    locks = KeyedLocks()
+    release = threading.Event()
+
+    def holder(key: str, inside: threading.Event) -> threading.Thread:
+        def run() -> None:
+            with locks.hold(key):
+                inside.set()
+                release.wait(10)
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    a_in, b_in, a_again = threading.Event(), threading.Event(), threading.Event()
+    threads = [holder("a", a_in)]
+    assert a_in.wait(10)
+    threads.append(holder("b", b_in))
+    assert b_in.wait(10), "another key waited for the held one"
+    threads.append(holder("a", a_again))
+    assert not a_again.wait(0.3), "the same key did not wait"
+    assert len(locks) == 2
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert a_again.is_set() and len(locks) == 0  # gone with their last users
