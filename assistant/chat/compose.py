@@ -59,6 +59,14 @@ _INTENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("limitations", re.compile(r"limit|caveat|reliab|trust|accura")),
     ("quality", re.compile(r"quality|contrast|noise|blur|framing")),
     ("report", re.compile(r"report|summar|full|everything|overview")),
+    # What the model cannot say: a type or grade, a size; and worry about the result.
+    ("type", re.compile(r"\btype|kind of|sort of|\bgrade|subtype|gliom|meningiom|pituitar|"
+                        r"glioblastom|metasta|which tumou?r|what tumou?r|differential|malignan|"
+                        r"benign|cancer")),
+    ("size", re.compile(r"\bsize|how (big|large|small)|measur|dimension|diameter|volume|"
+                        r"extent|\b(mm|cm)\b")),
+    ("concern", re.compile(r"worr|concern|serious|danger|urgent|alarm|scar(y|ed)|afraid|"
+                           r"bad news|good news")),
 )
 
 
@@ -81,6 +89,9 @@ _SELECT: dict[str, Callable[[Mapping[str, Any]], bool]] = {
     "limitations": lambda s: s["section"] == "limitations",
     "quality": lambda s: "image.quality" in _tags(s),
     "report": lambda s: s["section"] in ("findings", "impression"),
+    "type": lambda s: _SELECT["diagnosis"](s) or "model.labels" in _tags(s),
+    "size": lambda s: _SELECT["location"](s) or "model.labels" in _tags(s),
+    "concern": lambda s: _SELECT["diagnosis"](s) or s["section"] == "limitations",
 }
 
 
@@ -122,6 +133,21 @@ def classify(question: str, has_study: bool, image_now: bool = False) -> Topic:
     if not has_study:
         return "study" if _PRESENCE.search(text) else "knowledge"
     return "study" if any(p.search(text) for _, p in _INTENTS) else "knowledge"
+
+
+# A message that is only thanks, a greeting or an acknowledgement.
+_SMALL_TALK = re.compile(r"(thanks?( you)?( very much| so much| a lot)?|thank u|thx|ty|cheers|"
+                         r"hi|hello|hey|good (morning|afternoon|evening)|bye|goodbye|ok(ay)?|"
+                         r"got it|great|cool|perfect|nice|understood|sure|fine)( (again|all))?")
+HELP = ("Ask about the study in this conversation (its diagnosis, probability, heatmap "
+        "location, image quality or limitations) or what a medical term means: answers quote "
+        "the analysis or the cited literature.")
+
+
+def small_talk(question: str) -> bool:
+    """Whether ``question`` is only thanks, a greeting or an acknowledgement ("Thanks!"),
+    which the literature must not be searched for ("Thank you to our Reviewers!")."""
+    return _SMALL_TALK.fullmatch(" ".join(re.findall(r"[a-z]+", question.lower()))) is not None
 
 
 def study_intents(question: str) -> list[str]:

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from assistant.chat.compose import (
+    HELP,
     REFUSAL,
     Citation,
     Composed,
@@ -36,6 +37,7 @@ from assistant.chat.compose import (
     knowledge_answer,
     refusal,
     render,
+    small_talk,
     study_answer,
 )
 from assistant.chat.messages import ChatInputError, Image, Turn, last_user_turn
@@ -194,6 +196,8 @@ class ChatEngine:
                         image_now.sha256 if image_now else None)
 
     def compose(self, prepared: Prepared) -> Composed:
+        if small_talk(prepared.question) and prepared.image_sha256 is None:
+            return refusal(HELP)
         if prepared.topic == "knowledge":
             return self._knowledge(prepared.question)
         if prepared.study is None:

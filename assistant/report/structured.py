@@ -47,6 +47,7 @@ SOURCES: dict[str, str] = {
     "model.name": "the vision checkpoint's name",
     "model.sha256": "the vision checkpoint's sha256",
     "model.config": "the vision model's input size and patch grid",
+    "model.labels": "the labels the vision checkpoint outputs",
     "model.training_data": "the data the checkpoint records it was trained on",
     "context.indication": "the indication as supplied",
     "context.age": "the age as supplied",
@@ -328,6 +329,9 @@ def _limitations(ev: Evidence) -> list[Sentence]:
         out.append(Sentence("limitations", f"The model reads one 2-D slice at {m.input_size} "
                             f"x {m.input_size} pixels: other slices, sequences, prior studies "
                             f"and the clinical context are not used.", ("model.config",)))
+        labels = _and([f'"{label}"' for label in m.labels])
+        out.append(Sentence("limitations", f"The model's only labels are {labels}: it names "
+                            "no type or grade and measures no size.", ("model.labels",)))
         out.append(Sentence("limitations", f"The heatmap marks what most influenced the "
                             f"model on a coarse {m.grid} x {m.grid} grid; it is not a lesion "
                             f"outline.", ("heat.method", "model.config")))

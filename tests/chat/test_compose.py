@@ -14,6 +14,7 @@ from assistant.chat.compose import (
     REFUSAL,
     knowledge_answer,
     render,
+    small_talk,
     study_answer,
 )
 from assistant.config import Settings
@@ -67,6 +68,34 @@ def test_location_quotes_the_heatmap(analyses: dict[str, dict[str, Any]]) -> Non
     side = analyses["tumour"]["heatmap"]["location"]["side"]
     assert "hottest area" in body and side_words(side) in body
     assert "Impression" not in body  # only what was asked
+
+
+@pytest.mark.parametrize(("question", "wanted", "unwanted"), [
+    ("Is it a glioma or a meningioma?", ("showing a tumour", "only labels"), ("hottest",)),
+    ("How big is it?", ("hottest area", "not a lesion outline", "measures no size"),
+     ("Impression",)),
+    ("Should I be worried?", ("for clinician review", "Limitations"), ()),
+])
+def test_what_the_model_cannot_say_is_answered_with_its_limits(
+        analyses: dict[str, dict[str, Any]], question: str, wanted: tuple[str, ...],
+        unwanted: tuple[str, ...]) -> None:
+    """A type, a size or a worry about the result: the analysis's sentences that bear on it
+    and the limitation that says what the model does not do, not the diagnosis alone (or,
+    for "Should I be worried?", literature about worry)."""
+    composed = study_answer(question, "s1", analyses["tumour"])
+    assert set(_quoted(composed.body)) <= set(_report_sentences(analyses["tumour"]))
+    for words in wanted:
+        assert words in composed.body, question
+    for words in unwanted:
+        assert words not in composed.body, question
+
+
+@pytest.mark.parametrize(("message", "expected"), [
+    ("Thanks!", True), ("thank you very much", True), ("OK", True), ("Hello", True),
+    ("Thanks, what is a glioma?", False), ("Is it OK?", False), ("Fine needle aspiration", False),
+])
+def test_small_talk(message: str, expected: bool) -> None:
+    assert small_talk(message) is expected
 
 
 def test_out_of_scope_answers_say_why(analyses: dict[str, dict[str, Any]]) -> None:

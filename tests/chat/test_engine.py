@@ -172,3 +172,13 @@ def test_keyed_locks_hold_only_their_own_key() -> None:
     for thread in threads:
         thread.join(10)
     assert a_again.is_set() and len(locks) == 0  # gone with their last users
+
+
+def test_thanks_gets_help_not_literature(engine: ChatEngine, images: Images) -> None:
+    """"Thanks!" was searched in the literature and quoted "Thank you to our Reviewers!"."""
+    from assistant.chat.compose import HELP
+
+    thanks = engine.answer([Turn("user", "Thanks!")])
+    assert thanks.composed.body == HELP and not thanks.citations
+    with_image = engine.answer([Turn("user", "Thanks!", (_image(images.tumour),))])
+    assert with_image.composed.kind == "study"  # an image sent with it is analysed

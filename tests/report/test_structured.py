@@ -71,6 +71,19 @@ def test_no_tumour_report(model_info: ModelInfo) -> None:
     assert "not a finding" in report.findings
 
 
+def test_a_report_says_what_the_model_cannot_name(model_info: ModelInfo) -> None:
+    """A clinician asking "Is it a glioma?" or "How big is it?" reads, from the checkpoint's
+    labels, that the model names no type or grade and measures no size."""
+    report = draft_report(_evidence(model_info, Diagnosis(True, None, "tumour", 0.9, 0.25, 1.0)))
+    (said,) = [s for s in report.sentences if "model.labels" in s.sources]
+    assert said.section == "limitations"
+    assert said.text == ('The model\'s only labels are "no tumour" and "tumour": it names no '
+                         "type or grade and measures no size.")
+    out = draft_report(_evidence(model_info, Diagnosis(False, "unlike the training images",
+                                                       None, None, 0.25, None), location=None))
+    assert not [s for s in out.sentences if "model.labels" in s.sources]  # nothing to name
+
+
 @pytest.mark.parametrize(("label", "p", "note"), [
     ("tumour", 0.31, "below 0.5"),  # called at the deliberately low threshold
     ("no tumour", 0.2, "within a factor of two"),  # just under the threshold
