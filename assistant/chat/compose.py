@@ -139,9 +139,9 @@ def classify(question: str, has_study: bool, image_now: bool = False) -> Topic:
 _SMALL_TALK = re.compile(r"(thanks?( you)?( very much| so much| a lot)?|thank u|thx|ty|cheers|"
                          r"hi|hello|hey|good (morning|afternoon|evening)|bye|goodbye|ok(ay)?|"
                          r"got it|great|cool|perfect|nice|understood|sure|fine)( (again|all))?")
-HELP = ("Ask about the study in this conversation (its diagnosis, probability, heatmap "
-        "location, image quality or limitations) or what a medical term means: answers quote "
-        "the analysis or the cited literature.")
+HELP = ("Ask about a study (attach its image, or ask about the one in this conversation: "
+        "its diagnosis, probability, heatmap location, image quality or limitations) or what "
+        "a medical term means: answers quote the analysis or the cited literature.")
 
 
 def small_talk(question: str) -> bool:
