@@ -59,8 +59,8 @@ class Claim:
     control_supported: bool = False
 
 
-def questions(searcher: Searcher, data_dir: Path, count: int, seed: int
-              ) -> list[tuple[str, str, str | None]]:
+def questions(searcher: Searcher, data_dir: Path, count: int, seed: int,
+              template: str = "What is {}?") -> list[tuple[str, str, str | None]]:
     """(question, origin, the HPO term's own id): MeSH major topics of the indexed
     citations and names of the indexed HPO terms, a seeded sample of up to ``count`` split
     between the two."""
@@ -82,7 +82,7 @@ def questions(searcher: Searcher, data_dir: Path, count: int, seed: int
     for origin in present:
         pool = sorted(names[origin])
         for name in rng.sample(pool, min(len(pool), count // len(present))):
-            out.append((f"What is {name}?", origin, names[origin][name]))
+            out.append((template.format(name), origin, names[origin][name]))
     return out
 
 
@@ -125,8 +125,8 @@ def control(claims: list[Claim], passages: dict[str, PassageRecord]) -> None:
                                               f"{record.title} {record.text}").supported
 
 
-def run(index_dirs: Sequence[Path], count: int, seed: int) -> tuple[dict[str, float],
-                                                                     list[Claim]]:
+def run(index_dirs: Sequence[Path], count: int, seed: int, template: str = "What is {}?"
+        ) -> tuple[dict[str, float], list[Claim]]:
     claims: list[Claim] = []
     passages: dict[str, PassageRecord] = {}
     asked = answered = on_topic = cited_total = own = own_asked = 0
@@ -137,7 +137,8 @@ def run(index_dirs: Sequence[Path], count: int, seed: int) -> tuple[dict[str, fl
         passages.update(by_id)
         engine = ChatEngine(ConversationStore(":memory:"), None, searcher,
                             max_citations=settings.chat.citations)
-        for question, origin, term in questions(searcher, settings.data_dir, count, seed):
+        for question, origin, term in questions(searcher, settings.data_dir, count, seed,
+                                                template):
             answer = engine.answer([Turn("user", question)])
             asked += 1
             cited = {c.number: by_id[c.id] for c in answer.citations}
@@ -166,10 +167,13 @@ def main() -> None:
                         help="an index folder (repeatable); default: the settings' one")
     parser.add_argument("--questions", type=int, default=200, help="per index, at most")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--template", default="What is {}?",
+                        help='the question asked of each name, "{}" standing for it')
     parser.add_argument("--out", type=Path, help="write the figures and every claim as JSON")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    figures, claims = run(args.index_dir or [Settings().index_dir], args.questions, args.seed)
+    figures, claims = run(args.index_dir or [Settings().index_dir], args.questions, args.seed,
+                          args.template)
     print(f"questions {figures['questions']}: answered {figures['answered']}, refused "
           f"{figures['refused']}; {figures['citations']} citations, {figures['claims']} "
           "cited sentences")

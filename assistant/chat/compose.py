@@ -14,9 +14,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
-from assistant.chat.support import american, covers, focus_terms, plain
+from assistant.chat.support import american, covers, focus_terms, plain, terms
 from assistant.retrieval.search import Hit, named_documents
 
 AnswerKind = Literal["study", "knowledge", "refusal"]
@@ -233,46 +234,112 @@ def defines(subject: str, text: str) -> bool:
     return re.search(pattern, american(text).lower()) is not None
 
 
+# What a question asks about its subject ("What causes X?", "Symptoms of X", "ICD-10 code
+# for X"): words a passage about X need not hold to be quoted, though one that holds them
+# comes first.
+ASPECT_WORDS = ("cause causes caused causing why symptom symptoms sign signs feature features "
+                "finding findings presentation present presents treat treated treating "
+                "treatment treatments therapy therapies manage managed management prognosis "
+                "outcome outcomes survival diagnose diagnosed diagnosis imaging mri ct scan "
+                "radiology risk risks complication complications code codes icd")
+_CODE_WORDS = ("code", "codes", "icd")
+_CODE_PARTS = ("10", "9", "cm")  # of "ICD-10-CM"
+
+
+@lru_cache(maxsize=1)
+def _aspect_terms() -> tuple[frozenset[str], frozenset[str]]:
+    """(every aspect term, the terms asking for a code), as the index writes terms."""
+    return frozenset(terms(ASPECT_WORDS)), frozenset(terms(" ".join(_CODE_WORDS)))
+
+
+def split_focus(focus: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(subject terms, aspect terms) of a question's focus terms: "What causes
+    hydrocephalus?" -> (["hydrocephalus"], ["caus"]). A question of aspects alone keeps them
+    as its subject."""
+    aspect, code = _aspect_terms()
+    asked = [t for t in focus if t in aspect]
+    if any(t in code for t in asked):  # "ICD-10-CM": its parts are not the subject
+        asked += [t for t in focus if t in _CODE_PARTS and t not in asked]
+    subject = [t for t in focus if t not in asked]
+    return (subject, asked) if subject else (list(focus), [])
+
+
+def asks_code(question: str) -> bool:
+    """Whether a question asks for a code ("What is the ICD-10 code for migraine?")."""
+    _, code = _aspect_terms()
+    return any(t in code for t in split_focus(focus_terms(question))[1])
+
+
 def _answer_order(hits: Sequence[Hit], focus: Sequence[str], named: set[str],
-                  subject: str | None) -> list[Hit]:
+                  subject: str | None, aspects: Sequence[str] = ()) -> list[Hit]:
     """The hits to quote, best first:
 
     1. a record the question names by its id;
-    2. for "What is X?", X's own entry that defines it (an HPO term titled X);
-    3. a definition: a passage with a sentence defining X, or an HPO term whose title holds
+    2. with aspects asked ("What causes X?"), a passage that speaks to them (holds their
+       words; for a code, an ICD-10-CM entry), then an entry titled with the subject's terms
+       alone;
+    3. for "What is X?", X's own entry that defines it (an HPO term titled X);
+    4. a definition: a passage with a sentence defining X, or an HPO term whose title holds
        the question's terms (every HPO entry is a definition);
-    4. X's own code (the ICD-10-CM entry titled X; a paper titled X is not an entry);
-    5. literature before other codes (a code's name such as "Carbuncle of perineum" does
-       not say what the perineum is), a passage whose title holds the question's terms
-       first, then the search's order."""
+    5. X's own code (the ICD-10-CM entry titled X; a paper titled X is not an entry);
+    6. literature before other codes (a code's name such as "Carbuncle of perineum" does
+       not say what the perineum is), unless a code is asked for; a passage whose title
+       holds the question's terms first, then the search's order."""
+    _, code_terms = _aspect_terms()
+    wants_code = any(t in code_terms for t in aspects)
+    words = [t for t in aspects if t not in code_terms and t not in _CODE_PARTS]
+    core = set(focus) - set(aspects)
+
     def key(h: Hit) -> tuple[bool, ...]:
         code = h.source == "icd10cm"
         own = subject is not None and plain(h.title) == subject
         definition = subject is not None and (
             defines(subject, h.snippet) or (h.source == "hpo" and covers(focus, h.title)))
-        return (h.doc_id not in named, not (own and h.source == "hpo"), not definition,
-                not (own and code), code, not covers(focus, h.title))
+        return (h.doc_id not in named, bool(aspects) and not speaks(h, wants_code, words),
+                bool(aspects) and set(terms(h.title)) != core,
+                not (own and h.source == "hpo"), not definition, not (own and code),
+                code and not wants_code, not covers(focus, h.title))
 
     return sorted(hits, key=key)
 
 
+def speaks(hit: Hit, wants_code: bool, words: Sequence[str]) -> bool:
+    """Whether a passage speaks to the aspects a question asks: it is a code when one is
+    asked for, and holds the other aspects' words."""
+    return ((not wants_code or hit.source == "icd10cm")
+            and (not words or covers(words, f"{hit.title} {hit.snippet}")))
+
+
 def knowledge_answer(question: str, hits: Sequence[Hit], max_citations: int = 3) -> Composed:
-    """Quote the hits whose title and snippet hold the question's terms, numbered, in the
-    order of ``_answer_order``. A record the question names by its source id ("What is
-    HP:0001250?") is quoted first, whatever its words."""
+    """Quote the hits whose title and snippet hold the question's terms, or its subject's
+    when it asks an aspect of it, numbered, in the order of ``_answer_order``. A record the
+    question names by its source id ("What is HP:0001250?") is quoted first, whatever its
+    words. When the question asks an aspect of its subject ("What causes X?") and no quoted
+    passage holds it, the answer says so before quoting what was found on the subject."""
     focus = focus_terms(question)
     named = set(named_documents(question))
     if not focus and not named:
         return refusal(f"{REFUSAL} The question names nothing to look up.")
-    relevant = [h for h in hits
-                if h.doc_id in named or (focus and covers(focus, f"{h.title} {h.snippet}"))]
-    relevant = _answer_order(relevant, focus, named,
-                             definition_subject(question))[:max_citations]
+    subject = definition_subject(question)
+    # "What is Magnetic Resonance Imaging?" asks what X is, whatever X's words; "What is the
+    # treatment of X?" asks an aspect of X.
+    whole = subject is not None and re.search(r"\b(of|for|in)\b", subject) is None
+    subject_terms, aspects = (list(focus), []) if whole else split_focus(focus)
+    relevant = [h for h in hits if h.doc_id in named or covers(focus, f"{h.title} {h.snippet}")
+                or (aspects and covers(subject_terms, f"{h.title} {h.snippet}"))]
+    relevant = _answer_order(relevant, focus, named, subject, aspects)[:max_citations]
     if not relevant:
         return refusal(f"{REFUSAL} No retrieved passage speaks to it.")
     citations = tuple(Citation(n, h.id, h.doc_id, h.title, _quote(h), h.citation, h.url)
                       for n, h in enumerate(relevant, start=1))
     lines = ["From the literature:"]
+    _, code_terms = _aspect_terms()
+    wants_code = any(t in code_terms for t in aspects)
+    words = [t for t in aspects if t not in code_terms and t not in _CODE_PARTS]
+    if aspects and not any(speaks(h, wants_code, words) for h in relevant):
+        asked = [w for w in re.findall(r"[\w-]+", question) if set(terms(w)) & set(aspects)]
+        lines = [f"No passage found speaks to \"{' '.join(asked)}\" as such; from the "
+                 "literature on the rest of the question:"]
     lines += [f"[{c.number}] {c.quote}" for c in citations]
     lines += ["", "Sources:"]
     lines += [f"[{c.number}] {c.citation} {c.url}" for c in citations]

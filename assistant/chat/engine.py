@@ -33,6 +33,7 @@ from assistant.chat.compose import (
     Citation,
     Composed,
     Topic,
+    asks_code,
     classify,
     knowledge_answer,
     refusal,
@@ -276,8 +277,13 @@ class ChatEngine:
             return refusal(f"{REFUSAL} The literature is not available on this server "
                            f"({self.retrieval_note}).")
         try:
+            k = SEARCH_DEPTH * self.max_citations
             with self.search_lock:
-                hits = self.searcher.search(question, k=SEARCH_DEPTH * self.max_citations)
+                hits = self.searcher.search(question, k=k)
+                if asks_code(question):  # the codes for it, then the rest
+                    codes = self.searcher.search(question, k=k, sources=["icd10cm"])
+                    seen = {h.id for h in codes}
+                    hits = codes + [h for h in hits if h.id not in seen]
         except ValueError:  # nothing searchable in the question
             hits = []
         except (IndexUnusableError, DataError, OSError) as exc:

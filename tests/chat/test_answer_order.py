@@ -119,3 +119,54 @@ def test_a_record_named_by_its_id_still_comes_first() -> None:
     hits = [_hit("HP:0001903", "Anemia", "A reduction in erythrocytes volume."),
             _hit("ICD10CM:D50", "Iron deficiency anemia", "Iron deficiency anemia")]
     assert _order("What is ICD-10-CM D50 anemia?", hits)[0] == "ICD10CM:D50"
+
+
+def test_an_aspect_of_a_subject_is_answered_from_the_subject_saying_so() -> None:
+    """"What causes hydrocephalus?" was refused: no passage held both "cause" and
+    "hydrocephalus". The subject's passages are quoted now, after a line saying that none
+    speaks of causes as such; a passage that does comes first and needs no such line."""
+    from assistant.chat.compose import split_focus
+    from assistant.chat.support import focus_terms
+
+    assert split_focus(focus_terms("What causes hydrocephalus?")) == (["hydrocephalus"],
+                                                                      ["caus"])
+    about = [_hit("HP:0000238", "Hydrocephalus",
+                  "Hydrocephalus is an active distension of the ventricular system."),
+             _hit("ICD10CM:G91.9", "Hydrocephalus, unspecified", "Hydrocephalus, unspecified")]
+    body = knowledge_answer("What causes hydrocephalus?", about).body
+    assert body.startswith('No passage found speaks to "causes" as such')
+    assert "[1] Hydrocephalus:" in body
+    causes = _hit("PMID:9", "Aqueduct stenosis",
+                  "Aqueduct stenosis causes hydrocephalus in infants.")
+    answer = knowledge_answer("What causes hydrocephalus?", [*about, causes])
+    assert answer.body.startswith("From the literature:")
+    assert answer.citations[0].doc_id == "PMID:9"
+
+
+def test_a_code_asked_for_is_quoted_first() -> None:
+    hits = [_hit("PMID:10", "Migraine in children", "Migraine was common in children."),
+            _hit("ICD10CM:G43.909", "Migraine, unspecified, not intractable",
+                 "Migraine, unspecified, not intractable"),
+            _hit("ICD10CM:G43", "Migraine", "Migraine Notes: equivalent to intractable")]
+    answer = knowledge_answer("What is the ICD-10 code for migraine?", hits)
+    assert [c.doc_id for c in answer.citations] == ["ICD10CM:G43", "ICD10CM:G43.909",
+                                                    "PMID:10"]
+    assert answer.body.startswith("From the literature:")
+
+
+def test_a_definition_keeps_its_whole_subject() -> None:
+    """"What is Magnetic Resonance Imaging?" asks what MRI is: "imaging" is part of the
+    subject there, not an aspect, so a passage must hold it."""
+    hits = [_hit("PMID:11", "Resonance", "Magnetic resonance of protons in water.")]
+    assert knowledge_answer("What is Magnetic Resonance Imaging?", hits).kind == "refusal"
+
+
+@pytest.mark.parametrize(("question", "expected"), [
+    ("What is the ICD-10 code for migraine?", True), ("ICD-10-CM code of asthma", True),
+    ("Which codes cover epilepsy?", True), ("What is migraine?", False),
+    ("What causes migraine?", False),
+])
+def test_asks_code(question: str, expected: bool) -> None:
+    from assistant.chat.compose import asks_code
+
+    assert asks_code(question) is expected
