@@ -30,8 +30,8 @@ REFUSAL = "I cannot answer that from the analysis or the literature."
 # Words that point at the study in hand.
 _DEICTIC = re.compile(
     r"\b(this|these|it|its|attached|uploaded|the (image|scan|study|slice|mri|picture|film|"
-    r"patient|result|results|report|finding|findings|diagnosis|impression|probability|"
-    r"heat ?map|model|prediction))\b")
+    r"patient|result|results|report|finding|findings|diagnosis(?! codes?\b)|impression|"
+    r"probability|heat ?map|model|prediction))\b")
 # Asking what is generally known (treatment, prognosis...), not what this study shows.
 _KNOWLEDGE = re.compile(r"\b(treat|therap|prognos|surviv|caus|risk|symptom|sign of|epidemiol|"
                         r"incidence|prevalen|manag|guideline|drug|surger|outcome|literature|"
@@ -60,15 +60,22 @@ _INTENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("limitations", re.compile(r"limit|caveat|reliab|trust|accura")),
     ("quality", re.compile(r"quality|contrast|noise|blur|framing")),
     ("report", re.compile(r"report|summar|full|everything|overview")),
-    # What the model cannot say: a type or grade, a size; and worry about the result.
+)
+# What the model cannot say (a type or grade, a size) and worry about the result: these
+# choose what a study answer quotes, but only a question that points at the study is
+# routed to it for them ("Is it a glioma?"; "How are gliomas graded?" is knowledge).
+_LIMIT_INTENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("type", re.compile(r"\btype|kind of|sort of|\bgrade|subtype|gliom|meningiom|pituitar|"
                         r"glioblastom|metasta|which tumou?r|what tumou?r|differential|malignan|"
                         r"benign|cancer")),
     ("size", re.compile(r"\bsize|how (big|large|small)|measur|dimension|diameter|volume|"
-                        r"extent|\b(mm|cm)\b")),
-    ("concern", re.compile(r"worr|concern|serious|danger|urgent|alarm|scar(y|ed)|afraid|"
-                           r"bad news|good news")),
+                        r"extent")),
+    ("concern", re.compile(r"\bworr(y|ied|ying)\b|\bconcerned\b|\bserious\b|\bdangerous\b|"
+                           r"\bscar(y|ed)\b|\bafraid\b|\b(bad|good) news\b")),
 )
+# Worry about one's own result: about a study, with one or without ("attach the image").
+_WORRY = re.compile(r"\bshould (i|we|they) (be )?(worried|concerned)\b|"
+                    r"\b(am i|are we) (right to be )?(worried|concerned)\b|\b(bad|good) news\b")
 
 
 def _tags(sentence: Mapping[str, Any]) -> list[str]:
@@ -131,15 +138,19 @@ def classify(question: str, has_study: bool, image_now: bool = False) -> Topic:
         return "study"
     if _DEFINITION.search(text) or _KNOWLEDGE.search(text):
         return "knowledge"
+    if _WORRY.search(text):
+        return "study"
     if not has_study:
         return "study" if _PRESENCE.search(text) else "knowledge"
     return "study" if any(p.search(text) for _, p in _INTENTS) else "knowledge"
 
 
-# A message that is only thanks, a greeting or an acknowledgement.
-_SMALL_TALK = re.compile(r"(thanks?( you)?( very much| so much| a lot)?|thank u|thx|ty|cheers|"
-                         r"hi|hello|hey|good (morning|afternoon|evening)|bye|goodbye|ok(ay)?|"
-                         r"got it|great|cool|perfect|nice|understood|sure|fine)( (again|all))?")
+# A message that is only thanks, a greeting or an acknowledgement, in one to three parts
+# ("ok thanks", "thanks doc").
+_COURTESY = (r"(thanks?( you)?( very much| so much| a lot)?|thank u|thx|ty|cheers|hi|hello|hey|"
+             r"good (morning|afternoon|evening)|bye|goodbye|ok(ay)?|got it|great|cool|perfect|"
+             r"nice|understood|sure|fine)( (again|all|there|doc|doctor))?")
+_SMALL_TALK = re.compile(rf"{_COURTESY}( {_COURTESY}){{0,2}}")
 HELP = ("Ask about a study (attach its image, or ask about the one in this conversation: "
         "its diagnosis, probability, heatmap location, image quality or limitations) or what "
         "a medical term means: answers quote the analysis or the cited literature.")
@@ -148,13 +159,16 @@ HELP = ("Ask about a study (attach its image, or ask about the one in this conve
 def small_talk(question: str) -> bool:
     """Whether ``question`` is only thanks, a greeting or an acknowledgement ("Thanks!"),
     which the literature must not be searched for ("Thank you to our Reviewers!")."""
-    return _SMALL_TALK.fullmatch(" ".join(re.findall(r"[a-z]+", question.lower()))) is not None
+    text = question.strip().lower()
+    if text.endswith("?"):  # "Sure?" asks how sure the model is
+        return False
+    return _SMALL_TALK.fullmatch(" ".join(re.split(r"[\s!.,;:]+", text)).strip()) is not None
 
 
 def study_intents(question: str) -> list[str]:
     """What a study question asks about; the diagnosis when nothing more specific."""
     text = american(question).lower()
-    found = [name for name, pattern in _INTENTS if pattern.search(text)]
+    found = [name for name, pattern in (*_INTENTS, *_LIMIT_INTENTS) if pattern.search(text)]
     return found or ["diagnosis"]
 
 
@@ -234,44 +248,59 @@ def defines(subject: str, text: str) -> bool:
     return re.search(pattern, american(text).lower()) is not None
 
 
-# What a question asks about its subject ("What causes X?", "Symptoms of X", "ICD-10 code
-# for X"): words a passage about X need not hold to be quoted, though one that holds them
-# comes first.
-ASPECT_WORDS = ("cause causes caused causing why symptom symptoms sign signs feature features "
-                "finding findings presentation present presents treat treated treating "
-                "treatment treatments therapy therapies manage managed management prognosis "
-                "outcome outcomes survival diagnose diagnosed diagnosis imaging mri ct scan "
-                "radiology risk risks complication complications code codes icd")
-_CODE_WORDS = ("code", "codes", "icd")
-_CODE_PARTS = ("10", "9", "cm")  # of "ICD-10-CM"
+# What a question asks about its subject ("What causes X?", "Symptoms of X"): words a
+# passage about X need not hold to be quoted, though one that holds them is quoted first and
+# alone. Each group's words say the same ("treated", "treatment", "therapy").
+ASPECTS = ("cause causes caused causing etiology aetiology",
+           "symptom symptoms sign signs feature features manifestation manifestations",
+           "treat treats treated treating treatment treatments therapy therapies manage "
+           "managed management",
+           "prognosis prognostic outcome outcomes survival",
+           "diagnose diagnosed diagnosis diagnostic",
+           "risk risks",
+           "complication complications")
+# A code asked for: "ICD-10-CM code", "ICD 10", "diagnosis code" ("genetic code" is not one).
+_CODE = re.compile(r"\bicd[\s-]*(?:9|10)?(?:[\s-]*cm)?(?:[\s-]+codes?)?\b|"
+                   r"\b(?:diagnosis|diagnostic|billing)[\s-]+codes?\b", re.IGNORECASE)
 
 
 @lru_cache(maxsize=1)
-def _aspect_terms() -> tuple[frozenset[str], frozenset[str]]:
-    """(every aspect term, the terms asking for a code), as the index writes terms."""
-    return frozenset(terms(ASPECT_WORDS)), frozenset(terms(" ".join(_CODE_WORDS)))
+def _aspect_groups() -> tuple[frozenset[str], ...]:
+    """Each aspect group's terms, as the index writes them ("treat", "therapi", ...)."""
+    return tuple(frozenset(terms(group)) for group in ASPECTS)
+
+
+def _aspect_group(term: str) -> frozenset[str]:
+    """Every term saying what ``term`` says; empty when it is no aspect."""
+    return frozenset().union(*(g for g in _aspect_groups() if term in g))
+
+
+def asks_code(question: str) -> bool:
+    """Whether a question asks for a code ("What is the ICD-10 code for migraine?")."""
+    return _CODE.search(question) is not None
 
 
 def split_focus(focus: Sequence[str]) -> tuple[list[str], list[str]]:
     """(subject terms, aspect terms) of a question's focus terms: "What causes
     hydrocephalus?" -> (["hydrocephalus"], ["caus"]). A question of aspects alone keeps them
     as its subject."""
-    aspect, code = _aspect_terms()
-    asked = [t for t in focus if t in aspect]
-    if any(t in code for t in asked):  # "ICD-10-CM": its parts are not the subject
-        asked += [t for t in focus if t in _CODE_PARTS and t not in asked]
+    asked = [t for t in focus if _aspect_group(t)]
     subject = [t for t in focus if t not in asked]
     return (subject, asked) if subject else (list(focus), [])
 
 
-def asks_code(question: str) -> bool:
-    """Whether a question asks for a code ("What is the ICD-10 code for migraine?")."""
-    _, code = _aspect_terms()
-    return any(t in code for t in split_focus(focus_terms(question))[1])
+def speaks(hit: Hit, wants_code: bool, aspects: Sequence[str]) -> bool:
+    """Whether a passage speaks to what the question asks of its subject: it is an
+    ICD-10-CM entry when a code is asked for, and says each aspect in some word."""
+    if wants_code and hit.source != "icd10cm":
+        return False
+    said = set(terms(f"{hit.title} {hit.snippet}"))
+    return all(said & _aspect_group(t) for t in aspects)
 
 
 def _answer_order(hits: Sequence[Hit], focus: Sequence[str], named: set[str],
-                  subject: str | None, aspects: Sequence[str] = ()) -> list[Hit]:
+                  subject: str | None, aspects: Sequence[str] = (),
+                  wants_code: bool = False) -> list[Hit]:
     """The hits to quote, best first:
 
     1. a record the question names by its id;
@@ -285,29 +314,19 @@ def _answer_order(hits: Sequence[Hit], focus: Sequence[str], named: set[str],
     6. literature before other codes (a code's name such as "Carbuncle of perineum" does
        not say what the perineum is), unless a code is asked for; a passage whose title
        holds the question's terms first, then the search's order."""
-    _, code_terms = _aspect_terms()
-    wants_code = any(t in code_terms for t in aspects)
-    words = [t for t in aspects if t not in code_terms and t not in _CODE_PARTS]
     core = set(focus) - set(aspects)
-
+    asked = bool(aspects) or wants_code
     def key(h: Hit) -> tuple[bool, ...]:
         code = h.source == "icd10cm"
         own = subject is not None and plain(h.title) == subject
         definition = subject is not None and (
             defines(subject, h.snippet) or (h.source == "hpo" and covers(focus, h.title)))
-        return (h.doc_id not in named, bool(aspects) and not speaks(h, wants_code, words),
-                bool(aspects) and set(terms(h.title)) != core,
+        return (h.doc_id not in named, asked and not speaks(h, wants_code, aspects),
+                asked and set(terms(h.title)) != core,
                 not (own and h.source == "hpo"), not definition, not (own and code),
                 code and not wants_code, not covers(focus, h.title))
 
     return sorted(hits, key=key)
-
-
-def speaks(hit: Hit, wants_code: bool, words: Sequence[str]) -> bool:
-    """Whether a passage speaks to the aspects a question asks: it is a code when one is
-    asked for, and holds the other aspects' words."""
-    return ((not wants_code or hit.source == "icd10cm")
-            and (not words or covers(words, f"{hit.title} {hit.snippet}")))
 
 
 def knowledge_answer(question: str, hits: Sequence[Hit], max_citations: int = 3) -> Composed:
@@ -316,30 +335,37 @@ def knowledge_answer(question: str, hits: Sequence[Hit], max_citations: int = 3)
     question names by its source id ("What is HP:0001250?") is quoted first, whatever its
     words. When the question asks an aspect of its subject ("What causes X?") and no quoted
     passage holds it, the answer says so before quoting what was found on the subject."""
-    focus = focus_terms(question)
+    wants_code = asks_code(question)
+    focus = focus_terms(_CODE.sub(" ", question))  # "ICD-10-CM code" is no subject
     named = set(named_documents(question))
     if not focus and not named:
         return refusal(f"{REFUSAL} The question names nothing to look up.")
     subject = definition_subject(question)
-    # "What is Magnetic Resonance Imaging?" asks what X is, whatever X's words; "What is the
-    # treatment of X?" asks an aspect of X.
-    whole = subject is not None and re.search(r"\b(of|for|in)\b", subject) is None
+    # "What is Magnetic Resonance Imaging?" and "What is a diagnosis of exclusion?" ask what
+    # X is, whatever X's words; "What is the treatment of X?" asks an aspect of X.
+    the = re.match(r"\s*what\s+(?:is|are)\s+the\s", question, re.IGNORECASE) is not None
+    whole = subject is not None and not wants_code and not (
+        the and _aspect_group(next(iter(terms(subject)), "")))
     subject_terms, aspects = (list(focus), []) if whole else split_focus(focus)
     relevant = [h for h in hits if h.doc_id in named or covers(focus, f"{h.title} {h.snippet}")
-                or (aspects and covers(subject_terms, f"{h.title} {h.snippet}"))]
-    relevant = _answer_order(relevant, focus, named, subject, aspects)[:max_citations]
+                or ((aspects or wants_code)
+                    and covers(subject_terms, f"{h.title} {h.snippet}"))]
+    relevant = _answer_order(relevant, focus, named, subject, aspects, wants_code)
+    lines = ["From the literature:"]
+    if aspects or wants_code:
+        answering = [h for h in relevant if h.doc_id in named or speaks(h, wants_code, aspects)]
+        if answering:  # only what speaks to the question, not the subject's other passages
+            relevant = answering
+        elif relevant:
+            said = [w for w in re.findall(r"[A-Za-z]+", _CODE.sub(" ", question))
+                    if set(terms(w)) & set(aspects)] + (["ICD-10-CM code"] if wants_code else [])
+            lines = [f"No passage found speaks to \"{' '.join(said)}\" as such; from the "
+                     "literature on the rest of the question:"]
+    relevant = relevant[:max_citations]
     if not relevant:
         return refusal(f"{REFUSAL} No retrieved passage speaks to it.")
     citations = tuple(Citation(n, h.id, h.doc_id, h.title, _quote(h), h.citation, h.url)
                       for n, h in enumerate(relevant, start=1))
-    lines = ["From the literature:"]
-    _, code_terms = _aspect_terms()
-    wants_code = any(t in code_terms for t in aspects)
-    words = [t for t in aspects if t not in code_terms and t not in _CODE_PARTS]
-    if aspects and not any(speaks(h, wants_code, words) for h in relevant):
-        asked = [w for w in re.findall(r"[\w-]+", question) if set(terms(w)) & set(aspects)]
-        lines = [f"No passage found speaks to \"{' '.join(asked)}\" as such; from the "
-                 "literature on the rest of the question:"]
     lines += [f"[{c.number}] {c.quote}" for c in citations]
     lines += ["", "Sources:"]
     lines += [f"[{c.number}] {c.citation} {c.url}" for c in citations]

@@ -140,7 +140,36 @@ def test_an_aspect_of_a_subject_is_answered_from_the_subject_saying_so() -> None
                   "Aqueduct stenosis causes hydrocephalus in infants.")
     answer = knowledge_answer("What causes hydrocephalus?", [*about, causes])
     assert answer.body.startswith("From the literature:")
-    assert answer.citations[0].doc_id == "PMID:9"
+    assert [c.doc_id for c in answer.citations] == ["PMID:9"]  # only what answers
+    etiology = _hit("PMID:12", "Etiology of hydrocephalus", "The etiology of hydrocephalus.")
+    assert [c.doc_id for c in knowledge_answer("What causes hydrocephalus?", [*about, etiology])
+            .citations] == ["PMID:12"]  # "etiology" says "cause"
+    treated = knowledge_answer("How is hydrocephalus treated?", [*about, _hit(
+        "PMID:13", "Shunt therapy", "Shunt therapy of hydrocephalus in infants.")])
+    assert treated.body.startswith("From the literature:")  # "therapy" says "treated"
+
+
+@pytest.mark.parametrize(("question", "subject", "aspects"), [
+    ("Why does hydrocephalus happen?", ["hydrocephalus", "happen"], []),
+    ("MRI of the knee", ["mri", "knee"], []),  # a modality is a subject
+    ("Where can I find the guidelines for migraine?", ["find", "guidelin", "migrain"], []),
+    ("How is epilepsy diagnosed?", ["epilepsi"], ["diagnos"]),
+])
+def test_what_is_subject_and_what_is_aspect(question: str, subject: list[str],
+                                            aspects: list[str]) -> None:
+    from assistant.chat.compose import split_focus
+    from assistant.chat.support import focus_terms
+
+    assert split_focus(focus_terms(question)) == (subject, aspects)
+
+
+def test_a_term_with_an_aspect_word_is_defined_whole() -> None:
+    """"What is a diagnosis of exclusion?" asks for a term, not for the diagnosis of
+    exclusion: a passage on exclusion alone is not quoted."""
+    hits = [_hit("PMID:14", "Social exclusion", "Social exclusion and rejection in teens.")]
+    assert knowledge_answer("What is a diagnosis of exclusion?", hits).kind == "refusal"
+    assert knowledge_answer("What is the treatment of exclusion?", hits).body.startswith(
+        'No passage found speaks to "treatment" as such')
 
 
 def test_a_code_asked_for_is_quoted_first() -> None:
@@ -149,9 +178,11 @@ def test_a_code_asked_for_is_quoted_first() -> None:
                  "Migraine, unspecified, not intractable"),
             _hit("ICD10CM:G43", "Migraine", "Migraine Notes: equivalent to intractable")]
     answer = knowledge_answer("What is the ICD-10 code for migraine?", hits)
-    assert [c.doc_id for c in answer.citations] == ["ICD10CM:G43", "ICD10CM:G43.909",
-                                                    "PMID:10"]
+    # the codes, the subject's own first; the paper about migraine does not answer
+    assert [c.doc_id for c in answer.citations] == ["ICD10CM:G43", "ICD10CM:G43.909"]
     assert answer.body.startswith("From the literature:")
+    only_papers = knowledge_answer("What is the ICD-10 code for migraine?", hits[:1]).body
+    assert only_papers.startswith('No passage found speaks to "ICD-10-CM code" as such')
 
 
 def test_a_definition_keeps_its_whole_subject() -> None:
@@ -163,7 +194,8 @@ def test_a_definition_keeps_its_whole_subject() -> None:
 
 @pytest.mark.parametrize(("question", "expected"), [
     ("What is the ICD-10 code for migraine?", True), ("ICD-10-CM code of asthma", True),
-    ("Which codes cover epilepsy?", True), ("What is migraine?", False),
+    ("Which ICD codes cover epilepsy?", True), ("What is the diagnosis code for asthma?", True),
+    ("What is the genetic code?", False), ("Morse code", False), ("What is migraine?", False),
     ("What causes migraine?", False),
 ])
 def test_asks_code(question: str, expected: bool) -> None:

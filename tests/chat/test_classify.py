@@ -34,6 +34,23 @@ from assistant.chat.compose import classify, study_intents
     ("Are there any lesions?", False, False, "study"),
     ("Is there a large mass?", False, False, "study"),
     ("What is the capital of France?", True, False, "knowledge"),
+    # with a study in the conversation: what is generally known stays knowledge, though
+    # a study answer would quote its limits for a type, a size or a worry
+    ("Compare glioma and meningioma", True, False, "knowledge"),
+    ("How are gliomas graded?", True, False, "knowledge"),
+    ("Is a meningioma benign?", True, False, "knowledge"),
+    ("Are there different types of glioma?", True, False, "knowledge"),
+    ("Is there a vaccine for glioblastoma?", True, False, "knowledge"),
+    ("Glioma", True, False, "knowledge"),
+    ("Is gadolinium dangerous?", True, False, "knowledge"),
+    ("How big can a meningioma get?", True, False, "knowledge"),
+    ("What is the ICD-10-CM code for migraine?", True, False, "knowledge"),
+    ("What is the diagnosis code for asthma?", False, False, "knowledge"),
+    ("What is the pituitary gland?", True, False, "knowledge"),
+    ("Is it a glioma or a meningioma?", True, False, "study"),
+    ("How big is it?", True, False, "study"),
+    ("Should I be worried?", True, False, "study"),
+    ("Should I be worried?", False, False, "study"),  # about a patient: asks for the image
 ])
 def test_classify(question: str, has_study: bool, image_now: bool, topic: str) -> None:
     assert classify(question, has_study, image_now) == topic

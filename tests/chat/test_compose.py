@@ -93,6 +93,9 @@ def test_what_the_model_cannot_say_is_answered_with_its_limits(
 @pytest.mark.parametrize(("message", "expected"), [
     ("Thanks!", True), ("thank you very much", True), ("OK", True), ("Hello", True),
     ("Thanks, what is a glioma?", False), ("Is it OK?", False), ("Fine needle aspiration", False),
+    ("ok thanks", True), ("great, thanks doc", True),
+    ("Sure?", False),  # asks how sure the model is
+    ("Thanks 2", False), ("OK 你好", False),  # more than courtesy
 ])
 def test_small_talk(message: str, expected: bool) -> None:
     assert small_talk(message) is expected

@@ -143,35 +143,48 @@ def test_generation_status_says_why_answers_are_extractive() -> None:
 
 def test_keyed_locks_hold_only_their_own_key() -> None:
     """Two (conversation, image) pairs never wait for each other's analysis (with 64 lock
-    stripes two pairs could share one); the same pair does; no lock outlives its users."""
+    stripes two pairs could share one); the same pair does, however many come (a registry
+    dropping a key's lock while a thread waits on it would let a third in beside the
+    second); no lock outlives its users."""
     import threading
 
     from assistant.chat.engine import KeyedLocks
 
     locks = KeyedLocks()
-    release = threading.Event()
+    inside = {name: threading.Event() for name in ("a1", "a2", "a3", "b")}
+    leave = {name: threading.Event() for name in inside}
+    holding = {"a": 0, "most": 0}
 
-    def holder(key: str, inside: threading.Event) -> threading.Thread:
+    def hold(name: str) -> threading.Thread:
         def run() -> None:
-            with locks.hold(key):
-                inside.set()
-                release.wait(10)
+            with locks.hold(name[0]):
+                if name[0] == "a":
+                    holding["a"] += 1
+                    holding["most"] = max(holding["most"], holding["a"])
+                inside[name].set()
+                leave[name].wait(10)
+                if name[0] == "a":
+                    holding["a"] -= 1
         thread = threading.Thread(target=run)
         thread.start()
         return thread
 
-    a_in, b_in, a_again = threading.Event(), threading.Event(), threading.Event()
-    threads = [holder("a", a_in)]
-    assert a_in.wait(10)
-    threads.append(holder("b", b_in))
-    assert b_in.wait(10), "another key waited for the held one"
-    threads.append(holder("a", a_again))
-    assert not a_again.wait(0.3), "the same key did not wait"
-    assert len(locks) == 2
-    release.set()
+    threads = [hold("a1")]
+    assert inside["a1"].wait(10)
+    threads.append(hold("b"))
+    assert inside["b"].wait(10), "another key waited for the held one"
+    threads.append(hold("a2"))
+    assert not inside["a2"].wait(0.3), "the same key did not wait"
+    leave["a1"].set()
+    assert inside["a2"].wait(10)
+    threads.append(hold("a3"))
+    assert not inside["a3"].wait(0.3), "a third came in beside the second"
+    for event in leave.values():
+        event.set()
     for thread in threads:
         thread.join(10)
-    assert a_again.is_set() and len(locks) == 0  # gone with their last users
+    assert inside["a3"].is_set() and holding["most"] == 1
+    assert len(locks) == 0  # gone with their last users
 
 
 def test_thanks_gets_help_not_literature(engine: ChatEngine, images: Images) -> None:
