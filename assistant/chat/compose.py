@@ -258,7 +258,8 @@ ASPECTS = ("cause causes caused causing etiology aetiology",
            "prognosis prognostic outcome outcomes survival",
            "diagnose diagnosed diagnosis diagnostic",
            "risk risks",
-           "complication complications")
+           "complication complications",
+           "side effect effects adverse toxicity toxic")
 # A code asked for: "ICD-10-CM code", "ICD 10", "diagnosis code" ("genetic code" is not one).
 _CODE = re.compile(r"\bicd[\s-]*(?:9|10)?(?:[\s-]*cm)?(?:[\s-]+codes?)?\b|"
                    r"\b(?:diagnosis|diagnostic|billing)[\s-]+codes?\b", re.IGNORECASE)

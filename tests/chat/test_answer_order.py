@@ -154,6 +154,8 @@ def test_an_aspect_of_a_subject_is_answered_from_the_subject_saying_so() -> None
     ("MRI of the knee", ["mri", "knee"], []),  # a modality is a subject
     ("Where can I find the guidelines for migraine?", ["find", "guidelin", "migrain"], []),
     ("How is epilepsy diagnosed?", ["epilepsi"], ["diagnos"]),
+    ("Side effects of temozolomide", ["temozolomid"], ["side", "effect"]),
+    ("hello, what causes migraine?", ["migrain"], ["caus"]),  # a greeting is no subject
 ])
 def test_what_is_subject_and_what_is_aspect(question: str, subject: list[str],
                                             aspects: list[str]) -> None:
