@@ -154,7 +154,7 @@ def data_list() -> None:
                    f"    licence: {s.licence}")
 
 
-LISTEN_BACKLOG = 2048  # uvicorn's default
+LISTEN_BACKLOG = 2048  # the early sockets' and uvicorn's (which listens on them again)
 
 
 @app.command()
@@ -186,7 +186,7 @@ def serve(
     svc = settings.service
     tune_malloc(svc.malloc_mmap_threshold, svc.malloc_arena_max, svc.malloc_trim_threshold)
     config = uvicorn.Config(create_app(settings), host=bind, port=port,
-                            log_level=settings.log_level.lower(),
+                            log_level=settings.log_level.lower(), backlog=LISTEN_BACKLOG,
                             timeout_graceful_shutdown=svc.shutdown_timeout_s)
     server = uvicorn.Server(config)
     for sock in socks:  # uvicorn says it only for sockets it binds itself
