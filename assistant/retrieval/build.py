@@ -148,8 +148,10 @@ def texts_sha256(corpus_digest: str, titles: bool) -> str:
 def embedding_cache_dir(settings: Settings, embedder: TextEmbedder, corpus_digest: str) -> Path:
     """Where the vectors of one corpus digest under one embedder are cached while (and
     after) they are computed: ``<data_dir>/cache/embeddings/<key>``."""
+    # The passages' embedder: a query adapter around it changes no passage vector.
+    passages = getattr(embedder, "base", embedder)
     key = hashlib.sha256(f"{embedder.name}\n{embedder.fingerprint}\n"
-                         f"{getattr(embedder, 'max_seq_length', '')}\n{corpus_digest}"
+                         f"{getattr(passages, 'max_seq_length', '')}\n{corpus_digest}"
                          .encode()).hexdigest()[:24]
     return settings.data_dir / "cache" / "embeddings" / key
 

@@ -8,11 +8,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from assistant.config import Settings
 from assistant.data.manifest import Manifest, sha256_file
-from assistant.retrieval.build import build_index, ensure_index, index_path
+from assistant.retrieval.adapter import AdaptedEmbedder, QueryAdapter
+from assistant.retrieval.build import build_index, embedding_cache_dir, ensure_index, index_path
 from assistant.retrieval.index import (
     DENSE_FILE,
     PASSAGES_FILE,
@@ -100,6 +102,22 @@ def test_another_embedder_makes_the_index_stale(tiny_settings: Settings,
     with pytest.raises(StaleIndexError, match="embedder sha256"):
         ensure_index(tiny_settings, rebuild=False, embedder=other)
     assert ensure_index(tiny_settings, embedder=other).manifest.embedder_sha256 == "0" * 64
+
+
+def test_a_query_adapter_finds_the_passage_vectors_its_embedder_cached(
+        tiny_settings: Settings) -> None:
+    # Passages are embedded by the wrapped embedder either way: an index built with the
+    # plain embedder and one built through the adapter share their cached vectors.
+    base = HashingEmbedder()
+    base.max_seq_length = 256  # type: ignore[attr-defined]  # as MiniLM's Embedder has
+    adapted = AdaptedEmbedder(base, QueryAdapter(np.zeros((base.dim, base.dim)), {}))
+    digest = "d" * 64
+    assert (embedding_cache_dir(tiny_settings, adapted, digest)
+            == embedding_cache_dir(tiny_settings, base, digest))
+    other = HashingEmbedder()
+    other.max_seq_length = 128  # type: ignore[attr-defined]
+    assert (embedding_cache_dir(tiny_settings, other, digest)
+            != embedding_cache_dir(tiny_settings, base, digest))
 
 
 def test_missing_and_corrupt_indexes(tiny_settings: Settings,
