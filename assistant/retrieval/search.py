@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
@@ -33,6 +35,7 @@ Fusion = Literal["rrf", "weighted"]
 MODES: tuple[Mode, ...] = ("dense", "bm25", "hybrid")
 RRF_K = 60
 CANDIDATES = 100  # passages each ranker hands to fusion, de-duplication and filtering
+QUERY_VECTORS_KEPT = 256  # recent queries' vectors (1.5 KB each), not embedded again
 
 
 @dataclass(frozen=True)
@@ -289,6 +292,10 @@ class Searcher:
         self.embed_snippets = embed_snippets
         self.ranking = ranking or Ranking()
         self.reranker = reranker
+        # A question searched again (a chat question asking for a code searches all
+        # sources, then ICD-10-CM alone) reuses its vector: embedding is most of a search.
+        self._query_vectors: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
+        self._query_lock = threading.Lock()
         self._reranker_fits_index = False  # its features can be computed on this index
         if reranker is not None:
             trained_titled = bool(reranker.meta.get("index_titles", True))
@@ -312,8 +319,22 @@ class Searcher:
         return self._require_embedder().encode(texts)
 
     def _embed_query(self, query: str) -> np.ndarray:
-        """(d,): through the embedder's query adapter, if it has one."""
-        return encode_queries(self._require_embedder(), [query])[0]
+        """(d,), read-only: through the embedder's query adapter, if it has one; the
+        vectors of the last ``QUERY_VECTORS_KEPT`` queries are kept."""
+        embedder = self._require_embedder()
+        key = (id(embedder), query)
+        with self._query_lock:
+            vec = self._query_vectors.get(key)
+            if vec is not None:
+                self._query_vectors.move_to_end(key)
+                return vec
+        vec = np.array(encode_queries(embedder, [query])[0], dtype=np.float32)
+        vec.setflags(write=False)
+        with self._query_lock:
+            self._query_vectors[key] = vec
+            while len(self._query_vectors) > QUERY_VECTORS_KEPT:
+                self._query_vectors.popitem(last=False)
+        return vec
 
     def lexical_scores(self, query: str, title_weight: float | None = None) -> np.ndarray:
         """(N,) BM25 of every passage, plus ``title_weight`` (default: the ranking's) x

@@ -117,6 +117,22 @@ def test_term_overlap_snippets_need_no_sentence_embeddings(searcher: Searcher,
     _check_snippets(hits, fast)
 
 
+def test_a_query_searched_again_is_not_embedded_again(searcher: Searcher,
+                                                     embedder: HashingEmbedder) -> None:
+    fast = Searcher(searcher.index, embedder, embed_snippets=False)
+    calls = embedder.calls
+    everything = fast.search("seizure cholera", k=5)
+    codes = fast.search("seizure cholera", k=5, sources=["icd10cm"])  # the same vector
+    assert embedder.calls == calls + 1
+    assert codes and {h.source for h in codes} == {"icd10cm"}
+    fresh = Searcher(searcher.index, embedder, embed_snippets=False)
+    assert ([h.to_dict() for h in fresh.search("seizure cholera", k=5, sources=["icd10cm"])]
+            == [h.to_dict() for h in codes])
+    assert [h.id for h in fast.search("seizure cholera", k=5)] == [h.id for h in everything]
+    fast.search("typhoid", k=5)  # another query is embedded
+    assert embedder.calls == calls + 3
+
+
 def test_title_channel_adds_the_document_title_bm25(tiny_settings: Settings,
                                                     embedder: HashingEmbedder) -> None:
     build_index(tiny_settings, progress=False, embedder=embedder)
