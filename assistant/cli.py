@@ -229,13 +229,55 @@ def _listening_sockets(host: str, port: int) -> list[socket.socket]:
     return socks
 
 
+def _image_source(path: Path, max_bytes: int) -> Path | bytes:
+    """A file as it is. ``-`` (standard input) or a pipe (``<(cat scan.png)``): its bytes,
+    at most ``max_bytes`` + 1 of them (reading the image then says it is over the limit).
+    A terminal, or a named pipe nobody is writing to, is refused instead of waited on."""
+    import stat
+
+    from assistant.imaging import UnreadableImageError
+
+    if str(path) == "-":
+        if sys.stdin is None or sys.stdin.isatty():
+            raise UnreadableImageError("standard input is a terminal: give a file, or pipe "
+                                       "an image into the command")
+        return _read_pipe(sys.stdin.buffer.fileno(), max_bytes, "standard input")
+    try:
+        if not stat.S_ISFIFO(path.stat().st_mode):
+            return path  # a file, or what reading it will explain
+    except OSError:
+        return path
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening does not wait for a writer
+    try:
+        os.set_blocking(fd, True)  # reading waits for the writer's bytes, or its end
+        return _read_pipe(fd, max_bytes, str(path))
+    finally:
+        os.close(fd)
+
+
+def _read_pipe(fd: int, max_bytes: int, name: str) -> bytes:
+    from assistant.imaging import UnreadableImageError
+
+    chunks: list[bytes] = []
+    size = 0
+    while size <= max_bytes and (chunk := os.read(fd, min(1 << 20, max_bytes + 1 - size))):
+        chunks.append(chunk)
+        size += len(chunk)
+    if not size:
+        raise UnreadableImageError(f"{name}: nothing was written to it (a pipe without a "
+                                   "writer, or an empty one)")
+    return b"".join(chunks)
+
+
 @app.command()
-def inspect(path: Annotated[Path, typer.Argument(help="PNG, JPEG or DICOM file.")]) -> None:
+def inspect(path: Annotated[Path, typer.Argument(
+        help="PNG, JPEG or DICOM file; - for standard input.")]) -> None:
     """Read an image and print its non-identifying metadata as JSON."""
     from assistant.imaging import ImageInputError, read_image
 
+    limits = get_settings().limits
     try:
-        image = read_image(path, get_settings().limits)
+        image = read_image(_image_source(path, limits.max_upload_bytes), limits)
     except (ImageInputError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -523,7 +565,8 @@ def eval_retrieval(
 
 @app.command()
 def analyze(
-    path: Annotated[Path, typer.Argument(help="PNG, JPEG or DICOM file.")],
+    path: Annotated[Path, typer.Argument(
+        help="PNG, JPEG or DICOM file; - for standard input.")],
     indication: Annotated[str | None, typer.Option(help="Clinical indication, free text.")
                           ] = None,
     age: Annotated[int | None, typer.Option(help="Age in years, 0-130.")] = None,
@@ -544,9 +587,15 @@ def analyze(
         context = Context.make(indication, age, sex)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    pipeline = Pipeline.from_settings(get_settings(), citations=not no_citations)
+    settings = get_settings()
     try:
-        analysis = pipeline.analyze(path, context)
+        source = _image_source(path, settings.limits.max_upload_bytes)
+    except (ImageInputError, OSError) as exc:  # before the models load
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    pipeline = Pipeline.from_settings(settings, citations=not no_citations)
+    try:
+        analysis = pipeline.analyze(source, context)
     except (ImageInputError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

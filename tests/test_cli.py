@@ -79,6 +79,50 @@ def test_inspect_reports_a_bad_file(tmp_path: Path) -> None:
     assert "error:" in result.stderr
 
 
+def _png(side: int = 40) -> bytes:
+    import cv2
+    import numpy as np
+
+    pixels = np.tile(np.arange(side, dtype=np.uint8) * 5, (side, 1))
+    ok, data = cv2.imencode(".png", pixels)
+    assert ok
+    return data.tobytes()
+
+
+def test_inspect_reads_standard_input_and_pipes(tmp_path: Path) -> None:
+    """``inspect -`` reads standard input; ``inspect <(cat scan.png)`` reads the pipe the
+    shell passes as /dev/fd/N (before, "not a regular file")."""
+    import os
+    import threading
+
+    png = _png()
+    piped = subprocess.run([sys.executable, "-m", "assistant", "inspect", "-"], input=png,
+                           capture_output=True, timeout=120, check=False)
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout)["shape"] == [40, 40]
+    read_end, write_end = os.pipe()
+
+    def feed() -> None:
+        with os.fdopen(write_end, "wb") as out:
+            out.write(png)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    try:
+        result = subprocess.run([sys.executable, "-m", "assistant", "inspect",
+                                 f"/dev/fd/{read_end}"], pass_fds=(read_end,),
+                                capture_output=True, timeout=120, check=False)
+    finally:
+        writer.join()
+        os.close(read_end)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == json.loads(piped.stdout)
+    too_big = subprocess.run([sys.executable, "-m", "assistant", "inspect", "-"],
+                             input=png, capture_output=True, timeout=120, check=False,
+                             env={**os.environ, "ASSISTANT_LIMITS__MAX_UPLOAD_BYTES": "100"})
+    assert too_big.returncode == 1 and b"the limit is 100" in too_big.stderr
+
+
 def _run_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     import os
 
@@ -106,9 +150,10 @@ def test_user_errors_are_one_line_not_tracebacks(tmp_path: Path) -> None:
     fifo = tmp_path / "scan.png"
     os.mkfifo(fifo)
     cases = [
-        ({}, ("inspect", str(fifo)), 1, "not a regular file"),  # no wait for a writer
+        ({}, ("inspect", str(fifo)), 1, "nothing was written to it"),  # no wait for a writer
+        ({}, ("analyze", str(fifo), "--no-citations"), 1, "nothing was written to it"),
         ({"ASSISTANT_VISION_CHECKPOINT": str(tmp_path / "none.pt")},
-         ("analyze", str(fifo), "--no-citations"), 1, "vision checkpoint"),
+         ("analyze", str(tmp_path / "scan.jpg"), "--no-citations"), 1, "vision checkpoint"),
         ({}, ("search", "!!! ???"), 2, "no letters or digits"),
         ({}, ("search", "glioma", "-k", "1001"), 2, "1000"),
         ({}, ("search", "glioma", "--year-from", "2020", "--year-to", "2010"), 2, "after"),
