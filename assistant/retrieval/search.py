@@ -35,7 +35,7 @@ Fusion = Literal["rrf", "weighted"]
 MODES: tuple[Mode, ...] = ("dense", "bm25", "hybrid")
 RRF_K = 60
 CANDIDATES = 100  # passages each ranker hands to fusion, de-duplication and filtering
-QUERY_VECTORS_KEPT = 256  # recent queries' vectors (1.5 KB each), not embedded again
+QUERY_VECTORS_KEPT = 256  # recent queries' vectors (1.5 KB each and the query's text)
 
 
 @dataclass(frozen=True)
@@ -272,6 +272,19 @@ def named_documents(query: str) -> list[str]:
     return list(dict.fromkeys(doc for _, doc in sorted(found)))
 
 
+def _read_only(vec: np.ndarray) -> np.ndarray:
+    """A float32 copy of ``vec`` that nothing can write to (a kept query vector is shared)."""
+    out = np.array(vec, dtype=np.float32)
+    out.setflags(write=False)
+    return out
+
+
+def _same_objects(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    """Element by element the same objects (``is``; an adapter's arrays have no ``==``)."""
+    return len(a) == len(b) and all(x is y or (isinstance(x, (bool, str)) and x == y)
+                                    for x, y in zip(a, b, strict=True))
+
+
 class Searcher:
     """Answers queries from an opened index; the embedder is needed for dense and hybrid
     search (BM25 alone works without it). Snippets are chosen by embedding similarity
@@ -279,7 +292,8 @@ class Searcher:
 
     def __init__(self, index: LoadedIndex, embedder: TextEmbedder | None = None,
                  candidates: int = CANDIDATES, embed_snippets: bool = False,
-                 ranking: Ranking | None = None, reranker: Reranker | None = None) -> None:
+                 ranking: Ranking | None = None, reranker: Reranker | None = None,
+                 query_vectors_kept: int = QUERY_VECTORS_KEPT) -> None:
         if embedder is not None and embedder.dim != index.manifest.dim:
             raise ValueError(f"the embedder gives {embedder.dim} dimensions, the index holds "
                              f"{index.manifest.dim}")
@@ -294,7 +308,10 @@ class Searcher:
         self.reranker = reranker
         # A question searched again (a chat question asking for a code searches all
         # sources, then ICD-10-CM alone) reuses its vector: embedding is most of a search.
-        self._query_vectors: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
+        # 0 keeps none (benchmarks timing the embedding of every query).
+        self.query_vectors_kept = query_vectors_kept
+        self._query_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._query_mode: tuple[object, ...] = ()
         self._query_lock = threading.Lock()
         self._reranker_fits_index = False  # its features can be computed on this index
         if reranker is not None:
@@ -319,21 +336,29 @@ class Searcher:
         return self._require_embedder().encode(texts)
 
     def _embed_query(self, query: str) -> np.ndarray:
-        """(d,), read-only: through the embedder's query adapter, if it has one; the
-        vectors of the last ``QUERY_VECTORS_KEPT`` queries are kept."""
+        """(d,), read-only: through the embedder's query adapter, if it has one. The
+        vectors of the last ``query_vectors_kept`` queries are kept while the embedder,
+        its adapter and its query encoding (traced or not, precision) stay the same."""
         embedder = self._require_embedder()
-        key = (id(embedder), query)
+        if self.query_vectors_kept <= 0:
+            return _read_only(encode_queries(embedder, [query])[0])
+        base = getattr(embedder, "base", embedder)
+        mode = (embedder, getattr(embedder, "adapter", None), base,
+                getattr(base, "traced", None), getattr(base, "precision", None))
         with self._query_lock:
-            vec = self._query_vectors.get(key)
+            if not _same_objects(mode, self._query_mode):
+                self._query_vectors.clear()
+                self._query_mode = mode
+            vec = self._query_vectors.get(query)
             if vec is not None:
-                self._query_vectors.move_to_end(key)
+                self._query_vectors.move_to_end(query)
                 return vec
-        vec = np.array(encode_queries(embedder, [query])[0], dtype=np.float32)
-        vec.setflags(write=False)
+        vec = _read_only(encode_queries(embedder, [query])[0])
         with self._query_lock:
-            self._query_vectors[key] = vec
-            while len(self._query_vectors) > QUERY_VECTORS_KEPT:
-                self._query_vectors.popitem(last=False)
+            if _same_objects(mode, self._query_mode):
+                self._query_vectors[query] = vec
+                while len(self._query_vectors) > self.query_vectors_kept:
+                    self._query_vectors.popitem(last=False)
         return vec
 
     def lexical_scores(self, query: str, title_weight: float | None = None) -> np.ndarray:

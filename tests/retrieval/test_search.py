@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from assistant.config import Settings
+from assistant.retrieval.adapter import AdaptedEmbedder, QueryAdapter
 from assistant.retrieval.build import build_index, open_searcher
 from assistant.retrieval.lexical import tokenize_terms
 from assistant.retrieval.passages import split_sentences
@@ -131,6 +132,34 @@ def test_a_query_searched_again_is_not_embedded_again(searcher: Searcher,
     assert [h.id for h in fast.search("seizure cholera", k=5)] == [h.id for h in everything]
     fast.search("typhoid", k=5)  # another query is embedded
     assert embedder.calls == calls + 3
+
+
+def test_kept_query_vectors_follow_the_query_encoding(searcher: Searcher,
+                                                     embedder: HashingEmbedder) -> None:
+    """A vector is reused only while the embedder, its adapter and the base's query
+    encoding (traced or not, precision) are the ones that made it; the oldest go first."""
+    dim = embedder.dim
+    adapted = AdaptedEmbedder(embedder, QueryAdapter(np.zeros((dim, dim)), {}))
+    fast = Searcher(searcher.index, adapted, embed_snippets=False, query_vectors_kept=2)
+    calls = embedder.calls
+
+    def embeds(query: str) -> int:
+        before = embedder.calls
+        vec = fast._embed_query(query)
+        assert not vec.flags.writeable
+        return embedder.calls - before
+
+    assert [embeds("seizure"), embeds("seizure")] == [1, 0]
+    adapted.adapter = QueryAdapter(np.eye(dim) * 0.5, {})  # another adapter
+    assert [embeds("seizure"), embeds("seizure")] == [1, 0]
+    embedder.traced = True  # type: ignore[attr-defined]  # as trace_queries sets it
+    assert [embeds("seizure"), embeds("seizure")] == [1, 0]
+    embedder.precision = "bfloat16"  # type: ignore[attr-defined]
+    assert embeds("seizure") == 1
+    assert [embeds("cholera"), embeds("typhoid"), embeds("seizure")] == [1, 1, 1]  # 2 kept
+    fast.query_vectors_kept = 0  # none kept
+    assert [embeds("typhoid"), embeds("typhoid")] == [1, 1]
+    assert embedder.calls == calls + 9
 
 
 def test_title_channel_adds_the_document_title_bm25(tiny_settings: Settings,
