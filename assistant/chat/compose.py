@@ -141,8 +141,19 @@ def classify(question: str, has_study: bool, image_now: bool = False) -> Topic:
     if _WORRY.search(text):
         return "study"
     if not has_study:
-        return "study" if _PRESENCE.search(text) else "knowledge"
+        # "Sure?", "How confident are you?": about a model's answer, nothing to look up
+        about_model = (focus := focus_terms(text)) and set(focus) <= _model_terms()
+        return "study" if _PRESENCE.search(text) or about_model else "knowledge"
     return "study" if any(p.search(text) for _, p in _INTENTS) else "knowledge"
+
+
+# Words of a question about how far to trust an answer ("Sure?", "How confident are you?").
+MODEL_WORDS = "sure certain certainty confident confidence probability probable likely accurate"
+
+
+@lru_cache(maxsize=1)
+def _model_terms() -> frozenset[str]:
+    return frozenset(terms(MODEL_WORDS))
 
 
 # A message that is only thanks, a greeting or an acknowledgement, in one to three parts
@@ -154,6 +165,22 @@ _SMALL_TALK = re.compile(rf"{_COURTESY}( {_COURTESY}){{0,2}}")
 HELP = ("Ask about a study (attach its image, or ask about the one in this conversation: "
         "its diagnosis, probability, heatmap location, image quality or limitations) or what "
         "a medical term means: answers quote the analysis or the cited literature.")
+
+
+# A greeting before the question ("Hi, what is hydrocephalus?", "Good morning. Is it
+# malignant?"): followed by punctuation, or by a word a question starts with.
+_GREETING = re.compile(
+    r"^\s*(?:(?:hi|hello|hey|greetings|good\s+(?:morning|afternoon|evening|day))"
+    r"(?:\s+(?:there|all|doc|doctor))?(?:\s*[,.!;:]+\s*|\s+(?=(?:what|which|who|how|why|"
+    r"when|where|is|are|can|could|would|do|does|did|tell|explain|define|describe|please)\b)))+",
+    re.IGNORECASE)
+
+
+def without_greeting(question: str) -> str:
+    """``question`` without the greetings before it; a greeting alone stays as it is
+    (``small_talk``)."""
+    rest = _GREETING.sub("", question, count=1)
+    return rest if rest.strip() else question
 
 
 def small_talk(question: str) -> bool:
@@ -348,9 +375,15 @@ def knowledge_answer(question: str, hits: Sequence[Hit], max_citations: int = 3)
     whole = subject is not None and not wants_code and not (
         the and _aspect_group(next(iter(terms(subject)), "")))
     subject_terms, aspects = (list(focus), []) if whole else split_focus(focus)
-    relevant = [h for h in hits if h.doc_id in named or covers(focus, f"{h.title} {h.snippet}")
-                or ((aspects or wants_code)
-                    and covers(subject_terms, f"{h.title} {h.snippet}"))]
+    if not whole and not named and all(_aspect_group(t) for t in focus):
+        return refusal(f"{REFUSAL} The question asks \"{question.strip()}\" of no condition "
+                       "or term: name it (\"What causes hydrocephalus?\"). Each question is "
+                       "looked up on its own words.")
+    # Asking an aspect of a subject, a passage holds the subject ("Is headache a symptom of
+    # brain tumour?" quoted "symptoms" in the brain of a tumour, without "headache").
+    wanted = subject_terms if aspects or wants_code else focus
+    relevant = [h for h in hits
+                if h.doc_id in named or covers(wanted, f"{h.title} {h.snippet}")]
     relevant = _answer_order(relevant, focus, named, subject, aspects, wants_code)
     lines = ["From the literature:"]
     if aspects or wants_code:

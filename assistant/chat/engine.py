@@ -40,10 +40,12 @@ from assistant.chat.compose import (
     render,
     small_talk,
     study_answer,
+    without_greeting,
 )
 from assistant.chat.messages import ChatInputError, Image, Turn, last_user_turn
 from assistant.chat.messages import referenced_conversation as referenced
 from assistant.chat.store import ID_PATTERN, ConversationStore, StoredStudy, new_id
+from assistant.chat.support import american
 from assistant.config import Settings
 from assistant.data.manifest import DataError
 from assistant.imaging import ImageInputError
@@ -56,7 +58,9 @@ log = logging.getLogger(__name__)
 
 SEARCH_DEPTH = 3  # hits searched per citation wanted (only those holding the terms are cited)
 NO_STUDY = (f"{REFUSAL} There is no study in this conversation: attach the image (PNG, "
-            "JPEG or DICOM) to your message as a data URL.")
+            "JPEG or DICOM) to your message as a data URL. To ask about a condition or "
+            "term instead, name it in the question (each question is looked up on its own "
+            "words).")
 
 
 GENERATION_OFF = ("generated wording is off: SmolLM2-135M-Instruct's sentences were seldom in "
@@ -78,6 +82,7 @@ class Prepared:
     topic: Topic
     study: StoredStudy | None
     image_sha256: str | None  # of the image attached to this turn
+    said: str = ""  # the turn's text as sent (``question`` is without a greeting before it)
 
 
 @dataclass(frozen=True)
@@ -192,9 +197,10 @@ class ChatEngine:
         image_now = turn.images[0] if turn.images else None
         study = (self._study(cid, image_now) if image_now is not None
                  else self._history_study(cid, turns))
-        topic = classify(turn.text, study is not None, image_now is not None)
-        return Prepared(cid, turn.text.strip(), topic, study,
-                        image_now.sha256 if image_now else None)
+        question = without_greeting(turn.text.strip())  # "Hi, what is ...?"
+        topic = classify(question, study is not None, image_now is not None)
+        return Prepared(cid, question, topic, study, image_now.sha256 if image_now else None,
+                        turn.text.strip())
 
     def compose(self, prepared: Prepared) -> Composed:
         if small_talk(prepared.question) and prepared.image_sha256 is None:
@@ -207,7 +213,7 @@ class ChatEngine:
 
     def finish(self, prepared: Prepared, composed: Composed) -> ChatAnswer:
         text = render(composed, prepared.conversation_id)
-        asked = prepared.question
+        asked = prepared.said or prepared.question
         if prepared.image_sha256:
             asked = f"{asked} [image sha256 {prepared.image_sha256}]".strip()
         study_id = prepared.study.id if prepared.study else None
@@ -278,10 +284,13 @@ class ChatEngine:
                            f"({self.retrieval_note}).")
         try:
             k = SEARCH_DEPTH * self.max_citations
+            # "What is oedema?" finds what "What is edema?" finds: the HPO's "Edema" and
+            # ICD-10-CM write American English (its "oedema" papers came first before)
+            query = american(question)
             with self.search_lock:
-                hits = self.searcher.search(question, k=k)
+                hits = self.searcher.search(query, k=k)
                 if asks_code(question):  # the codes for it, then the rest
-                    codes = self.searcher.search(question, k=k, sources=["icd10cm"])
+                    codes = self.searcher.search(query, k=k, sources=["icd10cm"])
                     seen = {h.id for h in codes}
                     hits = codes + [h for h in hits if h.id not in seen]
         except ValueError:  # nothing searchable in the question

@@ -251,24 +251,25 @@ def check_query(q: str | None, sources: Sequence[str] | None = None,
 
 
 # Source ids a query may name, as hits cite them: "PMID: 31234567", "HP:0001250", and an
-# ICD-10-CM code after "ICD" ("ICD-10-CM E11", "icd10 G40.909") or, with its dot, as the
-# whole query ("G40.909"). Without either, "p53", "Q10" or "C60" are the words a
-# researcher means (a protein, coenzyme Q10, fullerene), and "T10" or "B12" inside a
-# question are words too.
+# ICD-10-CM code after "ICD" ("ICD-10-CM E11", "icd10 G40.909", "ICD-10 code R51.9") or
+# with its dot ("G40.909", "What is G40.909?"). Without either, "p53", "Q10" or "C60"
+# are the words a researcher means (a protein, coenzyme Q10, fullerene), and "T10" or
+# "B12" inside a question are words too.
 _PMID = re.compile(r"\bPMID\s*:?\s*(\d{1,9})\b", re.IGNORECASE)
 _HPO = re.compile(r"\bHP\s*:\s*(\d{7})\b", re.IGNORECASE)
 _ICD = r"([A-TV-Z]\d[0-9A-Z](?:\.[0-9A-Z]{1,4})?)"
-_ICD_ALONE = re.compile(r"\s*([A-TV-Z]\d[0-9A-Z]\.[0-9A-Z]{1,4})\s*", re.IGNORECASE)
-_ICD_NAMED = re.compile(rf"\bICD(?:-?10(?:-?CM)?)?\s*:?\s*{_ICD}\b", re.IGNORECASE)
+_ICD_DOTTED = re.compile(r"(?<![\w.])([A-TV-Z]\d[0-9A-Z]\.[0-9A-Z]{1,4})(?!\w|\.\w)",
+                         re.IGNORECASE)
+_ICD_NAMED = re.compile(rf"\bICD(?:[\s-]*10(?:[\s-]*CM)?)?(?:\s+codes?)?\s*:?\s*{_ICD}\b",
+                        re.IGNORECASE)
 
 
 def named_documents(query: str) -> list[str]:
     """The document ids a query names by their source ids, in the order named."""
     found = [(m.start(), f"PMID:{m[1]}") for m in _PMID.finditer(query)]
     found += [(m.start(), f"HP:{m[1]}") for m in _HPO.finditer(query)]
-    named = list(_ICD_NAMED.finditer(query))
-    icd = named or [m for m in [_ICD_ALONE.fullmatch(query)] if m]
-    found += [(m.start(), f"ICD10CM:{m[1].upper()}") for m in icd]
+    icd = [*_ICD_NAMED.finditer(query), *_ICD_DOTTED.finditer(query)]
+    found += [(m.start(1), f"ICD10CM:{m[1].upper()}") for m in icd]
     return list(dict.fromkeys(doc for _, doc in sorted(found)))
 
 

@@ -165,6 +165,32 @@ def test_what_is_subject_and_what_is_aspect(question: str, subject: list[str],
     assert split_focus(focus_terms(question)) == (subject, aspects)
 
 
+def test_an_aspect_is_answered_only_by_passages_holding_the_whole_subject() -> None:
+    """"Is headache a symptom of brain tumour?" quoted a passage on symptoms of brain
+    tumours that never says "headache" (three of the four words were enough)."""
+    hits = [_hit("PMID:425778", "[Primary multiple brain neoplasms]",
+                 "The tumours gave general suprafocal symptoms in the brain.")]
+    for question in ("Is headache a symptom of brain tumour?",
+                     "Is headache a symptom of brain tumor?"):
+        assert knowledge_answer(question, hits).kind == "refusal", question
+    hits.append(_hit("PMID:2", "Headache in brain tumor patients",
+                     "Headache is a symptom of brain tumors in half of the patients."))
+    answer = knowledge_answer("Is headache a symptom of brain tumour?", hits)
+    assert [c.doc_id for c in answer.citations] == ["PMID:2"]
+
+
+def test_an_aspect_of_nothing_is_not_looked_up() -> None:
+    """"Symptoms?" after a question about meningioma quoted HPO's "Abdominal symptom": each
+    question is looked up alone, so one that names no subject says so."""
+    hits = [_hit("HP:0011458", "Abdominal symptom", "A symptom of the abdomen."),
+            _hit("PMID:1", "Symptoms of glioma", "Headache is a symptom of glioma.")]
+    for question in ("Symptoms?", "And the treatment?", "What causes it?"):
+        answer = knowledge_answer(question, hits)
+        assert answer.kind == "refusal" and "name it" in answer.body, question
+    assert knowledge_answer("What are symptoms?", hits).kind == "knowledge"  # defined
+    assert knowledge_answer("Symptoms of glioma?", hits).citations[0].doc_id == "PMID:1"
+
+
 def test_a_term_with_an_aspect_word_is_defined_whole() -> None:
     """"What is a diagnosis of exclusion?" asks for a term, not for the diagnosis of
     exclusion: a passage on exclusion alone is not quoted."""

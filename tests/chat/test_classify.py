@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.chat.compose import classify, study_intents
+from assistant.chat.compose import classify, study_intents, without_greeting
 
 
 @pytest.mark.parametrize(("question", "has_study", "image_now", "topic"), [
@@ -23,6 +23,12 @@ from assistant.chat.compose import classify, study_intents
     # passages about tumours of other organs
     ("Is there a tumour?", False, False, "study"),
     ("Where is the lesion?", False, False, "study"),
+    # how far to trust an answer, with no study: nothing to look up (the literature was
+    # searched for "sure" before)
+    ("Sure?", False, False, "study"),
+    ("How confident are you?", False, False, "study"),
+    ("Are you certain?", False, False, "study"),
+    ("Is a meningioma likely to recur?", False, False, "knowledge"),
     ("Does the patient have a glioma?", False, False, "study"),
     ("Is there a treatment for glioma?", False, False, "knowledge"),
     ("Is there any evidence that radiotherapy helps?", False, False, "knowledge"),
@@ -60,3 +66,17 @@ def test_intents() -> None:
     assert study_intents("Anything?") == ["diagnosis"]
     assert study_intents("How likely, and where?") == ["probability", "location"]
     assert study_intents("Give me the full report") == ["report"]
+
+
+@pytest.mark.parametrize(("question", "rest"), [
+    ("Hi, what is hydrocephalus?", "what is hydrocephalus?"),
+    ("Good morning. Is it malignant?", "Is it malignant?"),
+    ("Hi there, good morning. Could you please tell me what hydrocephalus is?",
+     "Could you please tell me what hydrocephalus is?"),
+    ("Hey what is a glioma?", "what is a glioma?"),
+    ("hello", "hello"), ("Hi!", "Hi!"),  # a greeting alone stays: small talk
+    ("Highlights of glioma imaging", "Highlights of glioma imaging"),
+    ("Hello world syndrome?", "Hello world syndrome?"),  # no punctuation, no question word
+])
+def test_a_greeting_before_a_question_is_left_out(question: str, rest: str) -> None:
+    assert without_greeting(question) == rest

@@ -122,6 +122,39 @@ def test_knowledge_questions_cite_the_index(engine: ChatEngine, index_dir: Path)
         assert records[citation.id]["citation"] in answer.text
 
 
+def test_a_greeting_before_a_question_changes_no_answer(engine: ChatEngine,
+                                                       index_dir: Path) -> None:
+    question = topic_question(index_dir)
+    plain = engine.answer([Turn("user", question)])
+    greeted = engine.answer([Turn("user", f"Good morning, {question}")])
+    assert greeted.composed == plain.composed and plain.citations
+    said = [m.content for m in engine.store.messages(greeted.conversation_id)
+            if m.role == "user"]
+    assert said == [f"Good morning, {question}"]  # the turn is kept as sent
+
+
+def test_british_and_american_spellings_get_the_same_answer(engine: ChatEngine,
+                                                            index_dir: Path) -> None:
+    """The HPO and ICD-10-CM write American English: "What is oedema?" searched the British
+    word and quoted other entries than "What is edema?" did."""
+    import re
+
+    from assistant.chat.support import _SPELLINGS
+
+    to_british = {us: uk for uk, us in _SPELLINGS.items()}
+    pattern = re.compile(r"\b(" + "|".join(sorted(to_british, key=len, reverse=True))
+                         + r")(\w*)", re.IGNORECASE)
+    words = sorted({m[0].lower() for r in indexed_records(index_dir).values()
+                    for m in pattern.finditer(str(r["title"]))})
+    checked = 0
+    for word in words[:6]:
+        american = engine.answer([Turn("user", f"What is {word}?")]).composed
+        british = pattern.sub(lambda m: to_british[m[1].lower()] + m[2], word)
+        assert engine.answer([Turn("user", f"What is {british}?")]).composed == american, word
+        checked += bool(american.citations)
+    assert checked, words  # some of the questions were answered
+
+
 def test_refusals(engine: ChatEngine) -> None:
     for question in ("What is the capital of France?", "What does this scan show?",
                      "Is there a tumour?"):

@@ -225,6 +225,13 @@ def test_ranking_validates_and_overrides() -> None:
     ("icd-10-cm g40.909 epilepsy", ["ICD10CM:G40.909"]), ("ICD10CM:A00.0", ["ICD10CM:A00.0"]),
     ("HP:0001250 or PMID 100", ["HP:0001250", "PMID:100"]),
     ("ICD10CM:E11", ["ICD10CM:E11"]), ("icd10 e11.9", ["ICD10CM:E11.9"]),
+    # a dotted code inside a question names it (before, the code whose notes mention it
+    # came first); "code" may stand between ICD and the code
+    ("What is G40.909?", ["ICD10CM:G40.909"]), ("explain r51.9.", ["ICD10CM:R51.9"]),
+    ("What does ICD-10 code G40.909 mean?", ["ICD10CM:G40.909"]),
+    ("ICD 10 CM code: E11", ["ICD10CM:E11"]), ("G40.909 or R51.9", ["ICD10CM:G40.909",
+                                                                     "ICD10CM:R51.9"]),
+    ("a dose of 1.5 mg", []), ("version v10.2.1", []), ("file a00.0.png", []),
     # code-like words are words, not codes: inside a question, or alone without a dot
     ("vitamin B12 deficiency", []), ("T10 vertebral fracture", []), ("C57BL mice", []),
     ("p53", []), ("Q10", []), ("C60", []),
