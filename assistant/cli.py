@@ -229,19 +229,28 @@ def _listening_sockets(host: str, port: int) -> list[socket.socket]:
     return socks
 
 
-def _image_source(path: Path, max_bytes: int) -> Path | bytes:
-    """A file as it is. ``-`` (standard input) or a pipe (``<(cat scan.png)``): its bytes,
-    at most ``max_bytes`` + 1 of them (reading the image then says it is over the limit).
-    A terminal, or a named pipe nobody is writing to, is refused instead of waited on."""
+def _image_source(given: str, max_bytes: int) -> Path | bytes:
+    """A file as it is. ``-`` (standard input; ``./-`` is a file named so) or a pipe
+    (``<(cat scan.png)``): its bytes, refused beyond ``max_bytes``. A terminal, a closed
+    standard input, or a named pipe nobody is writing to is refused instead of waited on."""
     import stat
 
     from assistant.imaging import UnreadableImageError
 
-    if str(path) == "-":
-        if sys.stdin is None or sys.stdin.isatty():
+    if given == "-":
+        try:
+            fd = sys.stdin.buffer.fileno() if sys.stdin is not None else -1
+            os.fstat(fd)
+        except (OSError, ValueError, AttributeError):
+            raise UnreadableImageError("standard input is closed: give a file, or pipe an "
+                                       "image into the command") from None
+        if os.isatty(fd):
             raise UnreadableImageError("standard input is a terminal: give a file, or pipe "
                                        "an image into the command")
-        return _read_pipe(sys.stdin.buffer.fileno(), max_bytes, "standard input")
+        return _read_pipe(fd, max_bytes, "standard input")
+    if not given:
+        raise UnreadableImageError("no file given (an empty path)")
+    path = Path(given)
     try:
         if not stat.S_ISFIFO(path.stat().st_mode):
             return path  # a file, or what reading it will explain
@@ -256,21 +265,22 @@ def _image_source(path: Path, max_bytes: int) -> Path | bytes:
 
 
 def _read_pipe(fd: int, max_bytes: int, name: str) -> bytes:
-    from assistant.imaging import UnreadableImageError
+    from assistant.imaging import ImageTooLargeError, UnreadableImageError
+    from assistant.imaging.read import read_at_most
 
-    chunks: list[bytes] = []
-    size = 0
-    while size <= max_bytes and (chunk := os.read(fd, min(1 << 20, max_bytes + 1 - size))):
-        chunks.append(chunk)
-        size += len(chunk)
-    if not size:
+    data = read_at_most(fd, max_bytes)
+    if len(data) > max_bytes:  # how much more is not read
+        raise ImageTooLargeError(f"{name} holds more than {max_bytes} bytes; the limit is "
+                                 f"{max_bytes}", limit_name="max_upload_bytes",
+                                 limit=max_bytes, actual=len(data))
+    if not data:
         raise UnreadableImageError(f"{name}: nothing was written to it (a pipe without a "
                                    "writer, or an empty one)")
-    return b"".join(chunks)
+    return data
 
 
 @app.command()
-def inspect(path: Annotated[Path, typer.Argument(
+def inspect(path: Annotated[str, typer.Argument(
         help="PNG, JPEG or DICOM file; - for standard input.")]) -> None:
     """Read an image and print its non-identifying metadata as JSON."""
     from assistant.imaging import ImageInputError, read_image
@@ -565,7 +575,7 @@ def eval_retrieval(
 
 @app.command()
 def analyze(
-    path: Annotated[Path, typer.Argument(
+    path: Annotated[str, typer.Argument(
         help="PNG, JPEG or DICOM file; - for standard input.")],
     indication: Annotated[str | None, typer.Option(help="Clinical indication, free text.")
                           ] = None,

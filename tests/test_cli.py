@@ -120,7 +120,49 @@ def test_inspect_reads_standard_input_and_pipes(tmp_path: Path) -> None:
     too_big = subprocess.run([sys.executable, "-m", "assistant", "inspect", "-"],
                              input=png, capture_output=True, timeout=120, check=False,
                              env={**os.environ, "ASSISTANT_LIMITS__MAX_UPLOAD_BYTES": "100"})
-    assert too_big.returncode == 1 and b"the limit is 100" in too_big.stderr
+    assert too_big.returncode == 1
+    assert b"standard input holds more than 100 bytes; the limit is 100" in too_big.stderr
+
+
+def test_image_arguments_a_probe_found_wrong(tmp_path: Path) -> None:
+    """./- is a file named "-"; a standard input left non-blocking is waited on; a closed
+    one is named so; an upload limit of a terabyte reads a small file (it allocated the
+    limit, a MemoryError)."""
+    import fcntl
+    import os
+    import threading
+    import time
+
+    png = _png()
+    (tmp_path / "-").write_bytes(png)
+    command = [sys.executable, "-m", "assistant", "inspect"]
+    named = subprocess.run([*command, "./-"], input=b"not an image", cwd=tmp_path,
+                           capture_output=True, timeout=120, check=False)
+    assert named.returncode == 0 and json.loads(named.stdout)["shape"] == [40, 40], named.stderr
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(read_end, fcntl.F_SETFL, fcntl.fcntl(read_end, fcntl.F_GETFL) | os.O_NONBLOCK)
+
+    def feed() -> None:
+        time.sleep(2)  # after the command has started reading
+        with os.fdopen(write_end, "wb") as out:
+            out.write(png)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    try:
+        waited = subprocess.run([*command, "-"], stdin=read_end, capture_output=True,
+                                timeout=120, check=False)
+    finally:
+        writer.join()
+        os.close(read_end)
+    assert waited.returncode == 0, waited.stderr
+    closed = subprocess.run(["bash", "-c", '"$0" -m assistant inspect - <&-', sys.executable],
+                            capture_output=True, timeout=120, check=False)
+    assert closed.returncode == 1 and b"standard input is closed" in closed.stderr
+    huge = subprocess.run([*command, str(tmp_path / "-")], capture_output=True, timeout=120,
+                          check=False, env={**os.environ,
+                                            "ASSISTANT_LIMITS__MAX_UPLOAD_BYTES": str(2**40)})
+    assert huge.returncode == 0, huge.stderr[-300:]
 
 
 def _run_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -183,12 +184,31 @@ def _load(source: Source, limits: Limits) -> bytes:
         if not stat.S_ISREG(info.st_mode):  # a pipe would wait for a writer; a device, forever
             raise UnreadableImageError(f"{path} is not a regular file")
         _check_size(info.st_size, limit)
-        with path.open("rb") as handle:
-            data = handle.read(limit + 1)  # bounded, in case the file grew after stat
+        with path.open("rb") as handle:  # bounded, in case the file grew after stat
+            data = read_at_most(handle.fileno(), limit)
         _check_size(len(data), limit)
     if not data:
         raise UnreadableImageError("empty file: 0 bytes")
     return data
+
+
+def read_at_most(fd: int, limit: int) -> bytes:
+    """What ``fd`` holds up to its end, or its first ``limit`` + 1 bytes when it holds more:
+    read in pieces (nothing is allocated for a limit never reached), waiting on a
+    descriptor left non-blocking (a pipe from some parent processes) instead of failing."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        try:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+        except BlockingIOError:
+            select.select([fd], [], [])  # until there is something to read, or the end
+            continue
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _check_size(size: int, limit: int) -> None:
