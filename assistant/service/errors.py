@@ -182,12 +182,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
                         headers=getattr(exc, "headers", None))
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    multipart = request.headers.get("content-type", "").lower().startswith("multipart/")
     parts = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err.get("loc", ()))
+        loc = tuple(err.get("loc", ()))
+        where = ".".join(str(p) for p in loc)
         why = (err.get("ctx") or {}).get("error")  # a malformed body: what json.loads said
+        if multipart and loc[:1] == ("body",) and len(loc) == 2 and err.get("type") == "missing":
+            why = (f"no complete multipart part named \"{loc[1]}\"; a body cut short "
+                   "before its closing boundary has none")
         parts.append(f"{where}: {err.get('msg', 'invalid')}" + (f" ({why})" if why else ""))
     return JSONResponse(error_body("invalid_request", "; ".join(parts) or "invalid request"),
                         status_code=422)

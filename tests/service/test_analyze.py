@@ -120,6 +120,14 @@ def test_bad_inputs_map_to_their_status(server: str, dicom_path: Callable[[str],
            "too_large")
     _error(httpx.post(f"{server}/v1/analyze", data={"age": "3"}), 422, "invalid_request",
            "file")
+    # a multipart body cut short in its file part: the part is not there, and the message
+    # says why it may not be (it said only "Field required")
+    head = dicom_path("CT_small.dcm").read_bytes()[:2000]
+    body = (b"--BND\r\nContent-Disposition: form-data; name=\"file\"; filename=\"ct.dcm\"\r\n"
+            b"Content-Type: application/dicom\r\n\r\n" + head)
+    _error(httpx.post(f"{server}/v1/analyze", content=body,
+                      headers={"Content-Type": "multipart/form-data; boundary=BND"}),
+           422, "invalid_request", "cut short before its closing boundary")
     _error(_analyze(server, ct, params={"format": "xml"}), 422, "invalid_request", "format")
     _error(httpx.get(f"{server}/v1/analyze"), 405, "method_not_allowed")
 
