@@ -603,7 +603,8 @@ def analyze(
     except (ImageInputError, OSError) as exc:  # before the models load
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
-    pipeline = Pipeline.from_settings(settings, citations=not no_citations)
+    pipeline = Pipeline.from_settings(settings, citations=not no_citations,
+                                      lazy_study_key=True)
     try:
         analysis = pipeline.analyze(source, context)
     except (ImageInputError, OSError) as exc:

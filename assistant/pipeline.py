@@ -18,10 +18,12 @@ import hashlib
 import json
 import logging
 import secrets
+import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -228,9 +230,12 @@ class Pipeline:
     def __init__(self, vision: VisionModel, searcher: Searcher | None = None,
                  retrieval_note: str | None = None, limits: Limits | None = None,
                  vision_version: str | None = None, k: int = CITATIONS_K,
-                 study_key: bytes | None = None) -> None:
+                 study_key: bytes | Callable[[], bytes] | None = None) -> None:
         self.vision = vision
-        self.study_key = study_key  # the HMAC key of study UIDs; None: UIDs are not kept
+        # The HMAC key of study UIDs, or what loads it when a first UID comes (a PNG or a
+        # JPEG has none: nothing to read or create); None: UIDs are not kept.
+        self._study_key = study_key
+        self._key_lock = threading.Lock()
         self.searcher = searcher
         self.retrieval_note = retrieval_note or (
             None if searcher else "literature retrieval was not configured")
@@ -242,16 +247,28 @@ class Pipeline:
         self._snapshot: CitationSnapshot | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, citations: bool = True) -> Pipeline:
+    def from_settings(cls, settings: Settings, citations: bool = True,
+                      lazy_study_key: bool = False) -> Pipeline:
         """The release (or ``settings.vision_checkpoint``) vision model and, when
-        ``citations``, the literature index if it is built."""
+        ``citations``, the literature index if it is built. ``lazy_study_key``: the study
+        hash key is read (or made) when a first study UID comes, not now (a one-off
+        analysis of a PNG writes nothing into the data folder)."""
         path = settings.vision_checkpoint or release_path(settings)
         release = path == release_path(settings)
         version = f"release of assistant {__version__}" if release else None
         searcher, note = (open_retrieval(settings) if citations
                           else (None, "citations were not requested"))
         return cls(VisionModel(load_bundle(path)), searcher, note, settings.limits, version,
-                   study_key=study_key(settings))
+                   study_key=(partial(study_key, settings) if lazy_study_key
+                              else study_key(settings)))
+
+    @property
+    def study_key(self) -> bytes | None:
+        """The HMAC key of study UIDs (loaded, or made, on first use when given lazily)."""
+        with self._key_lock:
+            if callable(self._study_key):
+                self._study_key = self._study_key()
+            return self._study_key
 
     def _models(self, vision_version: str | None) -> tuple[ModelRecord, ...]:
         models = [ModelRecord("vision", self.info.name, vision_version, self.info.sha256),
@@ -332,8 +349,9 @@ class Pipeline:
         log.info("study %s: in scope %s, label %s, p %s", study_id, diagnosis.in_scope,
                  diagnosis.label, None if diagnosis.probability is None
                  else f"{diagnosis.probability:.3f}")
-        uid_hash = (study_hash(self.study_key, image.study_uid)
-                    if self.study_key is not None and image.study_uid else None)
+        key = self.study_key if image.study_uid else None
+        uid_hash = study_hash(key, image.study_uid) if key is not None and image.study_uid \
+            else None
         return Analysis(study_id, sha, diagnosis, self.info.positive, report, png,
                         self.info.heat_method, location, image.meta.to_dict(), quality,
                         context, self.citations(diagnosis), self.models, uid_hash)

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -242,8 +243,9 @@ def test_a_citation_snapshot_gives_a_pipeline_without_an_index_the_same_analysis
         searching.use_citations(snapshot)
 
 
-def _cli(*args: str, index_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ASSISTANT_INDEX_DIR": str(index_dir), "ASSISTANT_LOG_LEVEL": "WARNING"}
+def _cli(*args: str, index_dir: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ASSISTANT_INDEX_DIR": str(index_dir), "ASSISTANT_LOG_LEVEL": "WARNING",
+           **extra}
     return subprocess.run([sys.executable, "-m", "assistant", "analyze", *args], env=env,
                           capture_output=True, text=True, timeout=180, check=False)
 
@@ -274,6 +276,23 @@ def test_cli_writes_the_heatmap_to_a_file(tmp_path: Path, images: dict[str, Path
     assert written is not None
     assert written.shape[:2] == (out["image"]["height"], out["image"]["width"])
     assert out["citations_note"] == "citations were not requested"
+
+
+def test_cli_makes_the_study_hash_key_only_for_a_study_uid(
+        tmp_path: Path, images: dict[str, Path], dicom_path: Callable[[str], Path]) -> None:
+    """A one-off analysis of a JPEG writes nothing into the data folder (it made the study
+    hash key there, and failed where the working directory was read-only); a DICOM study's
+    UID still gets its keyed hash."""
+    data = tmp_path / "data"
+    key = data / "study-hash.key"
+    result = _cli(str(images["tumour"]), "--no-citations", index_dir=tmp_path / "none",
+                  ASSISTANT_DATA_DIR=str(data))
+    assert result.returncode == 0, result.stderr
+    assert not key.exists()
+    result = _cli(str(dicom_path("MR_small.dcm")), "--no-citations",
+                  index_dir=tmp_path / "none", ASSISTANT_DATA_DIR=str(data))
+    assert result.returncode == 0, result.stderr
+    assert key.exists() and json.loads(result.stdout)["study_uid_hash"].startswith("hmac-")
 
 
 @pytest.mark.parametrize(("args", "message"), [
