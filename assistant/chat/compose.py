@@ -183,6 +183,38 @@ def without_greeting(question: str) -> str:
     return rest if rest.strip() else question
 
 
+# A follow-up that points back at the subject of an earlier question ("What is a
+# meningioma?", then "What causes it?"), or names an aspect only ("Symptoms?").
+_PRONOUN = re.compile(r"\b(it|its|this|that|they|them|their)\b", re.IGNORECASE)
+
+
+def follow_up(question: str, earlier: Sequence[str]) -> str | None:
+    """``question`` with the subject of the latest definitional question in ``earlier``
+    (the conversation's user turns, oldest first) in place of its pronoun, or after its
+    aspect ("Symptoms?" -> "Symptoms of meningioma?"); None when it needs none or no
+    earlier question defines a subject. For a conversation without a study only: there,
+    "it" is the study."""
+    subject = next((s for text in reversed(earlier)
+                    if (s := definition_subject(without_greeting(text))) is not None), None)
+    if subject is None:
+        return None
+    focus = focus_terms(_CODE.sub(" ", question))
+    if _PRONOUN.search(question):
+        others = [t for t in focus if not _aspect_group(t) and t not in _pronoun_terms()]
+        if others:  # "Is it related to epilepsy?": more than the earlier subject
+            return None
+        return _PRONOUN.sub(lambda m: subject + ("'s" if m[1].lower() in ("its", "their")
+                                                 else ""), question, count=1)
+    if focus and all(_aspect_group(t) for t in focus):
+        return f"{question.strip().rstrip('?.!').strip()} of {subject}?"
+    return None
+
+
+@lru_cache(maxsize=1)
+def _pronoun_terms() -> frozenset[str]:
+    return frozenset(terms("it its this that they them their"))
+
+
 def small_talk(question: str) -> bool:
     """Whether ``question`` is only thanks, a greeting or an acknowledgement ("Thanks!"),
     which the literature must not be searched for ("Thank you to our Reviewers!")."""

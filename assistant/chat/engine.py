@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from assistant.chat.compose import (
     HELP,
@@ -35,6 +35,7 @@ from assistant.chat.compose import (
     Topic,
     asks_code,
     classify,
+    follow_up,
     knowledge_answer,
     refusal,
     render,
@@ -83,6 +84,7 @@ class Prepared:
     study: StoredStudy | None
     image_sha256: str | None  # of the image attached to this turn
     said: str = ""  # the turn's text as sent (``question`` is without a greeting before it)
+    read_as: str | None = None  # the question with an earlier question's subject put in
 
 
 @dataclass(frozen=True)
@@ -198,15 +200,24 @@ class ChatEngine:
         study = (self._study(cid, image_now) if image_now is not None
                  else self._history_study(cid, turns))
         question = without_greeting(turn.text.strip())  # "Hi, what is ...?"
-        topic = classify(question, study is not None, image_now is not None)
-        return Prepared(cid, question, topic, study, image_now.sha256 if image_now else None,
-                        turn.text.strip())
+        read_as = None
+        if study is None:  # with a study, "it" is the study
+            earlier = [t.text for t in turns[:-1] if t.role == "user" and t.text.strip()]
+            read_as = follow_up(question, earlier)  # "What causes it?" after "What is X?"
+        topic = classify(read_as or question, study is not None, image_now is not None)
+        return Prepared(cid, read_as or question, topic, study,
+                        image_now.sha256 if image_now else None, turn.text.strip(),
+                        read_as)
 
     def compose(self, prepared: Prepared) -> Composed:
         if small_talk(prepared.question) and prepared.image_sha256 is None:
             return refusal(HELP)
         if prepared.topic == "knowledge":
-            return self._knowledge(prepared.question)
+            composed = self._knowledge(prepared.question)
+            if prepared.read_as is None:
+                return composed
+            return replace(composed, body=f"Read as \"{prepared.read_as}\" (the subject of "
+                                          f"an earlier question).\n{composed.body}")
         if prepared.study is None:
             return refusal(NO_STUDY)
         return study_answer(prepared.question, prepared.study.id, prepared.study.analysis)

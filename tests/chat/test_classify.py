@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.chat.compose import classify, study_intents, without_greeting
+from assistant.chat.compose import classify, follow_up, study_intents, without_greeting
 
 
 @pytest.mark.parametrize(("question", "has_study", "image_now", "topic"), [
@@ -80,3 +80,18 @@ def test_intents() -> None:
 ])
 def test_a_greeting_before_a_question_is_left_out(question: str, rest: str) -> None:
     assert without_greeting(question) == rest
+
+
+@pytest.mark.parametrize(("question", "read_as"), [
+    ("What causes it?", "What causes meningioma?"),
+    ("And how is it treated?", "And how is meningioma treated?"),
+    ("What is its ICD-10 code?", "What is meningioma's ICD-10 code?"),
+    ("Symptoms?", "Symptoms of meningioma?"),
+    # more than the earlier subject, or a question of its own: left as asked
+    ("Is it related to epilepsy?", None), ("Is it malignant?", None),
+    ("What is a glioma?", None), ("Treatment options?", None),
+])
+def test_a_follow_up_takes_the_subject_of_an_earlier_question(question: str,
+                                                             read_as: str | None) -> None:
+    assert follow_up(question, ["Hi, what is a meningioma?", "Thanks"]) == read_as
+    assert follow_up(question, ["thanks", "Is there a tumour?"]) is None  # no subject

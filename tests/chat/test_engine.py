@@ -155,6 +155,20 @@ def test_british_and_american_spellings_get_the_same_answer(engine: ChatEngine,
     assert checked, words  # some of the questions were answered
 
 
+def test_a_follow_up_without_a_study_reads_the_earlier_subject(engine: ChatEngine,
+                                                               index_dir: Path) -> None:
+    question = topic_question(index_dir)  # "What is <descriptor>?"
+    first = engine.answer([Turn("user", question)])
+    subject = question.removeprefix("What is ").removesuffix("?").lower()
+    turns = [Turn("user", question), Turn("assistant", first.text),
+             Turn("user", "Tell me about it")]
+    follow = engine.answer(turns, first.conversation_id)
+    assert follow.composed.body.startswith(f'Read as "Tell me about {subject}"')
+    assert follow.composed.kind == "knowledge" and follow.composed.citations
+    said = [m.content for m in engine.store.messages(first.conversation_id) if m.role == "user"]
+    assert said == [question, "Tell me about it"]
+
+
 def test_refusals(engine: ChatEngine) -> None:
     for question in ("What is the capital of France?", "What does this scan show?",
                      "Is there a tumour?"):
