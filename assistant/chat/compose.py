@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
-from assistant.chat.support import american, covers, focus_terms, plain, terms
+from assistant.chat.support import QUESTION_WORDS, american, covers, focus_terms, plain, terms
 from assistant.retrieval.search import Hit, named_documents
 
 AnswerKind = Literal["study", "knowledge", "refusal"]
@@ -189,25 +189,58 @@ _PRONOUN = re.compile(r"\b(it|its|this|that|they|them|their)\b", re.IGNORECASE)
 
 
 def follow_up(question: str, earlier: Sequence[str]) -> str | None:
-    """``question`` with the subject of the latest definitional question in ``earlier``
-    (the conversation's user turns, oldest first) in place of its pronoun, or after its
-    aspect ("Symptoms?" -> "Symptoms of meningioma?"); None when it needs none or no
-    earlier question defines a subject. For a conversation without a study only: there,
-    "it" is the study."""
-    subject = next((s for text in reversed(earlier)
-                    if (s := definition_subject(without_greeting(text))) is not None), None)
-    if subject is None:
+    """``question`` with the subject of the latest question in ``earlier`` (the
+    conversation's user turns, oldest first) that names one, when it asks an aspect or the
+    code of a pronoun ("What causes it?" -> "What causes meningioma?") or names an aspect
+    alone ("Symptoms?" -> "Symptoms of meningioma?"); None when it needs none, asks more
+    than that, or no earlier question names a subject. For a conversation without a study
+    only: there, "it" is the study."""
+    subject = None
+    for text in earlier:  # each earlier follow-up read as it was, so its subject carries
+        found = _subject_named(without_greeting(text))
+        if found is not None:
+            subject = found
+    if subject is None or _THANKS.search(question):
         return None
     focus = focus_terms(_CODE.sub(" ", question))
+    asked = [t for t in focus if _aspect_group(t) and t != "side"]  # "Which side is it on?"
+    others = [t for t in focus if t not in asked and t not in _pronoun_terms()]
+    if others or not (asked or asks_code(question)):
+        return None  # "Is it malignant?", "Where is it?", "That's it", "What is a glioma?"
     if _PRONOUN.search(question):
-        others = [t for t in focus if not _aspect_group(t) and t not in _pronoun_terms()]
-        if others:  # "Is it related to epilepsy?": more than the earlier subject
-            return None
         return _PRONOUN.sub(lambda m: subject + ("'s" if m[1].lower() in ("its", "their")
-                                                 else ""), question, count=1)
-    if focus and all(_aspect_group(t) for t in focus):
-        return f"{question.strip().rstrip('?.!').strip()} of {subject}?"
-    return None
+                                                 else ""), question)
+    definitional = definition_subject(question)
+    if definitional is not None and not _THE_ASPECT.match(question):
+        return None  # "What is a diagnosis?" asks what a diagnosis is
+    return f"{question.strip().rstrip('?.!').strip()} of {subject}?"
+
+
+_THANKS = re.compile(r"\b(thanks?|thank\s+you|cheers)\b", re.IGNORECASE)
+_THE_ASPECT = re.compile(r"\s*what\s+(is|are)\s+the\s", re.IGNORECASE)
+
+
+def _subject_named(text: str) -> str | None:
+    """The subject an earlier question names: X of "What is X?" and of "What is the
+    <aspect> of X?" or "What is the ICD-10 code for X?"; None for a question with no
+    subject of its own (a follow-up, an aspect alone, a source id)."""
+    if named_documents(text) or _PRONOUN.search(text):
+        return None
+    subject = definition_subject(_CODE.sub(" code ", text))
+    if subject is None:
+        return None
+    words = subject.split()
+    for joint in (" of ", " for "):  # "symptoms of hydrocephalus", "code for migraine"
+        if joint in f" {subject} ":
+            words = f" {subject} ".rsplit(joint, 1)[1].split()
+    named = [t for t in terms(" ".join(words))
+             if not _aspect_group(t) and t not in _question_terms_all()]
+    return " ".join(words) if named else None
+
+
+@lru_cache(maxsize=1)
+def _question_terms_all() -> frozenset[str]:
+    return frozenset(terms(QUESTION_WORDS + " code codes icd"))
 
 
 @lru_cache(maxsize=1)

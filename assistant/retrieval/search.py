@@ -258,7 +258,9 @@ def check_query(q: str | None, sources: Sequence[str] | None = None,
 _PMID = re.compile(r"\bPMID\s*:?\s*(\d{1,9})\b", re.IGNORECASE)
 _HPO = re.compile(r"\bHP\s*:\s*(\d{7})\b", re.IGNORECASE)
 _ICD = r"([A-TV-Z]\d[0-9A-Z](?:\.[0-9A-Z]{1,4})?)"
-_ICD_DOTTED = re.compile(r"(?<![\w.])([A-TV-Z]\d[0-9A-Z]\.[0-9A-Z]{1,4})(?!\w|\.\w)",
+# Without "ICD" before it, a V or X code is taken for a version or a magnification
+# ("FreeSurfer v10.2", "x10.5"): V10.2 is a pedal cyclist's injury.
+_ICD_DOTTED = re.compile(r"(?<![\w.])([A-TWYZ]\d[0-9A-Z]\.[0-9A-Z]{1,4})(?!\w|\.\w)",
                          re.IGNORECASE)
 _ICD_NAMED = re.compile(rf"\bICD(?:[\s-]*10(?:[\s-]*CM)?)?(?:\s+codes?)?\s*:?\s*{_ICD}\b",
                         re.IGNORECASE)

@@ -95,3 +95,29 @@ def test_a_follow_up_takes_the_subject_of_an_earlier_question(question: str,
                                                              read_as: str | None) -> None:
     assert follow_up(question, ["Hi, what is a meningioma?", "Thanks"]) == read_as
     assert follow_up(question, ["thanks", "Is there a tumour?"]) is None  # no subject
+
+
+@pytest.mark.parametrize(("earlier", "question", "read_as"), [
+    # the subject carries through follow-ups and "the <aspect> of X" questions
+    (["What is a glioblastoma?", "What is the prognosis?"], "How is it treated?",
+     "How is glioblastoma treated?"),
+    (["What is a glioblastoma?", "What are its symptoms?"], "What causes it?",
+     "What causes glioblastoma?"),
+    (["What are the symptoms of hydrocephalus?"], "Symptoms?", "Symptoms of hydrocephalus?"),
+    (["What is the ICD-10 code for migraine?"], "Symptoms?", "Symptoms of migraine?"),
+    (["What is a meningioma?"], "What causes it and how is it treated?",
+     "What causes meningioma and how is meningioma treated?"),
+    (["What is a meningioma?"], "What are the symptoms?",
+     "What are the symptoms of meningioma?"),
+    # no subject to take, or a question that is not about it: left as asked
+    (["What is G40.909?"], "What causes it?", None), (["What is it?"], "Symptoms?", None),
+    (["What is a meningioma?"], "Where is it?", None),
+    (["What is a meningioma?"], "Which side is it on?", None),
+    (["What is a meningioma?"], "What is this?", None),
+    (["What is a meningioma?"], "Thanks for that!", None),
+    (["What is a meningioma?"], "What is a diagnosis?", None),
+    (["What is a meningioma?"], "Define risk", None),
+])
+def test_follow_ups_a_review_found_misread(earlier: list[str], question: str,
+                                           read_as: str | None) -> None:
+    assert follow_up(question, earlier) == read_as

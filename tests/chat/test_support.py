@@ -10,6 +10,14 @@ PASSAGE = ("Glioblastoma is the most common malignant primary brain tumour in ad
            "Median survival is about 15 months with surgery, radiotherapy and temozolomide.")
 
 
+def test_spellings_fold_but_not_latin_names() -> None:
+    # the search reads the question so: "Haemophilus" is what MEDLINE and the HPO write
+    assert american("What is oedema?") == "What is edema?"
+    assert (american("Haemophilus influenzae and haemorrhage")
+            == "Haemophilus influenzae and hemorrhage")
+    assert american("Schistosoma haematobium") == "Schistosoma haematobium"
+
+
 def test_spellings_fold_to_american() -> None:
     assert american("Tumours, haemorrhage and oedema") == "tumors, hemorrhage and edema"
     assert american("paediatric Oesophageal") == "pediatric esophageal"

@@ -232,6 +232,8 @@ def test_ranking_validates_and_overrides() -> None:
     ("ICD 10 CM code: E11", ["ICD10CM:E11"]), ("G40.909 or R51.9", ["ICD10CM:G40.909",
                                                                      "ICD10CM:R51.9"]),
     ("a dose of 1.5 mg", []), ("version v10.2.1", []), ("file a00.0.png", []),
+    ("Is FreeSurfer v10.2 accurate?", []), ("x10.5 magnification", []),
+    ("ICD-10-CM V10.2", ["ICD10CM:V10.2"]),
     # code-like words are words, not codes: inside a question, or alone without a dot
     ("vitamin B12 deficiency", []), ("T10 vertebral fracture", []), ("C57BL mice", []),
     ("p53", []), ("Q10", []), ("C60", []),
