@@ -31,7 +31,7 @@ import anyio.from_thread
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from assistant.chat import ChatAnswer, ChatEngine, ChatInputError, ConversationStore, Turn
 from assistant.chat.compose import Composed, head, tail
@@ -94,7 +94,7 @@ class ChatMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class ChatRequest(BaseModel):
@@ -102,10 +102,11 @@ class ChatRequest(BaseModel):
 
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool | None = False  # OpenAI's schema lets clients send null for "not set"
+    # OpenAI's schema lets clients send null for "not set"; "yes" or 1 is no boolean there
+    stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
     n: int | None = Field(1, ge=1, le=1, description="one answer per request")
-    temperature: float | None = Field(None, ge=0, le=2)
+    temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     user: str | None = None

@@ -20,6 +20,9 @@ router = APIRouter(tags=["search"], route_class=JSONRoute)
 MAX_K = 50
 
 
+SINGLE_PARAMS = ("q", "k", "mode", "year_from", "year_to")
+
+
 def _checked(q: str | None, sources: list[str] | None, year_from: int | None,
              year_to: int | None) -> str:
     try:
@@ -45,6 +48,11 @@ async def search(
 ) -> SearchResponse:
     """The ``k`` best passages, at most one per document, best first. A year bound leaves
     out undated entries (HPO terms, ICD-10-CM codes)."""
+    repeated = [f"{name} ({len(values)} times)" for name in SINGLE_PARAMS
+                if len(values := request.query_params.getlist(name)) > 1]
+    if repeated:  # the last one would win, silently
+        raise InvalidQueryError(f"given more than once: {', '.join(repeated)}; repeat only "
+                                "source")
     query = _checked(q, source, year_from, year_to)
     years = (year_from, year_to)
     hits = await run_in_threadpool(services.search, query, k, mode, source, years)

@@ -203,6 +203,19 @@ def _image_part(url: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]
 
 
+def test_a_temperature_that_is_no_number_is_named_so(chat_server: str) -> None:
+    # the official client cannot send NaN; a hand-written body can (it was told "less
+    # than or equal to 2")
+    import httpx
+
+    body = ('{"model": "m", "messages": [{"role": "user", "content": "hi"}], '
+            '"temperature": NaN}')
+    reply = httpx.post(f"{chat_server}/v1/chat/completions", content=body,
+                       headers={"Content-Type": "application/json"}, timeout=60)
+    assert reply.status_code == 400, reply.text
+    assert "finite" in reply.json()["error"]["message"]
+
+
 @pytest.mark.parametrize(("messages", "extra", "status", "words"), [
     ([], {}, 400, "at least 1"),
     ([{"role": "assistant", "content": "hi"}], {}, 400, "must come from the user"),
@@ -214,6 +227,8 @@ def _image_part(url: str) -> list[dict[str, Any]]:
         {"type": "function", "function": {"name": "f", "parameters": {}}}]}, 400,
      "tool_choice"),
     ([{"role": "user", "content": "hi"}], {"logprobs": True}, 400, "logprobs"),
+    # no boolean, no number: OpenAI refuses them too (before: streamed, and "less than 2")
+    ([{"role": "user", "content": "hi"}], {"stream": "yes"}, 400, "stream"),
     (_image_part("https://example.org/a.png"), {}, 400, "data URLs"),
     (_image_part("data:image/png;base64,%%%"), {}, 400, "base64"),
     (_image_part("data:image/gif;base64,R0lGODlhAQABAAAAACw="), {}, 415, "unsupported image"),

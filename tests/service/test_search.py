@@ -35,6 +35,9 @@ def test_search_without_an_index_is_503(server: str) -> None:
     ({"q": "\ufffd\ufffd ?!"}, "no letters or digits"),  # undecodable bytes, punctuation
     ({"q": "glioma", "source": "pubmed"}, "unknown source pubmed"),
     ({"q": "glioma", "year_from": 2010, "year_to": 2000}, "after year_to"),
+    # a parameter given twice: the last had won, silently
+    ({"q": ["glioma", "meningioma"]}, "given more than once: q (2 times)"),
+    ({"q": "glioma", "k": [1, 2], "mode": ["bm25", "dense"]}, "k (2 times), mode (2 times)"),
 ])
 def test_bad_queries_are_422_before_the_index_is_needed(server: str, params: dict[str, object],
                                                         words: str) -> None:
