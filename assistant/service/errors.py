@@ -47,6 +47,11 @@ class InvalidQueryError(ServiceError):
     """A search query or one of its parameters is invalid."""
 
 
+class InvalidRequestError(ServiceError):
+    """A request's form is malformed beyond what its fields' validation sees (a field
+    given twice, say)."""
+
+
 class NotReadyError(ServiceError):
     """A component the request needs has not loaded (yet)."""
 
@@ -67,6 +72,7 @@ class RateLimitedError(ServiceError):
 _SERVICE_ERRORS: tuple[tuple[type[ServiceError], int, str], ...] = (
     (InvalidContextError, 422, "invalid_context"),
     (InvalidQueryError, 422, "invalid_query"),
+    (InvalidRequestError, 422, "invalid_request"),
     (RetrievalUnavailableError, 503, "retrieval_unavailable"),
     (NotReadyError, 503, "not_ready"),
     (BusyError, 503, "busy"),

@@ -129,6 +129,12 @@ def test_bad_inputs_map_to_their_status(server: str, dicom_path: Callable[[str],
                       headers={"Content-Type": "multipart/form-data; boundary=BND"}),
            422, "invalid_request", "cut short before its closing boundary")
     _error(_analyze(server, ct, params={"format": "xml"}), 422, "invalid_request", "format")
+    # two images, or two ages: the last had been used, silently
+    two = httpx.post(f"{server}/v1/analyze", files=[("file", ("a.dcm", ct)),
+                                                    ("file", ("b.dcm", ct))], timeout=60)
+    _error(two, 422, "invalid_request", "given more than once: file (2 times)")
+    _error(_analyze(server, ct, "ct.dcm", data={"age": ["45", "46"]}), 422,
+           "invalid_request", "age (2 times)")
     _error(httpx.get(f"{server}/v1/analyze"), 405, "method_not_allowed")
 
 
