@@ -349,9 +349,8 @@ class Pipeline:
         log.info("study %s: in scope %s, label %s, p %s", study_id, diagnosis.in_scope,
                  diagnosis.label, None if diagnosis.probability is None
                  else f"{diagnosis.probability:.3f}")
-        key = self.study_key if image.study_uid else None
-        uid_hash = study_hash(key, image.study_uid) if key is not None and image.study_uid \
-            else None
+        uid = image.study_uid  # the key is read (or made) only for a study that has one
+        uid_hash = study_hash(key, uid) if uid and (key := self.study_key) is not None else None
         return Analysis(study_id, sha, diagnosis, self.info.positive, report, png,
                         self.info.heat_method, location, image.meta.to_dict(), quality,
                         context, self.citations(diagnosis), self.models, uid_hash)

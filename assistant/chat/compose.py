@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
-from assistant.chat.support import QUESTION_WORDS, american, covers, focus_terms, plain, terms
+from assistant.chat.support import american, covers, focus_terms, plain, terms
 from assistant.retrieval.search import Hit, named_documents
 
 AnswerKind = Literal["study", "knowledge", "refusal"]
@@ -185,7 +185,8 @@ def without_greeting(question: str) -> str:
 
 # A follow-up that points back at the subject of an earlier question ("What is a
 # meningioma?", then "What causes it?"), or names an aspect only ("Symptoms?").
-_PRONOUN = re.compile(r"\b(it|its|this|that|they|them|their)\b", re.IGNORECASE)
+PRONOUNS = ("it", "its", "this", "that", "they", "them", "their")
+_PRONOUN = re.compile(rf"\b({'|'.join(PRONOUNS)})\b", re.IGNORECASE)
 
 
 def follow_up(question: str, earlier: Sequence[str]) -> str | None:
@@ -211,13 +212,13 @@ def follow_up(question: str, earlier: Sequence[str]) -> str | None:
         return _PRONOUN.sub(lambda m: subject + ("'s" if m[1].lower() in ("its", "their")
                                                  else ""), question)
     definitional = definition_subject(question)
-    if definitional is not None and not _THE_ASPECT.match(question):
+    if definitional is not None and not _WHAT_IS_THE.match(question):
         return None  # "What is a diagnosis?" asks what a diagnosis is
     return f"{question.strip().rstrip('?.!').strip()} of {subject}?"
 
 
 _THANKS = re.compile(r"\b(thanks?|thank\s+you|cheers)\b", re.IGNORECASE)
-_THE_ASPECT = re.compile(r"\s*what\s+(is|are)\s+the\s", re.IGNORECASE)
+_WHAT_IS_THE = re.compile(r"\s*what\s+(?:is|are)\s+the\s", re.IGNORECASE)
 
 
 def _subject_named(text: str) -> str | None:
@@ -233,19 +234,15 @@ def _subject_named(text: str) -> str | None:
     for joint in (" of ", " for "):  # "symptoms of hydrocephalus", "code for migraine"
         if joint in f" {subject} ":
             words = f" {subject} ".rsplit(joint, 1)[1].split()
-    named = [t for t in terms(" ".join(words))
-             if not _aspect_group(t) and t not in _question_terms_all()]
+    # more than question words, aspects and the "code" put in for an ICD name ("icd" is
+    # never left: _CODE took it)
+    named = [t for t in focus_terms(" ".join(words)) if not _aspect_group(t) and t != "code"]
     return " ".join(words) if named else None
 
 
 @lru_cache(maxsize=1)
-def _question_terms_all() -> frozenset[str]:
-    return frozenset(terms(QUESTION_WORDS + " code codes icd"))
-
-
-@lru_cache(maxsize=1)
 def _pronoun_terms() -> frozenset[str]:
-    return frozenset(terms("it its this that they them their"))
+    return frozenset(terms(" ".join(PRONOUNS)))
 
 
 def small_talk(question: str) -> bool:
@@ -436,7 +433,7 @@ def knowledge_answer(question: str, hits: Sequence[Hit], max_citations: int = 3)
     subject = definition_subject(question)
     # "What is Magnetic Resonance Imaging?" and "What is a diagnosis of exclusion?" ask what
     # X is, whatever X's words; "What is the treatment of X?" asks an aspect of X.
-    the = re.match(r"\s*what\s+(?:is|are)\s+the\s", question, re.IGNORECASE) is not None
+    the = _WHAT_IS_THE.match(question) is not None
     whole = subject is not None and not wants_code and not (
         the and _aspect_group(next(iter(terms(subject)), "")))
     subject_terms, aspects = (list(focus), []) if whole else split_focus(focus)

@@ -204,10 +204,10 @@ class ChatEngine:
         if study is None:  # with a study, "it" is the study
             earlier = [t.text for t in turns[:-1] if t.role == "user" and t.text.strip()]
             read_as = follow_up(question, earlier)  # "What causes it?" after "What is X?"
-        topic = classify(read_as or question, study is not None, image_now is not None)
-        return Prepared(cid, read_as or question, topic, study,
-                        image_now.sha256 if image_now else None, turn.text.strip(),
-                        read_as)
+        question = read_as or question
+        topic = classify(question, study is not None, image_now is not None)
+        return Prepared(cid, question, topic, study, image_now.sha256 if image_now else None,
+                        turn.text.strip(), read_as)
 
     def compose(self, prepared: Prepared) -> Composed:
         if small_talk(prepared.question) and prepared.image_sha256 is None:

@@ -37,7 +37,7 @@ from assistant.retrieval.adapter import RELEASE_NAME as ADAPTER_RELEASE
 from assistant.retrieval.adapter import AdaptedEmbedder, AdapterError, QueryAdapter
 from assistant.retrieval.corpus import SOURCES, Source, iter_corpus
 from assistant.retrieval.dense import IndexKind, build_faiss, index_params
-from assistant.retrieval.embed import Embedder, TextEmbedder
+from assistant.retrieval.embed import Embedder, TextEmbedder, passage_embedder
 from assistant.retrieval.index import (
     MANIFEST_FILE,
     IndexManifest,
@@ -148,8 +148,7 @@ def texts_sha256(corpus_digest: str, titles: bool) -> str:
 def embedding_cache_dir(settings: Settings, embedder: TextEmbedder, corpus_digest: str) -> Path:
     """Where the vectors of one corpus digest under one embedder are cached while (and
     after) they are computed: ``<data_dir>/cache/embeddings/<key>``."""
-    # The passages' embedder: a query adapter around it changes no passage vector.
-    passages = getattr(embedder, "base", embedder)
+    passages = passage_embedder(embedder)  # an adapter around it changes no passage vector
     key = hashlib.sha256(f"{embedder.name}\n{embedder.fingerprint}\n"
                          f"{getattr(passages, 'max_seq_length', '')}\n{corpus_digest}"
                          .encode()).hexdigest()[:24]

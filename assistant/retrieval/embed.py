@@ -83,10 +83,16 @@ def encode_queries(embedder: TextEmbedder, texts: Sequence[str]) -> np.ndarray:
     return np.asarray(method(texts) if method is not None else embedder.encode(texts))
 
 
+def passage_embedder(embedder: TextEmbedder) -> TextEmbedder:
+    """``embedder`` itself, or the one a query adapter wraps: what embeds passages (an
+    adapter changes query vectors only)."""
+    return getattr(embedder, "base", embedder)
+
+
 def base_embedder(embedder: TextEmbedder) -> Embedder | None:
     """The MiniLM ``Embedder`` itself, or the one a query adapter wraps; None for others
     (tests' tiny embedders)."""
-    base = getattr(embedder, "base", embedder)
+    base = passage_embedder(embedder)
     return base if isinstance(base, Embedder) else None
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from assistant.retrieval.corpus import SOURCES
 from assistant.retrieval.dense import search_faiss
-from assistant.retrieval.embed import TextEmbedder, encode_queries
+from assistant.retrieval.embed import TextEmbedder, encode_queries, passage_embedder
 from assistant.retrieval.index import LoadedIndex
 from assistant.retrieval.lexical import tokenize_terms, top_k
 from assistant.retrieval.passages import split_sentences
@@ -345,7 +345,7 @@ class Searcher:
         embedder = self._require_embedder()
         if self.query_vectors_kept <= 0:
             return _read_only(encode_queries(embedder, [query])[0])
-        base = getattr(embedder, "base", embedder)
+        base = passage_embedder(embedder)
         mode = (embedder, getattr(embedder, "adapter", None), base,
                 getattr(base, "traced", None), getattr(base, "precision", None))
         with self._query_lock:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from assistant.fhir import FHIR_JSON, diagnostic_report_json
 from assistant.service.audit import note
 from assistant.service.deps import ServicesDep
-from assistant.service.errors import InvalidRequestError
+from assistant.service.errors import InvalidRequestError, given_twice
 from assistant.service.json_body import JSONRoute
 from assistant.service.schemas import AnalyzeForm
 
@@ -42,12 +42,9 @@ async def analyze(
         description="json: the analysis; fhir: a FHIR R4B DiagnosticReport")] = "json",
 ) -> Response:
     """Diagnosis with calibrated probability, heatmap, drafted report and citations."""
-    form = await request.form()  # as parsed for the fields above
-    repeated = [f"{name} ({len(values)} times)" for name in FORM_FIELDS
-                if len(values := form.getlist(name)) > 1]
-    if repeated:  # the last one would be analysed, silently
-        raise InvalidRequestError(f"given more than once: {', '.join(repeated)}; send one "
-                                  "image and at most one of each field per request")
+    if repeated := given_twice(await request.form(), FORM_FIELDS):  # parsed for the above
+        raise InvalidRequestError(f"given more than once: {repeated}; send one image and at "
+                                  "most one of each field per request")
     data = await file.read()
     analysis = await services.analyze(data, AnalyzeForm(indication, age, sex, context))
     note(request, study_id=analysis.study_id, study_uid_hash=analysis.study_uid_hash,

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -50,6 +51,15 @@ class InvalidQueryError(ServiceError):
 class InvalidRequestError(ServiceError):
     """A request's form is malformed beyond what its fields' validation sees (a field
     given twice, say)."""
+
+
+def given_twice(values: Any, names: Sequence[str]) -> str | None:
+    """"q (2 times), k (3 times)": which of ``names`` the query or form ``values`` (a
+    multi-dict) holds more than once; None when none. Read one value each, the last
+    repeat would win, silently."""
+    repeated = [f"{name} ({len(got)} times)" for name in names
+                if len(got := values.getlist(name)) > 1]
+    return ", ".join(repeated) or None
 
 
 class NotReadyError(ServiceError):

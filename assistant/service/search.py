@@ -11,7 +11,7 @@ from assistant.retrieval.corpus import SOURCES
 from assistant.retrieval.search import Mode, check_query
 from assistant.service.audit import note
 from assistant.service.deps import ServicesDep
-from assistant.service.errors import InvalidQueryError
+from assistant.service.errors import InvalidQueryError, given_twice
 from assistant.service.json_body import JSONRoute
 from assistant.service.schemas import SearchHit, SearchResponse
 
@@ -48,11 +48,8 @@ async def search(
 ) -> SearchResponse:
     """The ``k`` best passages, at most one per document, best first. A year bound leaves
     out undated entries (HPO terms, ICD-10-CM codes)."""
-    repeated = [f"{name} ({len(values)} times)" for name in SINGLE_PARAMS
-                if len(values := request.query_params.getlist(name)) > 1]
-    if repeated:  # the last one would win, silently
-        raise InvalidQueryError(f"given more than once: {', '.join(repeated)}; repeat only "
-                                "source")
+    if repeated := given_twice(request.query_params, SINGLE_PARAMS):
+        raise InvalidQueryError(f"given more than once: {repeated}; repeat only source")
     query = _checked(q, source, year_from, year_to)
     years = (year_from, year_to)
     hits = await run_in_threadpool(services.search, query, k, mode, source, years)
