@@ -60,26 +60,53 @@ def held_out(pmid: str) -> bool:
 # -- here: the bundle ------------------------------------------------------------------------
 
 
-def bundle(_: argparse.Namespace) -> None:
-    sys.path.insert(0, str(REPO))
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    from assistant.config import Settings
-    from assistant.retrieval.build import CorpusSpec, index_path, iter_passages
+def training_titles(data_dir: Path):  # type: ignore[no-untyped-def]
+    """The MEDLINE citations with an abstract, their rows, the known-item benchmark's
+    reported (seed 0) and validation (seed 1) queries, and the [title, row] pairs an
+    adapted model may train on: every other citation not ``held_out``."""
     from assistant.retrieval.corpus import iter_corpus
-    from assistant.retrieval.evaluate import known_item_queries, mesh_major_queries
-    from assistant.retrieval.index import IndexManifest
-    from assistant.retrieval.passages import corpus_sha256
+    from assistant.retrieval.evaluate import known_item_queries
 
-    settings = Settings()
-    docs = [d for d in iter_corpus(settings.data_dir, ("medline",)) if d.has_abstract]
+    docs = [d for d in iter_corpus(data_dir, ("medline",)) if d.has_abstract]
     doc_index = {d.id: i for i, d in enumerate(docs)}
     reported = known_item_queries(docs, 1000, 0)
     validation = known_item_queries(docs, 1000, 1)
     excluded = {next(iter(q.relevant)) for q in [*reported, *validation]}
     train = [[d.title, doc_index[d.id]] for d in docs
              if d.id not in excluded and not held_out(d.key) and d.title.strip()]
+    return docs, doc_index, reported, validation, train
+
+
+def write_bundle(payload: dict, bundle: Path, data_dir: Path, model_dir: Path) -> dict:  # type: ignore[type-arg]
+    """``payload`` as xz-compressed JSON at ``bundle``, and MiniLM's tokenizer and config
+    copied into ``model_dir``; its weights returned (float32 tensors) for the caller to
+    store as the device call can carry them (also ``cross_encoder.py``)."""
+    from safetensors.torch import load_file
+
+    bundle.parent.mkdir(exist_ok=True)
+    with lzma.open(bundle, "wt", preset=9 | lzma.PRESET_EXTREME) as fh:
+        json.dump(payload, fh)
+    source = data_dir / "models" / "all-MiniLM-L6-v2"
+    model_dir.mkdir(exist_ok=True)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                 "special_tokens_map.json"):
+        (model_dir / name).write_bytes((source / name).read_bytes())
+    return dict(load_file(str(source / "model.safetensors")))
+
+
+def bundle(_: argparse.Namespace) -> None:
+    sys.path.insert(0, str(REPO))
+    import torch
+    from safetensors.torch import save_file
+
+    from assistant.config import Settings
+    from assistant.retrieval.build import CorpusSpec, index_path, iter_passages
+    from assistant.retrieval.evaluate import mesh_major_queries
+    from assistant.retrieval.index import IndexManifest
+    from assistant.retrieval.passages import corpus_sha256
+
+    settings = Settings()
+    docs, doc_index, _, validation, train = training_titles(settings.data_dir)
     manifest = IndexManifest.load(index_path(settings) / "manifest.json")
     full_spec = CorpusSpec.from_dict(manifest.corpus)
     full = [p for p, _ in iter_passages(settings.data_dir, full_spec)]
@@ -100,15 +127,7 @@ def bundle(_: argparse.Namespace) -> None:
         "full_corpus_sha256": manifest.corpus_sha256,
         "known_corpus_sha256": corpus_sha256(known),
     }
-    RUN.mkdir(exist_ok=True)
-    with lzma.open(BUNDLE, "wt", preset=9 | lzma.PRESET_EXTREME) as fh:
-        json.dump(payload, fh)
-    source = settings.data_dir / "models" / "all-MiniLM-L6-v2"
-    MODEL_DIR.mkdir(exist_ok=True)
-    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
-                 "special_tokens_map.json"):
-        (MODEL_DIR / name).write_bytes((source / name).read_bytes())
-    weights = load_file(str(source / "model.safetensors"))
+    weights = write_bundle(payload, BUNDLE, settings.data_dir, MODEL_DIR)
     save_file({k: v.to(torch.float16) for k, v in weights.items()},
               str(MODEL_DIR / "model.safetensors"))
     print(f"{len(docs)} citations with an abstract; {len(train)} training titles; "
