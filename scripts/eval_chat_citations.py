@@ -38,7 +38,7 @@ from assistant.retrieval.build import open_searcher
 from assistant.retrieval.corpus import Source, iter_corpus
 from assistant.retrieval.index import PassageRecord
 from assistant.retrieval.passages import split_sentences
-from assistant.retrieval.search import Searcher
+from assistant.retrieval.search import GAP, Searcher
 
 log = logging.getLogger("eval_chat_citations")
 
@@ -106,7 +106,9 @@ def claims_of(answer_text: str, cited: dict[int, PassageRecord], question: str, 
         record = cited.get(n)
         honest = record is not None and sources.get(n) == record.citation
         evidence = f"{record.title} {record.text}" if record is not None else ""
-        for sentence in split_sentences(match["quote"]):
+        # each side of a gap the quote marks (" … ") is a claim of its own
+        for sentence in (s for part in match["quote"].split(GAP)
+                         for s in split_sentences(part)):
             s = support(sentence, evidence)
             claims.append(Claim(question, origin, n, record.id if record else "", sentence,
                                 honest and s.contained, s.overlap, honest and s.supported))

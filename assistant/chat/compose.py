@@ -18,6 +18,7 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from assistant.chat.support import american, covers, focus_terms, plain, terms
+from assistant.retrieval.passages import split_sentences
 from assistant.retrieval.search import Hit, named_documents
 
 AnswerKind = Literal["study", "knowledge", "refusal"]
@@ -39,7 +40,10 @@ _KNOWLEDGE = re.compile(r"\b(treat|therap|prognos|surviv|caus|risk|symptom|sign 
 # Asking whether this patient has something, or where it is: about a study even when none
 # is attached ("Is there a tumour?" is not a literature question).
 _FINDING = (r"(tumou?rs?|mass(es)?|lesions?|bleed\w*|ha?emorrhage|abnormalit\w+|nodules?|"
-            r"growth|cancer|cyst|oedema|edema|metastas[ie]s|swelling)")
+            r"growth|cancer|cysts?|oedema|edema|metastas[ie]s|swelling|stroke|infarcts?|"
+            r"infarction|isch(a)?emi\w*|hydrocephalus|h(a)?ematoma|aneurysms?|fractures?|"
+            r"herniation|midline shift|atrophy|calcifications?|abscess(es)?|"
+            r"h(a)?emorrhages|bleeds?|effusions?|pneumonia|shift)")
 _PRESENCE = re.compile(rf"^\s*((is|are) there (an? |any )?(\w+ )?{_FINDING}\b|"
                        rf"where (is|are) (the |a |an )?(\w+ )?{_FINDING}\b|"
                        r"(does|do) (he|she|they|the patient) have\b)")
@@ -59,7 +63,7 @@ _INTENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
                              r"train")),
     ("limitations", re.compile(r"limit|caveat|reliab|trust|accura")),
     ("quality", re.compile(r"quality|contrast|noise|blur|framing")),
-    ("report", re.compile(r"report|summar|full|everything|overview")),
+    ("report", re.compile(r"report|summar|full|everything|overview|describ")),
 )
 # What the model cannot say (a type or grade, a size) and worry about the result: these
 # choose what a study answer quotes, but only a question that points at the study is
@@ -128,14 +132,18 @@ class Composed:
 
 
 def classify(question: str, has_study: bool, image_now: bool = False) -> Topic:
-    """``study`` when an image comes with the question, or the question points at the
-    study (or, with a study in the conversation, asks about one of its results and is
-    neither a definition nor about what is generally known); with no study, a question
-    whether the patient has something or where it is (answered: attach the image);
-    otherwise ``knowledge``."""
+    """``study`` when the question points at the study, or comes with an image and is not
+    a definition or a question about what is generally known of a named subject ("What is
+    hydrocephalus?" sent with an image is answered from the literature, the study's
+    diagnosis beside it); with a study in the conversation, when it asks about one of its
+    results and is neither a definition nor about what is generally known; with no study,
+    when it asks whether the patient has something or where it is (answered: attach the
+    image); otherwise ``knowledge``."""
     text = american(question).lower()
-    if image_now or _DEICTIC.search(text):
+    if _DEICTIC.search(text):
         return "study"
+    if image_now:
+        return "knowledge" if _asks_knowledge(text) else "study"
     if _DEFINITION.search(text) or _KNOWLEDGE.search(text):
         return "knowledge"
     if _WORRY.search(text):
@@ -145,6 +153,52 @@ def classify(question: str, has_study: bool, image_now: bool = False) -> Topic:
         about_model = (focus := focus_terms(text)) and set(focus) <= _model_terms()
         return "study" if _PRESENCE.search(text) or about_model else "knowledge"
     return "study" if any(p.search(text) for _, p in _INTENTS) else "knowledge"
+
+
+def _asks_knowledge(text: str) -> bool:
+    """A definition or what is generally known, of a subject the question names other than
+    the study and what the model finds ("What is hydrocephalus?", "Symptoms of meningioma";
+    not "What causes it?", "Symptoms?", "Describe the tumour", "Tell me about what you
+    see", "Is there evidence of a tumour?", "Any signs of stroke?")."""
+    if not (_DEFINITION.search(text) or _KNOWLEDGE.search(text)) or _ASKS_FINDING.search(text):
+        return False
+    return any(not _aspect_group(t) and t not in _answered_terms()
+               for t in focus_terms(_CODE.sub(" ", text)))
+
+
+# Within a sentence, a colon before the question ("Quick question: what is X?").
+_COLON = re.compile(r"(?<=:)\s+")
+
+
+def main_question(text: str) -> tuple[str, tuple[str, ...]]:
+    """The question a message asks when it says more ("I have a question. What is X?",
+    "Patient with headache. What is hydrocephalus?"): its first sentence ending in a
+    question mark, when that one stands on its own (names a subject of its own, and no
+    pronoun points back at what came before: "Patient with glioblastoma. What is the
+    prognosis?" keeps its first sentence), and the questions after it; the message itself
+    and none otherwise. Sentences are cut as passages are (not after "vs." or "e.g.")."""
+    parts = [p.strip() for sentence in split_sentences(text.strip())
+             for p in _COLON.split(sentence) if p.strip()]
+    asked = [p for p in parts if p.endswith("?")]
+    if len(parts) < 2 or not asked or _PRONOUN.search(asked[0]):
+        return text, ()
+    if not any(not _aspect_group(t) for t in focus_terms(_CODE.sub(" ", asked[0]))):
+        return text, ()  # "What is the prognosis?", "Symptoms?": the subject came before
+    return asked[0], tuple(asked[1:])
+
+
+def with_study(composed: Composed, study_id: str, analysis: Mapping[str, Any],
+               question: str = "") -> Composed:
+    """A knowledge answer to a question sent with an image: the study's diagnosis first (the
+    image was analysed and is the conversation's study now), with the model's labels when
+    the question names a tumour type ("What is a glioma?": the model names none), then the
+    answer."""
+    text = american(question).lower()
+    names_type = any(p.search(text) for name, p in _LIMIT_INTENTS if name == "type")
+    study = study_answer("", study_id, analysis,
+                         ["diagnosis", "type"] if names_type else ["diagnosis"])
+    kind: AnswerKind = "study" if composed.kind == "refusal" else composed.kind
+    return Composed(kind, f"{study.body}\n\n{composed.body}", composed.citations, study_id)
 
 
 # Words of a question about how far to trust an answer ("Sure?", "How confident are you?").
@@ -198,7 +252,7 @@ def follow_up(question: str, earlier: Sequence[str]) -> str | None:
     only: there, "it" is the study."""
     subject = None
     for text in earlier:  # each earlier follow-up read as it was, so its subject carries
-        found = _subject_named(without_greeting(text))
+        found = subject_named(without_greeting(text))
         if found is not None:
             subject = found
     if subject is None or _THANKS.search(question):
@@ -221,7 +275,7 @@ _THANKS = re.compile(r"\b(thanks?|thank\s+you|cheers)\b", re.IGNORECASE)
 _WHAT_IS_THE = re.compile(r"\s*what\s+(?:is|are)\s+the\s", re.IGNORECASE)
 
 
-def _subject_named(text: str) -> str | None:
+def subject_named(text: str) -> str | None:
     """The subject an earlier question names: X of "What is X?" and of "What is the
     <aspect> of X?" or "What is the ICD-10 code for X?"; None for a question with no
     subject of its own (a follow-up, an aspect alone, a source id)."""
@@ -255,10 +309,63 @@ def small_talk(question: str) -> bool:
 
 
 def study_intents(question: str) -> list[str]:
-    """What a study question asks about; the diagnosis when nothing more specific."""
+    """What a study question asks about; the diagnosis when nothing more specific. Asking
+    whether the study is normal, or about a finding the model has no label for, also
+    quotes the model's labels (``type``)."""
     text = american(question).lower()
     found = [name for name, pattern in (*_INTENTS, *_LIMIT_INTENTS) if pattern.search(text)]
-    return found or ["diagnosis"]
+    found = found or ["diagnosis"]
+    if "type" not in found and (_NORMAL.search(text) or unassessed(question)):
+        found.append("type")
+    return found
+
+
+_NORMAL = re.compile(r"\b(ab)?normal\b")
+# Asking whether the study shows something: "Is there a hemorrhage?", "Any sign of stroke?",
+# "Does the patient have epilepsy?", "Can you see edema?", "Rule out an abscess".
+_ASKS_FINDING = re.compile(
+    r"\b((is|are) there|any|signs? of|evidence of|(does|do|did) (he|she|they|it|this|the "
+    r"(patient|image|scan|study|mri|slice)) (have|has|show)|(can|do) you see|rule out|"
+    r"(is|are) (it|this|that) an?)\b")
+# Words a question about the study may hold that the diagnosis itself answers (the model's
+# labels and what stands for them) or that only point at the study.
+_ANSWERED_WORDS = (
+    "tumor tumors mass masses lesion lesions growth growths neoplasm neoplasms abnormal "
+    "abnormality abnormalities normal finding findings anything something wrong problem "
+    "image images scan scans slice study mri picture film patient brain head model result "
+    "results report diagnosis impression evidence sign signs see seen show shows visible "
+    "present detect detected found look looks like left right side region area location "
+    "here sure definitely clearly else more other any have has heatmap heat map")
+
+
+@lru_cache(maxsize=1)
+def _answered_terms() -> frozenset[str]:
+    return frozenset(terms(_ANSWERED_WORDS))
+
+
+# Findings a brain MRI may show that the model has no label for (its labels: tumour or
+# none): asked about, the diagnosis says nothing either way.
+_OTHER_FINDING = re.compile(
+    r"\b(bleed\w*|hemorrhag\w*|microbleeds?|cysts?|edema|swelling|stroke|infarcts?|"
+    r"infarction|ischemi\w*|hydrocephalus|hematomas?|aneurysms?|fractures?|herniation|"
+    r"midline shift|shift|atrophy|calcifications?|abscess(es)?|effusions?|pneumonia|"
+    r"epilep\w*|seizures?|infections?|inflammation|encephalitis|meningitis|"
+    r"multiple sclerosis|sclerosis|demyelinat\w*|dementia|alzheimer\w*|white matter "
+    r"(lesions?|disease|changes)|vascular malformations?|malformations?|cavernoma|"
+    r"contusions?|trauma|injur(y|ies)|sinusitis|lacun\w*)\b")
+
+
+def unassessed(question: str) -> list[str]:
+    """The findings a question asks the study about that the model has no label for
+    ("hemorrhage" of "Is there a hemorrhage?", "stroke" of "Any signs of stroke?"); empty
+    for other questions, and for what the limit intents answer (a type, a size)."""
+    text = american(question).lower()
+    if not _ASKS_FINDING.search(text) or any(p.search(text) for _, p in _LIMIT_INTENTS):
+        return []
+    if any(p.search(text) for name, p in _INTENTS
+           if name not in ("diagnosis", "report", "location")):
+        return []  # "Is there a heatmap?", "Any limitations?"
+    return list(dict.fromkeys(m[0] for m in _OTHER_FINDING.finditer(text)))
 
 
 def _numbers(analysis: Mapping[str, Any]) -> str:
@@ -268,10 +375,12 @@ def _numbers(analysis: Mapping[str, Any]) -> str:
             f"{d['threshold']:.2f}.")
 
 
-def study_answer(question: str, study_id: str, analysis: Mapping[str, Any]) -> Composed:
-    """Quote the analysis's report sentences that answer ``question``."""
+def study_answer(question: str, study_id: str, analysis: Mapping[str, Any],
+                 intents: Sequence[str] | None = None) -> Composed:
+    """Quote the analysis's report sentences that answer ``question`` (or, given, the
+    ``intents``)."""
     sentences = [s for s in analysis["report"]["sentences"] if s["section"] != "notice"]
-    intents = study_intents(question)
+    intents = list(intents) if intents is not None else study_intents(question)
     in_scope = bool(analysis.get("in_scope"))
     if not in_scope and not any(_SELECT[i](s) for i in intents for s in sentences):
         intents = ["scope"]  # out of scope: nothing but why
@@ -280,6 +389,11 @@ def study_answer(question: str, study_id: str, analysis: Mapping[str, Any]) -> C
         return refusal(f"{REFUSAL} The analysis of study {study_id} says nothing about it.")
     model = analysis["report"]["drafter"]["model"]
     lines = [f"From the analysis of study {study_id} by {model}:"]
+    asked = unassessed(question) if in_scope else []
+    if asked:  # the diagnosis says nothing either way about what the model has no label for
+        lines.append(f"- The question asks about \"{' '.join(asked)}\": the model has no "
+                     "label for it, so this analysis does not say whether it is there or not "
+                     "(the model's labels are quoted below).")
     lines += [f"- {s['section'].capitalize()}: \"{s['text']}\"" for s in chosen]
     if "probability" in intents and in_scope and analysis["diagnosis"]["probability"] is not None:
         lines.append(_numbers(analysis))
@@ -298,7 +412,7 @@ _SUBJECT = re.compile(r"(?:what\s+(?:is|are)|what's|define:?|explain|describe|te
                       r"what\s+does)\s+", re.IGNORECASE)
 SUBJECT_WORDS = 12
 # Where a definition of X starts: the sentence's start or a bracket, then an article.
-_DEFINED_AT = r"(?:^|[.!?;:]\s+|\()(?:(?:a|an|the)\s+)?"
+_DEFINED_AT = r"(?:^|[.!?;:\u2026]\s+|\()(?:(?:a|an|the)\s+)?"  # \u2026: a snippet's gap
 # What follows X in a definition: "X is a ...", "X (XY) refers to ...", "X, a ...".
 _DEFINES = (r"(?:\s*\([^()]{1,40}\))?(?:\s*,\s*(?:a|an|one)\s|\s+(?:is|are)\s+(?:a|an|the|one|"
             r"characteri[sz]ed\s+by|defined\s+as|described\s+as|known\s+as)\b|"
@@ -351,7 +465,26 @@ ASPECTS = ("cause causes caused causing etiology aetiology",
            "side effect effects adverse toxicity toxic")
 # A code asked for: "ICD-10-CM code", "ICD 10", "diagnosis code" ("genetic code" is not one).
 _CODE = re.compile(r"\bicd[\s-]*(?:9|10)?(?:[\s-]*cm)?(?:[\s-]+codes?)?\b|"
-                   r"\b(?:diagnosis|diagnostic|billing)[\s-]+codes?\b", re.IGNORECASE)
+                   r"\b(?:diagnosis|diagnostic|billing)[\s-]+codes?\b|"
+                   r"(?<=\bthe )codes?(?=\s+for\b)|(?<=\bits )codes?(?=\s+for\b)|"
+                   r"(?<=\bwhat )codes?(?=\s+for\b)", re.IGNORECASE)
+# The more common word of an aspect, searched beside the question's own ("Signs of X" finds
+# what "Symptoms of X" finds: papers write "symptoms" more often).
+_ASPECT_WORDS = {"sign": "symptoms", "signs": "symptoms", "feature": "symptoms",
+                 "features": "symptoms", "manifestation": "symptoms",
+                 "manifestations": "symptoms", "etiology": "causes", "aetiology": "causes",
+                 "therapy": "treatment", "therapies": "treatment", "management": "treatment",
+                 "outcome": "prognosis", "outcomes": "prognosis", "survival": "prognosis"}
+_ASPECT_WORD = re.compile(r"\b(" + "|".join(_ASPECT_WORDS) + r")\b(?=\s+(?:of|in|for)\b)",
+                          re.IGNORECASE)
+
+
+def aspect_variant(question: str) -> str | None:
+    """``question`` with its aspect words in their more common wording ("Signs of X?" ->
+    "symptoms of X?"); None when it has none to change."""
+    if not _ASPECT_WORD.search(question):
+        return None
+    return _ASPECT_WORD.sub(lambda m: _ASPECT_WORDS[m[1].lower()], question)
 
 
 @lru_cache(maxsize=1)
@@ -470,6 +603,31 @@ def knowledge_answer(question: str, hits: Sequence[Hit], max_citations: int = 3)
 
 def refusal(text: str = REFUSAL) -> Composed:
     return Composed("refusal", text)
+
+
+# English words nearly every question of three words or more holds one of.
+_ENGLISH = frozenset([
+    "a", "an", "the", "of", "in", "on", "to", "for", "and", "or", "is", "are", "was", "were",
+    "be", "do", "does", "did", "can", "could", "would", "should", "will", "what", "which",
+    "who", "whom", "whose", "how", "why", "when", "where", "there", "this", "that", "these",
+    "those", "it", "its", "i", "my", "me", "you", "your", "we", "our", "any", "some", "with",
+    "about", "from", "by", "at", "as", "not", "no", "has", "have", "had", "tell", "explain",
+    "define", "describe", "please"])
+ENGLISH_ONLY = ("Questions are read in English: the analysis, the literature indexed here and "
+                "its search are in English.")
+
+
+def not_english(question: str) -> bool:
+    """Whether a question holds none of the English words nearly every question does, has
+    letters English has not, and runs to three words or more ("Qu'est-ce que
+    l'hydrocéphalie ?") or is written mostly in such letters (Chinese, Arabic); "Dravet
+    syndrome" and "Sjögren syndrome" are terms, not another language."""
+    words = re.findall(r"[^\W\d_]+", question.lower())
+    if not words or _ENGLISH.intersection(words):
+        return False
+    letters = "".join(words)
+    foreign = sum(not c.isascii() for c in letters)  # "Hydrocephalus symptoms treatment": 0
+    return bool(foreign) and (len(words) >= 3 or foreign > 0.3 * len(letters))
 
 
 def head() -> str:

@@ -28,19 +28,25 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from assistant.chat.compose import (
+    ENGLISH_ONLY,
     HELP,
     REFUSAL,
     Citation,
     Composed,
     Topic,
     asks_code,
+    aspect_variant,
     classify,
     follow_up,
     knowledge_answer,
+    main_question,
+    not_english,
     refusal,
     render,
     small_talk,
     study_answer,
+    subject_named,
+    with_study,
     without_greeting,
 )
 from assistant.chat.messages import ChatInputError, Image, Turn, last_user_turn
@@ -57,6 +63,8 @@ from assistant.vision.infer import Diagnosis
 
 log = logging.getLogger(__name__)
 
+# What "it" is in an aspect question about a study, by the model's diagnosis (in scope).
+DIAGNOSED = {"tumour": "brain tumor"}
 SEARCH_DEPTH = 3  # hits searched per citation wanted (only those holding the terms are cited)
 NO_STUDY = (f"{REFUSAL} There is no study in this conversation: attach the image (PNG, "
             "JPEG or DICOM) to your message as a data URL. To ask about a condition or "
@@ -85,6 +93,8 @@ class Prepared:
     image_sha256: str | None  # of the image attached to this turn
     said: str = ""  # the turn's text as sent (``question`` is without a greeting before it)
     read_as: str | None = None  # the question with an earlier question's subject put in
+    read_from: str = "the subject of an earlier question"  # where ``read_as``'s subject is from
+    also_asked: tuple[str, ...] = ()  # the turn's questions after the one answered
 
 
 @dataclass(frozen=True)
@@ -200,24 +210,52 @@ class ChatEngine:
         study = (self._study(cid, image_now) if image_now is not None
                  else self._history_study(cid, turns))
         question = without_greeting(turn.text.strip())  # "Hi, what is ...?"
-        read_as = None
+        # "I have a question. What is X?": the question, when it is a knowledge question
+        # (a study question keeps every sentence: "What is the probability? Where is it?")
+        first, also = main_question(question)
+        if first != question and classify(first, study is not None, image_now is not None
+                                           ) == "knowledge":
+            question = first
+        else:
+            also = ()
+        read_as, read_from = None, Prepared.read_from
         if study is None:  # with a study, "it" is the study
             earlier = [t.text for t in turns[:-1] if t.role == "user" and t.text.strip()]
             read_as = follow_up(question, earlier)  # "What causes it?" after "What is X?"
+        elif (subject := DIAGNOSED.get(study.analysis["diagnosis"].get("label"))) is not None:
+            # "What causes it?" of a study the model reads as a tumour asks of brain tumours
+            # (it had quoted the diagnosis); "Is it malignant?", "Where is it?" stay the
+            # study's
+            read_as = follow_up(question, [f"What is {subject}?"])
+            read_from = "the study's diagnosis"
         question = read_as or question
         topic = classify(question, study is not None, image_now is not None)
         return Prepared(cid, question, topic, study, image_now.sha256 if image_now else None,
-                        turn.text.strip(), read_as)
+                        turn.text.strip(), read_as, read_from if read_as else Prepared.read_from,
+                        also)
 
     def compose(self, prepared: Prepared) -> Composed:
+        composed = self._compose(prepared)
+        if composed.kind == "refusal" and not_english(prepared.question):
+            composed = replace(composed, body=f"{composed.body} {ENGLISH_ONLY}")
+        return composed
+
+    def _compose(self, prepared: Prepared) -> Composed:
         if small_talk(prepared.question) and prepared.image_sha256 is None:
             return refusal(HELP)
         if prepared.topic == "knowledge":
             composed = self._knowledge(prepared.question)
-            if prepared.read_as is None:
-                return composed
-            return replace(composed, body=f"Read as \"{prepared.read_as}\" (the subject of "
-                                          f"an earlier question).\n{composed.body}")
+            if prepared.read_as is not None:
+                composed = replace(composed, body=f"Read as \"{prepared.read_as}\" "
+                                   f"({prepared.read_from}).\n{composed.body}")
+            if prepared.also_asked:
+                later = " ".join(f"\"{q}\"" for q in prepared.also_asked)
+                composed = replace(composed, body=f"This answers \"{prepared.question}\"; "
+                                   f"ask {later} in a message of its own.\n{composed.body}")
+            if prepared.image_sha256 is not None and prepared.study is not None:
+                composed = with_study(composed, prepared.study.id, prepared.study.analysis,
+                                      prepared.question)
+            return composed
         if prepared.study is None:
             return refusal(NO_STUDY)
         return study_answer(prepared.question, prepared.study.id, prepared.study.analysis)
@@ -298,10 +336,19 @@ class ChatEngine:
             # "What is oedema?" finds what "What is edema?" finds: the HPO's "Edema" and
             # ICD-10-CM write American English (its "oedema" papers came first before)
             query = american(question)
+            # the HPO term or ICD-10-CM code titled as asked ("What is the code for
+            # cerebral edema?": G93.6, which the search had ranked below the traumatic ones)
+            subject = subject_named(query)
+            own = self.searcher.index.passages.titled(subject) if subject else []
             with self.search_lock:
-                hits = self.searcher.search(query, k=k)
+                hits = self.searcher.search(query, k=k, first=own)
+                variant = aspect_variant(query)  # "signs of X": "symptoms of X" as well
+                if variant is not None:
+                    seen = {h.id for h in hits}
+                    hits += [h for h in self.searcher.search(variant, k=k)
+                             if h.id not in seen]
                 if asks_code(question):  # the codes for it, then the rest
-                    codes = self.searcher.search(query, k=k, sources=["icd10cm"])
+                    codes = self.searcher.search(query, k=k, sources=["icd10cm"], first=own)
                     seen = {h.id for h in codes}
                     hits = codes + [h for h in hits if h.id not in seen]
         except ValueError:  # nothing searchable in the question

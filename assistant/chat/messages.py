@@ -21,8 +21,9 @@ Role = Literal["system", "developer", "user", "assistant", "tool"]
 # Media types accepted in a data URL; the bytes decide the format in the end.
 IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/jpg", "application/dicom",
                      "image/dicom", "application/octet-stream")
+# The scheme and ";base64" in any case (RFC 2397: "DATA:IMAGE/PNG;BASE64," is the same URL).
 _DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[^;,]*)*)"
-                       r"(?P<b64>;base64)?,(?P<data>.*)", re.DOTALL)
+                       r"(?P<b64>;base64)?,(?P<data>.*)", re.DOTALL | re.IGNORECASE)
 REFERENCE = re.compile(r"\(conversation (?P<id>[A-Za-z0-9_-]{1,64})\)")
 
 
@@ -61,7 +62,7 @@ class Turn:
 def decode_data_url(url: str, max_bytes: int, param: str = "image_url.url") -> Image:
     """``data:image/png;base64,...`` -> its bytes. Other URLs are refused: the service
     fetches nothing from the network."""
-    if not url.startswith("data:"):
+    if url[:5].lower() != "data:":
         raise ChatInputError("images must be sent as data URLs (data:image/png;base64,...); "
                              "this service does not fetch URLs", param, "invalid_image_url")
     match = _DATA_URL.fullmatch(url)

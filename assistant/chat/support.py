@@ -33,7 +33,8 @@ _SPELLING = re.compile(r"\b(" + "|".join(sorted(_SPELLINGS, key=len, reverse=Tru
 QUESTION_WORDS = ("what which who whom whose how why when where tell me about explain "
                   "define definition describe description does do did mean meaning means "
                   "can could would should know please give list overview term terms i my "
-                  "you your us our there is are was were the a an of hello hey thanks thank")
+                  "you your us our there is are was were the a an of hello hey thanks thank "
+                  "like want wanted wonder wondering question quick need d ll m ve")
 
 
 # Latin names that keep their "ae" in American English too (MEDLINE and the HPO write

@@ -21,6 +21,7 @@ import json
 import logging
 import mmap
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -37,6 +38,15 @@ from assistant.retrieval.dense import IndexKind as IndexKind
 from assistant.retrieval.dense import build_faiss as build_faiss
 from assistant.retrieval.dense import search_faiss as search_faiss
 from assistant.retrieval.lexical import LexicalIndex
+
+# Sources whose records are named terms (a term's own entry is found by its title).
+TITLED_SOURCES = ("hpo", "icd10cm")
+
+
+def plain_title(text: str) -> str:
+    """Lower case, only letters and digits, single spaces: how titles are compared."""
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +196,8 @@ class PassageStore:
         self._doc_ids: list[str] = []
         rows: dict[str, int] = {}
         self._first: dict[str, int] = {}  # a document's first passage
+        # an HPO term's or an ICD-10-CM code's title, plain -> its documents
+        self._titled: dict[str, list[str]] = {}
         for i in range(len(self._ends)):
             record = self._record(i)
             self.source_codes[i] = SOURCES.index(record.source)
@@ -193,7 +205,11 @@ class PassageStore:
             self.title_only[i] = record.text == record.title
             self._doc_ids.append(record.doc_id)
             rows.setdefault(record.doc_id, len(rows))
-            self._first.setdefault(record.doc_id, i)
+            if record.doc_id not in self._first:
+                self._first[record.doc_id] = i
+                if record.source in TITLED_SOURCES:
+                    self._titled.setdefault(plain_title(record.title), []).append(
+                        record.doc_id)
         # (N,) the row of each passage's document among the distinct documents in order
         self.doc_rows = np.fromiter((rows[d] for d in self._doc_ids), dtype=np.int64,
                                     count=len(self._doc_ids))
@@ -219,6 +235,11 @@ class PassageStore:
     def doc_id(self, i: int) -> str:
         """The document id of passage ``i``, without reading its line."""
         return self._doc_ids[i]
+
+    def titled(self, words: str) -> list[str]:
+        """The HPO terms and ICD-10-CM codes titled ``words`` (case and punctuation
+        ignored: "cerebral edema" -> ["ICD10CM:G93.6"]), in index order."""
+        return list(self._titled.get(plain_title(words), ()))
 
     def first_passage(self, doc_id: str) -> int | None:
         """The row of the document's first passage ("PMID:123", "HP:0001250",

@@ -181,6 +181,23 @@ def best_sentences(query: np.ndarray | Sequence[str], passage_text: str, n: int 
     return [sentences[i] for i in sorted(chosen)]
 
 
+# Between two quoted sentences that are not next to each other in the passage.
+GAP = " … "
+
+
+def join_sentences(chosen: Sequence[str], passage_text: str) -> str:
+    """``chosen`` (sentences of ``passage_text``, in its order) as one snippet: a sentence
+    that does not follow the one before in the passage is set off by an ellipsis, so a
+    quote never reads as one stretch of text where the passage had more between."""
+    sentences = split_sentences(passage_text)
+    out, last = "", None
+    for sentence in chosen:
+        at = sentences.index(sentence, 0 if last is None else last + 1)
+        out += sentence if last is None else (" " if at == last + 1 else GAP) + sentence
+        last = at
+    return out
+
+
 # -- hits ----------------------------------------------------------------------------------
 
 
@@ -471,9 +488,12 @@ class Searcher:
     def search(self, query: str, k: int = 10, mode: Mode | None = None,
                sources: Sequence[str] | None = None,
                year_range: tuple[int | None, int | None] | None = None,
-               fusion: Fusion | None = None, weight: float | None = None) -> list[Hit]:
+               fusion: Fusion | None = None, weight: float | None = None,
+               first: Sequence[str] = ()) -> list[Hit]:
         """The ``k`` best passages for ``query``, at most one per document.
 
+        ``first``: document ids to put first (after those the query names by source id),
+        where they pass the filters: the chat's own entry of the term asked about.
         ``sources``: keep only these ("medline", "hpo", "icd10cm"); ``year_range``:
         (from, to), inclusive, either end None for open. ``mode``, ``fusion`` and ``weight``
         override the searcher's ranking: hybrid fuses dense and BM25 by reciprocal rank
@@ -492,7 +512,7 @@ class Searcher:
         query_vec = None if ranking.mode == "bm25" else self._embed_query(query)  # (d,)
         ranked = self.rank(query, max(self.candidates, 5 * k), ranking, mask, query_vec)
         kept = best_per_document(ranked, [store.doc_id(i) for i, _ in ranked], k)
-        kept = self._named_first(query, kept, mask, k)
+        kept = self._named_first(query, kept, mask, k, first)
         records = [store[i] for i, _ in kept]
         snippets = self._snippets(query, query_vec if self.embed_snippets else None,
                                   [r.text for r in records])
@@ -501,11 +521,12 @@ class Searcher:
                 for r, (_, score), snippet in zip(records, kept, snippets, strict=True)]
 
     def _named_first(self, query: str, kept: list[tuple[int, float]], mask: np.ndarray | None,
-                     k: int) -> list[tuple[int, float]]:
-        """``kept`` with the documents the query names by source id (that pass the filters)
-        first, scored as the best hit: a clinician checking a citation finds its record."""
+                     k: int, first: Sequence[str] = ()) -> list[tuple[int, float]]:
+        """``kept`` with the documents the query names by source id, then ``first`` (those
+        that pass the filters), first, scored as the best hit: a clinician checking a
+        citation finds its record."""
         store = self.index.passages
-        rows = [row for doc in named_documents(query)
+        rows = [row for doc in dict.fromkeys([*named_documents(query), *first])
                 if (row := store.first_passage(doc)) is not None
                 and (mask is None or bool(mask[row]))]
         if not rows:
@@ -521,7 +542,7 @@ class Searcher:
         sentences of all hits), else by term overlap."""
         if query_vec is None:
             terms = tokenize_terms(query)
-            return [" ".join(best_sentences(terms, text, n)) for text in texts]
+            return [join_sentences(best_sentences(terms, text, n), text) for text in texts]
         split = [split_sentences(text) for text in texts]
         todo = [s for sentences in split if len(sentences) > n for s in sentences]
         vecs = self._embed(todo) if todo else np.zeros((0, len(query_vec)), np.float32)
@@ -529,6 +550,6 @@ class Searcher:
         for text, sentences in zip(texts, split, strict=True):
             count = len(sentences) if len(sentences) > n else 0
             chosen = best_sentences(query_vec, text, n, vecs[start:start + count])
-            snippets.append(" ".join(chosen))
+            snippets.append(join_sentences(chosen, text))
             start += count
         return snippets

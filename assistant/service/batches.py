@@ -26,6 +26,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from assistant.batch import output
 from assistant.batch.errors import BatchInputError, NotAnArchiveError
@@ -34,6 +35,7 @@ from assistant.batch.store import BatchStore, JobProgress
 from assistant.config import Settings
 from assistant.fhir import FHIR_JSON
 from assistant.pipeline import Pipeline
+from assistant.service.errors import given_twice
 from assistant.service.json_body import JSONRoute
 from assistant.service.state import OK, VISION, Services
 
@@ -102,11 +104,22 @@ async def create_batch(request: Request) -> JSONResponse:
     manager = _manager(request)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
-        async with request.form(max_files=1, max_fields=4) as form:
+        try:
+            form = await request.form(max_files=2, max_fields=4)
+        except StarletteHTTPException as exc:  # Starlette's 400: no boundary, too many parts
+            raise BatchInputError(f"the multipart body could not be read: {exc.detail}") from None
+        try:
+            if repeated := given_twice(form, ["file"]):
+                raise BatchInputError(f"a field given more than once: {repeated}; send one "
+                                      "zip archive")
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
-                raise BatchInputError("send the zip archive in a multipart field named 'file'")
+                raise BatchInputError(
+                    "send the zip archive in a multipart field named 'file' (none came "
+                    "complete: a body cut short before its closing boundary has none)")
             progress = await run_in_threadpool(manager.submit_zip, upload.file)
+        finally:
+            await form.close()
     elif ctype in _ZIP_TYPES:
         body = await _spooled_body(request)
         try:

@@ -105,7 +105,7 @@ class ChatRequest(BaseModel):
     # OpenAI's schema lets clients send null for "not set"; "yes" or 1 is no boolean there
     stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
-    n: int | None = Field(1, ge=1, le=1, description="one answer per request")
+    n: int | None = Field(1, ge=1, description="one answer per request (more: refused)")
     temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
@@ -128,6 +128,17 @@ class ChatRequest(BaseModel):
         if self.tool_choice not in (None, "auto", "none"):
             return "tool_choice", ("tool_choice must be 'auto' or 'none': this service "
                                    "calls no tools")
+        extra = self.model_extra or {}
+        if extra.get("function_call") not in (None, "auto", "none"):  # tool_choice's forebear
+            return "function_call", ("function_call must be 'auto' or 'none': this service "
+                                     "calls no functions")
+        modalities = extra.get("modalities")
+        if extra.get("audio") is not None or (modalities is not None and (
+                not isinstance(modalities, list) or any(m != "text" for m in modalities))):
+            return ("audio" if extra.get("audio") is not None else "modalities",
+                    "replies are text only: no audio (modalities must be [\"text\"])")
+        if self.n is not None and self.n > 1:
+            return "n", f"n must be 1: one answer per request, not {self.n}"
         if self.logprobs or self.top_logprobs:
             return "logprobs", ("logprobs are not available: answers are quoted, not "
                                 "sampled token by token")
@@ -143,8 +154,45 @@ def openai_error(status: int, message: str, kind: str = "invalid_request_error",
                                    "code": code}}, status_code=status)
 
 
+_PARTS = "'text' or 'image_url' parts (or 'refusal', in an assistant message)"
+
+
+def _content_error(errors: Sequence[Any]) -> tuple[str, str] | None:
+    """(param, message) for a message's content that is no string and no list of the parts
+    this API reads; pydantic's own words name every alternative of the union. Its errors'
+    locations run messages, i, content, the union's branch, then (list branch) the part's
+    index, its type and the field."""
+    found = [tuple(e.get("loc", ())) for e in errors]
+    content = [(loc, e) for loc, e in zip(found, errors, strict=True)
+               if len(loc) >= 4 and loc[0] == "messages" and loc[2] == "content"]
+    if not content:
+        return None
+    for loc, error in content:
+        if len(loc) < 5:
+            continue  # the string branch: said below if no part is at fault
+        part = f"messages[{loc[1]}].content[{loc[4]}]"
+        if error.get("type") == "union_tag_invalid":
+            tag = (error.get("ctx") or {}).get("tag")
+            return f"{part}.type", f"{part}: content part type {tag!r} is not supported: " \
+                                   f"send {_PARTS}"
+        if len(loc) > 6:
+            field = ".".join(str(p) for p in loc[6:])
+            hint = (" (an image_url part holds an object: {\"url\": \"data:...\"})"
+                    if loc[6:] == ("image_url",) else "")
+            return f"{part}.{field}", f"{part}.{field}: {error.get('msg', 'invalid')}{hint}"
+        return part, f"{part} must be an object with its \"type\": {_PARTS}"
+    where = f"messages[{content[0][0][1]}].content"
+    return where, f"{where} must be a string, null, or a list of {_PARTS}"
+
+
 def _validation_error(exc: ValidationError) -> JSONResponse:
     first = exc.errors()[0]
+    if not first.get("loc"):  # the body itself: a JSON array, a string, a number
+        return openai_error(400, "the request body must be a JSON object (the chat "
+                                 "completion request)", code="invalid_value")
+    content = _content_error(exc.errors())
+    if content is not None:
+        return openai_error(400, content[1], param=content[0], code="invalid_value")
     param = ".".join(str(p) for p in first.get("loc", ()))
     parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
              for e in exc.errors()[:5]]

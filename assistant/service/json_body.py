@@ -53,6 +53,12 @@ def parse_json(body: bytes | str) -> Any:
         value = json.loads(body)
     except RecursionError:
         raise json.JSONDecodeError("the JSON is nested too deeply", "", 0) from None
+    except UnicodeDecodeError:  # "'utf-8' codec can't decode byte 0x8b" said too little
+        compressed = isinstance(body, bytes) and body[:2] in (b"\x1f\x8b", b"\x28\xb5")
+        raise json.JSONDecodeError(
+            "the body is not JSON text in UTF-8" + (
+                " (it looks compressed: send it uncompressed, no Content-Encoding)"
+                if compressed else ""), "", 0) from None
     raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
     # json.loads also reads UTF-16 and UTF-32 bodies, where the quick look cannot see
     # surrogates: those are always walked.

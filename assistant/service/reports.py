@@ -28,9 +28,10 @@ import threading
 from dataclasses import replace
 from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from assistant.config import Settings
 from assistant.data.manifest import DataError
@@ -38,7 +39,12 @@ from assistant.report import Context
 from assistant.report.decoder.bundle import Drafter, ReportCheckpointError
 from assistant.report.decoder.commands import release_report_path, report_drafter
 from assistant.report.decoder.data import Finding
-from assistant.report.decoder.findings import NORMAL_CLASS, asserted, code_classes
+from assistant.report.decoder.findings import (
+    NORMAL_CLASS,
+    asserted,
+    code_classes,
+    finding_class,
+)
 from assistant.report.structured import DRAFT_NOTICE
 from assistant.service.batching import MicroBatcher
 from assistant.service.deps import SettingsDep
@@ -54,18 +60,24 @@ DraftJob = tuple[tuple[Finding, ...], str | None]  # one study's findings and in
 
 
 class FindingIn(BaseModel):
+    # a misspelt field ("probabilty") or "0.9" as a string is refused, never read as unset
+    model_config = ConfigDict(extra="forbid")
+
     code: Annotated[str, Field(min_length=1, max_length=200,
                                examples=["Opacity/lung/base/left"])]
-    probability: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    probability: Annotated[float, Field(ge=0.0, le=1.0, strict=True)] = 1.0
 
 
 class DraftRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # "complet": true is not silently ignored
+
     findings: Annotated[list[FindingIn], Field(
         min_length=1, max_length=MAX_FINDINGS,
         description="`normal` when nothing was found; a finding with a probability below "
                     f"{STATED_PROBABILITY} is left out (`not_stated`)")]
     indication: Annotated[str | None, Field(max_length=500)] = None
     complete: Annotated[bool | None, Field(
+        strict=True,
         description="Complete the draft against the findings (drop sentences that assert "
                     "a finding not given or deny one given; borrow a backed sentence from "
                     "a training report for each one left out). Default: the decoder's "
@@ -88,6 +100,11 @@ class DraftResponse(BaseModel):
     not_stated: list[str]
     added: list[str]  # findings the text asserts that were not given
     missing: list[str]  # given findings the text does not assert
+    unchecked: list[str] = Field(description=(
+        "Given codes whose term the findings matcher has no class for: the text is not "
+        "checked for them, and neither `missing` nor `given_findings` can name them. The "
+        "matcher compares finding classes only: a code's location, severity or size "
+        "(\"/severe\", \"/large\") is never checked against the text's words."))
     # The text is word for word a training report (another patient's, de-identified) that
     # the decoder read or chose, because it agreed best with the findings.
     from_training_report: bool
@@ -143,8 +160,20 @@ async def close_reports(app: FastAPI) -> None:
         await batcher.stop()
 
 
+def _json_request(request: Request) -> None:
+    """415 for a body that is not sent as JSON (run before the body is read as a request: a
+    form, a text body or one without a Content-Type, which FastAPI does not read as JSON,
+    had been told "Input should be a valid dictionary")."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise StarletteHTTPException(415, "send the draft request as JSON (Content-Type: "
+                                          f"application/json), not {media or 'none'}")
+
+
 @router.post("/v1/reports/draft", response_model=DraftResponse,
-             responses={422: {"description": "invalid findings"},
+             dependencies=[Depends(_json_request)],
+             responses={415: {"description": "the body is not JSON"},
+                        422: {"description": "invalid findings"},
                         503: {"description": "the report decoder is unavailable"}})
 async def draft(body: DraftRequest, request: Request, settings: SettingsDep) -> DraftResponse:
     """Draft FINDINGS and IMPRESSION text from findings (+ indication)."""
@@ -175,12 +204,16 @@ async def draft(body: DraftRequest, request: Request, settings: SettingsDep) -> 
     chosen = await _batcher(request, settings, drafter).submit((findings, indication))
     report = await run_in_threadpool(drafter.finish, chosen, findings, decode, indication)
     text = report.text
-    got, want = asserted(text), code_classes(findings)
+    classed = [f for f in findings if finding_class(f) is not None]
+    unchecked = [f.code for f in findings if finding_class(f) is None]
+    # codes the matcher cannot read are not "normal": with none it can, nothing is given
+    got, want = asserted(text), (code_classes(classed) if classed else set())
     bundle = drafter.bundle
     return DraftResponse(
         text=text, asserted_findings=sorted(got), given_findings=sorted(want),
         not_stated=[f.code for f in given if f.probability < STATED_PROBABILITY],
         added=sorted(got - want - {NORMAL_CLASS}), missing=sorted(want - got - {NORMAL_CLASS}),
+        unchecked=unchecked,
         from_training_report=drafter.from_training_report(text, findings, indication),
         borrowed_sentences=[BorrowedSentence(**b.to_dict()) for b in report.borrowed],
         dropped_sentences=list(report.dropped),

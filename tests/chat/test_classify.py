@@ -11,7 +11,11 @@ from assistant.chat.compose import classify, follow_up, study_intents, without_g
 @pytest.mark.parametrize(("question", "has_study", "image_now", "topic"), [
     ("What does this scan show?", False, False, "study"),  # points at a study: says none
     ("", True, True, "study"),
-    ("What is a glioma?", True, True, "study"),  # an image came with it
+    # an image came with it: the literature answers, the study's diagnosis and the model's
+    # labels ("it names no type") before it (the study alone answered, before the
+    # twenty-first session: "What is hydrocephalus?" got the tumour finding)
+    ("What is a glioma?", True, True, "knowledge"),
+    ("Is it a glioma?", True, True, "study"),
     ("Is there a tumour?", True, False, "study"),
     ("How confident is the model?", True, False, "study"),
     ("Where is it?", True, False, "study"),

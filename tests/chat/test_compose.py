@@ -12,10 +12,16 @@ import pytest
 from assistant.chat.compose import (
     NOTICE,
     REFUSAL,
+    asks_code,
+    classify,
+    defines,
     knowledge_answer,
+    main_question,
+    not_english,
     render,
     small_talk,
     study_answer,
+    with_study,
 )
 from assistant.config import Settings
 from assistant.pipeline import Pipeline
@@ -75,6 +81,18 @@ def test_location_quotes_the_heatmap(analyses: dict[str, dict[str, Any]]) -> Non
     ("How big is it?", ("hottest area", "not a lesion outline", "measures no size"),
      ("Impression",)),
     ("Should I be worried?", ("for clinician review", "Limitations"), ()),
+    # a finding the model has no label for: the analysis says nothing either way (these had
+    # quoted the tumour finding alone, as if it answered them)
+    ("Is there a hemorrhage?", ('asks about "hemorrhage"', "no label for it", "only labels",
+                                "showing a tumour"), ()),
+    ("Any signs of stroke?", ('asks about "stroke"', "only labels"), ()),
+    ("Does the patient have epilepsy?", ('asks about "epilepsy"', "only labels"), ()),
+    ("Is this normal?", ("only labels", "showing a tumour"), ("no label for it",)),
+    ("Is there a tumour?", ("showing a tumour",), ("no label for it", "only labels")),
+    # words that name no finding raise no note (a review found "yes", "frontal lobe")
+    ("Is there a tumor, yes or no?", ("showing a tumour",), ("no label for it",)),
+    ("Is there a mass in the left frontal lobe?", ("showing a tumour",), ("no label for it",)),
+    ("Any tumor on the scan today?", ("showing a tumour",), ("no label for it",)),
 ])
 def test_what_the_model_cannot_say_is_answered_with_its_limits(
         analyses: dict[str, dict[str, Any]], question: str, wanted: tuple[str, ...],
@@ -88,6 +106,87 @@ def test_what_the_model_cannot_say_is_answered_with_its_limits(
         assert words in composed.body, question
     for words in unwanted:
         assert words not in composed.body, question
+
+
+@pytest.mark.parametrize(("text", "question", "later"), [
+    ("I have a question. What is hydrocephalus?", "What is hydrocephalus?", ()),
+    ("Quick question: what is hydrocephalus?", "what is hydrocephalus?", ()),
+    ("Patient with headache. What is hydrocephalus?", "What is hydrocephalus?", ()),
+    ("What is hydrocephalus? What causes it?", "What is hydrocephalus?", ("What causes it?",)),
+    # kept whole: one sentence, no question, or a question pointing back at the rest
+    ("What is hydrocephalus?", "What is hydrocephalus?", ()),
+    ("Tell me about hydrocephalus.", "Tell me about hydrocephalus.", ()),
+    ("My patient has a glioma. What causes it?", "My patient has a glioma. What causes it?",
+     ()),
+    # the subject is in the sentence before; abbreviations end no sentence
+    ("Patient with glioblastoma. What is the prognosis?",
+     "Patient with glioblastoma. What is the prognosis?", ()),
+    ("Meningioma. Symptoms?", "Meningioma. Symptoms?", ()),
+    ("What is hydrocephalus vs. edema?", "What is hydrocephalus vs. edema?", ()),
+])
+def test_the_question_of_a_longer_message(text: str, question: str,
+                                          later: tuple[str, ...]) -> None:
+    assert main_question(text) == (question, later)
+
+
+@pytest.mark.parametrize(("question", "image", "topic"), [
+    # sent with an image, a definition of a named subject is a knowledge question (it had
+    # quoted the study's tumour finding alone)
+    ("What is hydrocephalus?", True, "knowledge"),
+    ("What are the symptoms of meningioma?", True, "knowledge"),
+    ("What does it show?", True, "study"),
+    ("What are the symptoms?", True, "study"),  # names no subject
+    ("What is the probability?", True, "study"),
+    ("", True, "study"),
+    # about the study and what the model finds, though worded as definitions or knowledge
+    ("Describe what you see", True, "study"),
+    ("Describe the tumor.", True, "study"),
+    ("Tell me about the location of the tumor", True, "study"),
+    ("Is there evidence of tumor?", True, "study"),
+    ("Any signs of stroke?", True, "study"),
+    ("Any risk of tumor?", True, "study"),
+    ("Signs of a tumor?", False, "study"),
+    ("What is hydrocephalus?", False, "knowledge"),
+])
+def test_a_question_sent_with_an_image(question: str, image: bool, topic: str) -> None:
+    assert classify(question, True, image) == topic
+
+
+@pytest.mark.parametrize(("question", "code"), [
+    ("What is the code for cerebral edema?", True), ("What code for migraine?", True),
+    ("What is the ICD-10 code for migraine?", True),
+    ("Which gene codes for dystrophin?", False), ("What is the source code for it?", False),
+    ("What code of conduct applies?", False), ("What is the genetic code?", False),
+])
+def test_a_code_asked_for(question: str, code: bool) -> None:
+    assert asks_code(question) is code
+
+
+def test_a_definition_after_a_snippet_gap_is_a_definition() -> None:
+    assert defines("glioma", "Background text here. \u2026 Glioma is a primary brain tumour.")
+
+
+@pytest.mark.parametrize(("question", "foreign"), [
+    ("Qu'est-ce que l'hydrocéphalie ?", True), ("¿Qué es la hidrocefalia?", True),
+    ("\u4ec0\u4e48\u662f\u8111\u79ef\u6c34", True),
+    ("What is hydrocephalus?", False), ("Hydrocephalus symptoms treatment", False),
+    ("Dravet syndrome", False), ("Sjögren syndrome", False),
+])
+def test_a_question_in_another_language(question: str, foreign: bool) -> None:
+    assert not_english(question) is foreign
+
+
+def test_a_knowledge_answer_with_an_image_quotes_the_study_first(
+        analyses: dict[str, dict[str, Any]]) -> None:
+    """The diagnosis comes first; a question naming a tumour type also gets the model's
+    labels (it names none), so the definition never reads as the study's type."""
+    answer = knowledge_answer("What is x?", [], 3)  # a refusal: nothing retrieved
+    glioma = with_study(answer, "s1", analyses["tumour"], "What is a glioma?")
+    assert glioma.study_id == "s1" and glioma.kind == "study"
+    assert glioma.body.index("showing a tumour") < glioma.body.index(answer.body)
+    assert "only labels" in glioma.body
+    plain = with_study(answer, "s1", analyses["tumour"], "What is hydrocephalus?")
+    assert "showing a tumour" in plain.body and "only labels" not in plain.body
 
 
 @pytest.mark.parametrize(("message", "expected"), [

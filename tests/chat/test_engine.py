@@ -242,3 +242,66 @@ def test_thanks_gets_help_not_literature(engine: ChatEngine, images: Images) -> 
     assert thanks.composed.body == HELP and not thanks.citations
     with_image = engine.answer([Turn("user", "Thanks!", (_image(images.tumour),))])
     assert with_image.composed.kind == "study"  # an image sent with it is analysed
+
+
+def test_a_knowledge_question_sent_with_an_image(engine: ChatEngine, images: Images,
+                                                 index_dir: Path) -> None:
+    """The image is analysed and its diagnosis comes first; the question is answered from
+    the literature (it had been answered with the diagnosis alone)."""
+    question = topic_question(index_dir)
+    plain = engine.answer([Turn("user", question)])
+    both = engine.answer([Turn("user", question, (_image(images.tumour),))])
+    assert plain.citations and both.citations == plain.citations
+    assert both.composed.kind == "knowledge" and both.composed.study_id is not None
+    body = both.composed.body
+    assert body.index("showing a tumour") < body.index(plain.composed.body)
+    later = engine.answer([Turn("user", "Where did the model look?")], both.conversation_id)
+    assert later.composed.study_id == both.composed.study_id  # the study is kept
+
+
+def test_a_question_after_other_sentences(engine: ChatEngine, index_dir: Path) -> None:
+    """ "I have a question. What is X?" asks what "What is X?" asks (it had been refused);
+    a second question is named as left for a message of its own."""
+    question = topic_question(index_dir)
+    plain = engine.answer([Turn("user", question)])
+    assert plain.citations
+    for before in ("I have a question.", "Patient with headache, seen today.",
+                   "Quick question:"):
+        longer = engine.answer([Turn("user", f"{before} {question}")])
+        assert longer.composed == plain.composed, before
+    two = engine.answer([Turn("user", f"{question} What causes it?")])
+    assert two.citations == plain.citations
+    assert two.composed.body.startswith(f'This answers "{question}"; ask "What causes it?" '
+                                        "in a message of its own.")
+
+
+def test_study_questions_with_an_image_stay_study_questions(engine: ChatEngine,
+                                                            images: Images) -> None:
+    """Worded as definitions or general questions, these ask about the study: a review found
+    them sent to the literature when knowledge questions with an image were first routed
+    there; "Any signs of stroke?" gets the note that the model has no label for it."""
+    image = _image(images.tumour)
+    for question in ("Describe the tumor.", "Tell me about what you see",
+                     "Is there evidence of a tumour?"):
+        answer = engine.answer([Turn("user", question, (image,))])
+        assert answer.composed.kind == "study" and not answer.citations, question
+    stroke = engine.answer([Turn("user", "Any signs of stroke?", (image,))]).composed
+    assert stroke.kind == "study" and 'asks about "stroke"' in stroke.body
+    assert "only labels" in stroke.body and "showing a tumour" in stroke.body
+
+
+def test_an_aspect_of_it_asked_of_a_tumour_study(engine: ChatEngine, images: Images) -> None:
+    """ "What causes it?" about a study the model reads as a tumour asks about brain tumours
+    (it had quoted the diagnosis); of a study with no tumour, or "Is it malignant?", it stays
+    a study question."""
+    tumour = engine.answer([Turn("user", "What does it show?", (_image(images.tumour),))])
+    causes = engine.answer([Turn("user", "What causes it?")], tumour.conversation_id)
+    assert causes.composed.kind != "study"  # the literature's answer (this small index
+    # may hold none)
+    assert causes.composed.body.startswith(
+        'Read as "What causes brain tumor?" (the study\'s diagnosis).')
+    malignant = engine.answer([Turn("user", "Is it malignant?")], tumour.conversation_id)
+    assert malignant.composed.kind == "study" and "only labels" in malignant.composed.body
+    none = engine.answer([Turn("user", "What does it show?", (_image(images.no_tumour),))])
+    again = engine.answer([Turn("user", "What causes it?")], none.conversation_id)
+    assert again.composed.kind == "study" and "Read as" not in again.composed.body

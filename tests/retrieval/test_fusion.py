@@ -12,6 +12,7 @@ from assistant.retrieval.search import (
     best_per_document,
     best_sentences,
     filter_mask,
+    join_sentences,
     rrf,
     term_overlap_scores,
     weighted_fusion,
@@ -134,6 +135,17 @@ def test_best_sentences_by_vectors() -> None:
         "Seizures are a frequent first symptom of glioma.", "We thank the nurses."]
     with pytest.raises(ValueError, match="one vector per sentence"):
         best_sentences(query, TEXT, 2, vecs[:3])
+
+
+def test_sentences_apart_in_the_passage_are_set_off_by_an_ellipsis() -> None:
+    """A snippet of sentences 1 and 3 had read as one stretch of the passage."""
+    sentences = best_sentences(tokenize_terms("glioma seizures"), TEXT)
+    assert join_sentences(sentences, TEXT) == (
+        "BACKGROUND: Gliomas are common brain tumours. \u2026 Seizures are a frequent first "
+        "symptom of glioma.")
+    next_to = ["The weather was fine.", "Seizures are a frequent first symptom of glioma."]
+    assert join_sentences(next_to, TEXT) == " ".join(next_to)
+    assert join_sentences([], TEXT) == ""
 
 
 def test_best_sentences_of_a_short_passage_is_the_passage() -> None:

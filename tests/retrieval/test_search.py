@@ -10,7 +10,7 @@ from assistant.retrieval.adapter import AdaptedEmbedder, QueryAdapter
 from assistant.retrieval.build import build_index, open_searcher
 from assistant.retrieval.lexical import tokenize_terms
 from assistant.retrieval.passages import split_sentences
-from assistant.retrieval.search import Hit, Ranking, Searcher
+from assistant.retrieval.search import GAP, Hit, Ranking, Searcher
 from tests.retrieval.conftest import HashingEmbedder
 
 
@@ -77,10 +77,13 @@ def _check_snippets(hits: list[Hit], searcher: Searcher) -> None:
              for i in range(len(searcher.index))}
     for hit in hits:
         sentences = split_sentences(texts[hit.id])
-        chosen = split_sentences(hit.snippet)
+        chosen = [s for part in hit.snippet.split(GAP) for s in split_sentences(part)]
         assert 1 <= len(chosen) <= 2
         assert all(s in sentences for s in chosen)
         assert chosen == sorted(chosen, key=sentences.index)  # passage order
+        if len(chosen) == 2:  # set off by an ellipsis where the passage has more between
+            apart = sentences.index(chosen[1]) - sentences.index(chosen[0]) > 1
+            assert (GAP in hit.snippet) == apart, hit.snippet
 
 
 @pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
@@ -260,3 +263,20 @@ def test_a_document_named_by_its_source_id_comes_first(searcher: Searcher, mode:
     unknown = searcher.search("cholera vibrio PMID:424242", k=3,  # type: ignore[arg-type]
                               mode=mode)
     assert unknown[0].doc_id in {"ICD10CM:A00.0", "ICD10CM:A00"}
+
+
+def test_a_term_found_by_its_title_comes_first_when_asked_for(searcher: Searcher) -> None:
+    """The chat puts the HPO term or ICD-10-CM code titled as asked first ("What is the code
+    for cerebral edema?" had quoted the traumatic codes and never G93.6)."""
+    store = searcher.index.passages
+    assert store.titled("cholera") == ["ICD10CM:A00"]
+    assert store.titled("  CHOLERA, other. ") == ["ICD10CM:A00.1"]  # case and punctuation
+    assert store.titled("Seizure") == ["HP:0001250"]
+    medline_title = next(store[i].title for i in range(len(store))
+                         if store[i].source == "medline")
+    assert store.titled(medline_title) == []  # a paper is no term's own entry
+    assert store.titled("") == store.titled("no such term") == []
+    hits = searcher.search("cholera vibrio", k=3, first=["ICD10CM:A00.1"])
+    assert hits[0].doc_id == "ICD10CM:A00.1"
+    assert all(h.doc_id != "ICD10CM:A00.1" for h in searcher.search(
+        "cholera vibrio", k=3, sources=["medline"], first=["ICD10CM:A00.1"]))

@@ -178,6 +178,17 @@ def test_bad_uploads_get_clear_statuses(server: str, br35h_paths: list[Path]) ->
     _error(httpx.post(f"{server}/v1/batches", files={"other": ("a.zip", b"PK")}, timeout=30),
            422, "invalid_batch", "'file'")
     _error(post(b"{not json", "application/json"), 422, "invalid_batch", "folder")
+    # malformed multipart: Starlette's 400s ("Too many files", "Missing boundary"), now 422s
+    # that say what was wrong, as /v1/analyze answers them
+    small = _zip(_studies(br35h_paths[:1]))
+    _error(httpx.post(f"{server}/v1/batches", files=[("file", ("a.zip", small)),
+                                                     ("file", ("b.zip", small))], timeout=30),
+           422, "invalid_batch", "file (2 times)")
+    _error(post(b"--x\r\n", "multipart/form-data"), 422, "invalid_batch", "boundary")
+    cut = (b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.zip"\r\n'
+           b"Content-Type: application/zip\r\n\r\n" + small[:100])
+    _error(post(cut, "multipart/form-data; boundary=B"), 422, "invalid_batch",
+           "none came complete")
     for path in ("/v1/batches/0123456789abcdef0123456789abcdef", "/v1/batches/..%2Fx",
                  "/v1/batches/nope/results"):
         _error(httpx.get(f"{server}{path}", timeout=10), 404, "not_found")

@@ -219,7 +219,7 @@ def test_a_temperature_that_is_no_number_is_named_so(chat_server: str) -> None:
 @pytest.mark.parametrize(("messages", "extra", "status", "words"), [
     ([], {}, 400, "at least 1"),
     ([{"role": "assistant", "content": "hi"}], {}, 400, "must come from the user"),
-    ([{"role": "user", "content": "hi"}], {"n": 2}, 400, "n"),
+    ([{"role": "user", "content": "hi"}], {"n": 2}, 400, "n must be 1"),
     # what a client relies on and cannot get is refused, not silently ignored
     ([{"role": "user", "content": "hi"}], {"response_format": {"type": "json_object"}}, 400,
      "response_format"),
@@ -227,6 +227,23 @@ def test_a_temperature_that_is_no_number_is_named_so(chat_server: str) -> None:
         {"type": "function", "function": {"name": "f", "parameters": {}}}]}, 400,
      "tool_choice"),
     ([{"role": "user", "content": "hi"}], {"logprobs": True}, 400, "logprobs"),
+    # tool_choice's forebear, and audio replies (both had been accepted and ignored)
+    ([{"role": "user", "content": "hi"}], {"extra_body": {
+        "functions": [{"name": "f", "parameters": {"type": "object", "properties": {}}}],
+        "function_call": {"name": "f"}}}, 400, "function_call"),
+    ([{"role": "user", "content": "hi"}], {"extra_body": {
+        "modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}},
+     400, "text only"),
+    # an unknown part type is named, not pydantic's union of every alternative
+    ([{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}], {}, 400,
+     "content part type 'input_audio' is not supported"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": "data:x"}]}], {}, 400,
+     "an image_url part holds an object"),
+    ([{"role": "user", "content": "hi"},
+      {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "input_audio"}]}],
+     {}, 400, "messages[1].content[1]"),  # the message at fault, not the first
+    ([{"role": "user", "content": "hi"}], {"extra_body": {"modalities": [{"type": "text"}]}},
+     400, "text only"),  # had been a 500: a dict is no set member
     # no boolean, no number: OpenAI refuses them too (before: streamed, and "less than 2")
     ([{"role": "user", "content": "hi"}], {"stream": "yes"}, 400, "stream"),
     (_image_part("https://example.org/a.png"), {}, 400, "data URLs"),
@@ -253,3 +270,25 @@ def test_a_body_that_is_not_json(chat_server: str) -> None:
                           headers={"content-type": "application/json"}, timeout=30)
     assert response.status_code == 400
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    (b"[1, 2]", "must be a JSON object"),  # had been ": Input should be a valid dictionary"
+    # a compressed body: "'utf-8' codec can't decode byte 0x8b" before
+    (__import__("gzip").compress(b'{"model": "m", "messages": []}'), "looks compressed"),
+])
+def test_bodies_that_are_not_a_request_say_so(chat_server: str, body: bytes,
+                                               words: str) -> None:
+    response = httpx.post(f"{chat_server}/v1/chat/completions", content=body,
+                          headers={"content-type": "application/json"}, timeout=30)
+    assert response.status_code == 400
+    assert words in response.json()["error"]["message"]
+
+
+def test_a_data_url_in_capitals_is_read(client: OpenAI, images: Images) -> None:
+    """RFC 2397's scheme and ";base64" are case-insensitive; "DATA:IMAGE/JPEG;BASE64,..."
+    had been told that the service fetches no URLs."""
+    url = _data_url(images.tumour.read_bytes(), "IMAGE/JPEG").replace("data:", "DATA:")
+    reply = _ask(client, [_with_image("What does it show?", url.replace(";base64,",
+                                                                         ";BASE64,"))])
+    assert "showing a tumour" in reply.choices[0].message.content

@@ -93,11 +93,48 @@ def test_completion_without_training_reports_is_422_and_other_drafts_go_on(
     ({"findings": [{"code": "Cardiomegaly/huge"}, {"code": "normal"}]}, "modifier 'huge'"),
     ({"findings": [{"code": "Pneumothorax/right", "probability": 0.1}]}, "probability of at"),
     ("not an object", "valid dictionary"),
+    # a misspelt field or a number as a string is refused, not read as unset ("complet":
+    # true had drafted without completion, "0.9" had been taken as 0.9)
+    ({"findings": [{"code": "normal"}], "complet": True}, "complet"),
+    ({"findings": [{"code": "normal", "probability": "0.9"}]}, "probability"),
+    ({"findings": [{"code": "normal"}], "complete": "yes"}, "complete"),
 ])
 def test_bad_findings_are_422(server: str, body: object, words: str) -> None:
     response = _draft(server, body)
     assert response.status_code == 422, response.text
     assert words in response.text.lower()
+
+
+def test_a_body_that_is_not_json_is_415(server: str) -> None:
+    """A text or form body had been told "body: Input should be a valid dictionary"."""
+    body = b'{"findings": [{"code": "Cardiomegaly"}]}'
+    for kind in ("text/plain", "application/x-www-form-urlencoded"):
+        response = httpx.post(f"{server}/v1/reports/draft", headers={"Content-Type": kind},
+                              timeout=60, content=body)
+        assert response.status_code == 415, (kind, response.text)
+        assert "application/json" in response.json()["error"]["message"]
+    # no Content-Type at all (requests.post(url, data=json.dumps(...))): FastAPI reads no
+    # JSON from it either (the same 422 before)
+    bare = httpx.Request("POST", f"{server}/v1/reports/draft", content=body)
+    bare.headers.pop("Content-Type", None)
+    assert "content-type" not in bare.headers
+    with httpx.Client(timeout=60) as client:
+        sent = client.send(bare)
+        assert sent.status_code == 415 and "not none" in sent.json()["error"]["message"]
+
+
+def test_a_finding_the_matcher_cannot_read_is_named_unchecked(server: str) -> None:
+    """Bronchiectasis (a term the decoder knows, the matcher has no class for) had come
+    back as given "normal", missing nothing."""
+    alone = _draft(server, {"findings": [{"code": "Bronchiectasis"}]})
+    assert alone.status_code == 200, alone.text
+    body = alone.json()
+    assert body["unchecked"] == ["Bronchiectasis"]
+    assert body["given_findings"] == [] and body["missing"] == []
+    both = _draft(server, {"findings": [{"code": "Bronchiectasis"},
+                                        {"code": "Cardiomegaly/mild"}]}).json()
+    assert both["unchecked"] == ["Bronchiectasis"] and both["given_findings"] == ["cardiomegaly"]
+    assert _draft(server, {"findings": [{"code": "normal"}]}).json()["unchecked"] == []
 
 
 def test_findings_below_the_stated_probability_are_left_out(server: str) -> None:

@@ -144,6 +144,26 @@ def sentences(text: str) -> list[str]:
     return [s for s in (p.strip() for p in _SENTENCE.split(text.strip())) if s]
 
 
+# A numbered list's mark standing alone ("1." of "1. No acute disease. 2. ..."): no sentence.
+_LIST_MARK = re.compile(r"\(?\d{1,2}[.)]")
+
+
+def _items(text: str) -> list[str]:
+    """The decoded text's sentences, each list mark kept with the sentence it numbers (so
+    that dropping a sentence drops its number too, and never leaves "1. 2.")."""
+    out: list[str] = []
+    mark = ""
+    for part in sentences(text):
+        if _LIST_MARK.fullmatch(part):
+            mark += part + " "
+        else:
+            out.append(mark + part)
+            mark = ""
+    if mark and out:
+        out[-1] += " " + mark.strip()
+    return out or sentences(text)
+
+
 def _join(parts: Sequence[str]) -> str:
     """Sentences as one text, each ended, so that a sentence's negation never reaches the
     next one."""
@@ -187,7 +207,7 @@ def complete(text: str, findings: Sequence[Finding], neighbours: ReportNeighbour
     finding, nothing can be mended and ``text`` is returned as it is."""
     given = code_classes(findings)
     findings_given = given - {NORMAL_CLASS}
-    parts = sentences(text)
+    parts = _items(text)
     said = [mentions(s) for s in parts]
     keep = [not (found - given or denied & findings_given) for found, denied in said]
     if not any(keep):
@@ -214,4 +234,7 @@ def complete(text: str, findings: Sequence[Finding], neighbours: ReportNeighbour
         return Completed(text)
     kept = [s for s, k in zip(parts, keep, strict=True) if k]
     dropped = tuple(s for s, k in zip(parts, keep, strict=True) if not k)
-    return Completed(_join([*kept, *(b.sentence for b in borrowed)]), tuple(borrowed), dropped)
+    completed = _join([*kept, *(b.sentence for b in borrowed)])
+    if not _WORD.search(completed.lower()):
+        return Completed(text)  # nothing but list marks would be left
+    return Completed(completed, tuple(borrowed), dropped)

@@ -60,6 +60,23 @@ def test_a_sentence_asserting_a_finding_not_given_is_dropped() -> None:
     assert done.borrowed == ()
 
 
+def test_a_numbered_sentence_goes_with_its_number() -> None:
+    """ "1. Left effusion and right atelectasis. 2. No pneumothorax." for a study given a left
+    effusion alone had become "1. 2.": the numbers were sentences of their own."""
+    study = codes("Pleural Effusion/left/small")
+    done = complete("1. Small left effusion. 2. Right basilar atelectasis.", study, STORE)
+    assert done.dropped == ("2. Right basilar atelectasis.",)
+    assert done.text == "1. Small left effusion."
+    done = complete("1. Small left effusion with right basilar atelectasis. 2. No acute "
+                    "disease.", study, STORE)  # the second denies the effusion
+    assert done.dropped == ("2. No acute disease.",)
+    assert done.text == "1. Small left effusion with right basilar atelectasis."
+    # nothing but numbers would be left: the draft stays as it is
+    wrong = "1. Right basilar atelectasis. 2. Mild cardiomegaly."
+    assert complete(wrong, codes("Pleural Effusion/left/small"), ReportNeighbours([])
+                    ).text == wrong
+
+
 def test_a_sentence_denying_a_given_finding_is_dropped() -> None:
     study = codes("Cardiomegaly/mild", "Pleural Effusion/left/small")
     done = complete("Mild cardiomegaly. No pleural effusion or pneumothorax.", study, STORE)
