@@ -159,6 +159,22 @@ def term_overlap_scores(query_terms: Sequence[str], sentences: Sequence[str]) ->
                     dtype=np.float32)
 
 
+def _best(query: np.ndarray | Sequence[str], sentences: Sequence[str], n: int,
+          sentence_vecs: np.ndarray | None) -> list[int]:
+    """The indices of the ``n`` best of ``sentences``, in passage order."""
+    if len(sentences) <= n:
+        return list(range(len(sentences)))
+    if isinstance(query, np.ndarray):
+        if sentence_vecs is None or len(sentence_vecs) != len(sentences):
+            raise ValueError(f"need one vector per sentence ({len(sentences)}), got "
+                             f"{None if sentence_vecs is None else len(sentence_vecs)}")
+        scores = sentence_vecs @ query  # (S,)
+    else:
+        scores = term_overlap_scores(query, sentences)
+    chosen = np.lexsort((np.arange(len(sentences)), -scores))[:n]
+    return sorted(int(i) for i in chosen)
+
+
 def best_sentences(query: np.ndarray | Sequence[str], passage_text: str, n: int = 2,
                    sentence_vecs: np.ndarray | None = None) -> list[str]:
     """The ``n`` sentences of ``passage_text`` that best answer the query, in passage order.
@@ -168,34 +184,25 @@ def best_sentences(query: np.ndarray | Sequence[str], passage_text: str, n: int 
     (``tokenize_terms``), scored by term overlap. Ties go to the earlier sentence.
     """
     sentences = split_sentences(passage_text)
-    if len(sentences) <= n:
-        return sentences
-    if isinstance(query, np.ndarray):
-        if sentence_vecs is None or len(sentence_vecs) != len(sentences):
-            raise ValueError(f"need one vector per sentence ({len(sentences)}), got "
-                             f"{None if sentence_vecs is None else len(sentence_vecs)}")
-        scores = sentence_vecs @ query  # (S,)
-    else:
-        scores = term_overlap_scores(query, sentences)
-    chosen = np.lexsort((np.arange(len(sentences)), -scores))[:n]
-    return [sentences[i] for i in sorted(chosen)]
+    return [sentences[i] for i in _best(query, sentences, n, sentence_vecs)]
 
 
 # Between two quoted sentences that are not next to each other in the passage.
-GAP = " … "
+GAP = " \u2026 "
 
 
-def join_sentences(chosen: Sequence[str], passage_text: str) -> str:
-    """``chosen`` (sentences of ``passage_text``, in its order) as one snippet: a sentence
-    that does not follow the one before in the passage is set off by an ellipsis, so a
-    quote never reads as one stretch of text where the passage had more between."""
-    sentences = split_sentences(passage_text)
-    out, last = "", None
-    for sentence in chosen:
-        at = sentences.index(sentence, 0 if last is None else last + 1)
-        out += sentence if last is None else (" " if at == last + 1 else GAP) + sentence
-        last = at
-    return out
+def snippet(query: np.ndarray | Sequence[str], passage_text: str, n: int = 2,
+            sentence_vecs: np.ndarray | None = None,
+            sentences: Sequence[str] | None = None) -> str:
+    """``best_sentences`` as one snippet: a sentence that does not follow the one before in
+    the passage is set off by an ellipsis (``GAP``), so a quote never reads as one stretch
+    of text where the passage had more between. ``sentences``: the passage's, if split
+    already."""
+    if sentences is None:
+        sentences = split_sentences(passage_text)
+    chosen = _best(query, sentences, n, sentence_vecs)
+    return "".join(("" if k == 0 else " " if i == chosen[k - 1] + 1 else GAP) + sentences[i]
+                   for k, i in enumerate(chosen))
 
 
 # -- hits ----------------------------------------------------------------------------------
@@ -542,14 +549,14 @@ class Searcher:
         sentences of all hits), else by term overlap."""
         if query_vec is None:
             terms = tokenize_terms(query)
-            return [join_sentences(best_sentences(terms, text, n), text) for text in texts]
+            return [snippet(terms, text, n) for text in texts]
         split = [split_sentences(text) for text in texts]
         todo = [s for sentences in split if len(sentences) > n for s in sentences]
         vecs = self._embed(todo) if todo else np.zeros((0, len(query_vec)), np.float32)
         snippets, start = [], 0
         for text, sentences in zip(texts, split, strict=True):
             count = len(sentences) if len(sentences) > n else 0
-            chosen = best_sentences(query_vec, text, n, vecs[start:start + count])
-            snippets.append(join_sentences(chosen, text))
+            snippets.append(snippet(query_vec, text, n, vecs[start:start + count],
+                                    sentences))
             start += count
         return snippets

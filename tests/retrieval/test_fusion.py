@@ -12,8 +12,8 @@ from assistant.retrieval.search import (
     best_per_document,
     best_sentences,
     filter_mask,
-    join_sentences,
     rrf,
+    snippet,
     term_overlap_scores,
     weighted_fusion,
 )
@@ -139,13 +139,16 @@ def test_best_sentences_by_vectors() -> None:
 
 def test_sentences_apart_in_the_passage_are_set_off_by_an_ellipsis() -> None:
     """A snippet of sentences 1 and 3 had read as one stretch of the passage."""
-    sentences = best_sentences(tokenize_terms("glioma seizures"), TEXT)
-    assert join_sentences(sentences, TEXT) == (
+    assert snippet(tokenize_terms("glioma seizures"), TEXT) == (
         "BACKGROUND: Gliomas are common brain tumours. \u2026 Seizures are a frequent first "
         "symptom of glioma.")
-    next_to = ["The weather was fine.", "Seizures are a frequent first symptom of glioma."]
-    assert join_sentences(next_to, TEXT) == " ".join(next_to)
-    assert join_sentences([], TEXT) == ""
+    assert snippet(tokenize_terms("weather seizures"), TEXT) == (
+        "The weather was fine. Seizures are a frequent first symptom of glioma.")
+    vecs = np.eye(4, dtype=np.float32)  # one per sentence of TEXT
+    assert snippet(np.array([0.9, 0.0, 0.0, 0.8], dtype=np.float32), TEXT, 2, vecs) == (
+        "BACKGROUND: Gliomas are common brain tumours. \u2026 We thank the nurses.")
+    assert snippet(["x"], "One sentence. Two sentences.") == "One sentence. Two sentences."
+    assert snippet(["x"], "") == ""
 
 
 def test_best_sentences_of_a_short_passage_is_the_passage() -> None:
