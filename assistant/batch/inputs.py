@@ -178,6 +178,11 @@ def read_manifest(csv_path: Path, allowed_roots: Sequence[Path] = ()) -> list[It
     except (OSError, UnicodeDecodeError) as exc:
         raise BatchInputError(f"cannot read the manifest {csv_path}: {exc}") from exc
     reader = _reader(text)
+    names = [(name or "").strip().lower() for name in reader.fieldnames or ()]
+    twice = sorted({n for n in names if n and names.count(n) > 1})
+    if twice:  # csv.DictReader keeps the last column of a name: the first would be lost
+        raise BatchInputError(f"the manifest {csv_path} names a column more than once: "
+                              f"{', '.join(twice)}")
     columns = {(name or "").strip().lower(): name for name in reader.fieldnames or ()}
     if "path" not in columns:
         raise BatchInputError(f"the manifest {csv_path} has no 'path' column (its header: "

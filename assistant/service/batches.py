@@ -91,7 +91,9 @@ async def _spooled_body(request: Request) -> BinaryIO:
 
 async def _folder(request: Request) -> str:
     try:
-        return FolderRequest.model_validate_json(await request.body()).folder
+        # a byte-order mark before the JSON, as some Windows tools write it, is no error
+        body = (await request.body()).removeprefix(b"\xef\xbb\xbf")
+        return FolderRequest.model_validate_json(body).folder
     except ValidationError as exc:
         raise BatchInputError('send JSON {"folder": "/absolute/path"}: ' + "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"

@@ -93,6 +93,15 @@ def test_manifest_without_a_path_column_is_refused(tmp_path: Path, content: str)
         discover(tmp_path / "m.csv")
 
 
+@pytest.mark.parametrize("header", ["path,path", "path,age,Path ", "path,age,age"])
+def test_a_column_named_twice_is_refused(tmp_path: Path, header: str) -> None:
+    """csv.DictReader keeps the last of two columns of one name: "path,path" had drafted the
+    second column's studies and dropped the first's without a word."""
+    (tmp_path / "m.csv").write_text(f"{header}\na.png,b.png,3\n")
+    with pytest.raises(BatchInputError, match="names a column more than once"):
+        read_manifest(tmp_path / "m.csv")
+
+
 def test_manifest_outside_allowed_roots(tmp_path: Path) -> None:
     (tmp_path / "m.csv").write_text("path\n/etc/hostname\n")
     (item,) = read_manifest(tmp_path / "m.csv", allowed_roots=[tmp_path])

@@ -178,6 +178,10 @@ def test_bad_uploads_get_clear_statuses(server: str, br35h_paths: list[Path]) ->
     _error(httpx.post(f"{server}/v1/batches", files={"other": ("a.zip", b"PK")}, timeout=30),
            422, "invalid_batch", "'file'")
     _error(post(b"{not json", "application/json"), 422, "invalid_batch", "folder")
+    # a byte-order mark before the JSON is read past (it had been "Invalid JSON"): the
+    # folder is then refused for what it is, not for the mark
+    _error(post(b'\xef\xbb\xbf{"folder": "/nowhere/at/all"}', "application/json"), 403,
+           "forbidden")
     # malformed multipart: Starlette's 400s ("Too many files", "Missing boundary"), now 422s
     # that say what was wrong, as /v1/analyze answers them
     small = _zip(_studies(br35h_paths[:1]))
