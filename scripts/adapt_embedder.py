@@ -216,6 +216,16 @@ def evaluate(enc: Encoder, data: dict, tok: dict) -> dict[str, float]:  # type: 
     return {"known_item_mrr": float(rr.mean()), "tune_ndcg10": float(np.mean(ndcg))}
 
 
+def progress(t0: float, path: Path, log: dict):  # type: ignore[no-untyped-def,type-arg]
+    """``say(msg)``: print ``msg`` with the seconds since ``t0``, and write ``log`` to
+    ``path`` as it stands (what comes back from the device even if the run is cut short)."""
+    def say(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", flush=True)
+        path.write_text(json.dumps(log, indent=1))
+
+    return say
+
+
 def train(args: argparse.Namespace) -> None:
     import torch
 
@@ -226,9 +236,7 @@ def train(args: argparse.Namespace) -> None:
     log: dict = {"runs": [], "device": (torch.cuda.get_device_name(0)  # type: ignore[type-arg]
                                         if args.device == "cuda" else args.device)}
 
-    def say(msg: str) -> None:
-        print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", flush=True)
-        (out / "train-log.json").write_text(json.dumps(log, indent=1))
+    say = progress(t0, out / "train-log.json", log)
 
     torch.backends.cuda.matmul.allow_tf32 = True
     with lzma.open(BUNDLE, "rt") as fh:

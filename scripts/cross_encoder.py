@@ -45,7 +45,7 @@ MODEL_DIR = RUN / "ce-minilm"
 MAX_LEN = 256
 POOL = 30  # first-stage candidates per channel
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from adapt_embedder import training_titles, write_bundle  # noqa: E402  (same hold-outs)
+from adapt_embedder import progress, training_titles, write_bundle  # noqa: E402
 
 
 def dequantise(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -144,34 +144,41 @@ def bundle(_: argparse.Namespace) -> None:
 # -- the model (both sides) -----------------------------------------------------------------
 
 
+def minilm(model_dir: Path):  # type: ignore[no-untyped-def]
+    """The bundled MiniLM as a BERT without pooler, float32, its word-piece table as both
+    sides dequantise it; and its tokenizer."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    bert = BertModel(BertConfig.from_pretrained(str(model_dir)), add_pooling_layer=False)
+    state = {k: v.float() for k, v in load_file(str(model_dir / "model.safetensors")).items()
+             if not k.startswith("pooler.") and not k.endswith("position_ids")}
+    table = np.load(model_dir / "word_embeddings.npz")
+    state["embeddings.word_embeddings.weight"] = torch.from_numpy(
+        dequantise(table["q"], table["scale"]))
+    missing, unexpected = bert.load_state_dict(state, strict=False)
+    assert not unexpected and all("position_ids" in k for k in missing), (missing, unexpected)
+    return bert, AutoTokenizer.from_pretrained(str(model_dir))
+
+
 class CrossEncoder:
     """BERT (MiniLM's weights) over "[CLS] query [SEP] document [SEP]", a linear score of
     the [CLS] state. The word-piece table stays as bundled (8 bits a row), frozen."""
 
     def __init__(self, model_dir: Path, device: str, trained: dict | None = None) -> None:  # type: ignore[type-arg]
         import torch
-        from safetensors.torch import load_file
-        from transformers import AutoTokenizer, BertConfig, BertModel
 
         self.torch = torch
         self.device = device
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        config = BertConfig.from_pretrained(str(model_dir))
-        self.bert = BertModel(config, add_pooling_layer=False)
-        state = {k: v.float() for k, v in load_file(str(model_dir / "model.safetensors")).items()}
-        table = np.load(model_dir / "word_embeddings.npz")
-        state["embeddings.word_embeddings.weight"] = torch.from_numpy(
-            dequantise(table["q"], table["scale"]))
-        state = {k: v for k, v in state.items()
-                 if not k.startswith("pooler.") and not k.endswith("position_ids")}
-        head = torch.nn.Linear(config.hidden_size, 1)
+        self.bert, self.tokenizer = minilm(model_dir)
+        head = torch.nn.Linear(self.bert.config.hidden_size, 1)
         if trained is not None:
             head.load_state_dict({"weight": trained.pop("head.weight").float(),
                                   "bias": trained.pop("head.bias").float()})
-            state.update({k: v.float() for k, v in trained.items()})
-        missing, unexpected = self.bert.load_state_dict(state, strict=False)
-        assert not unexpected and all("position_ids" in k for k in missing), (missing,
-                                                                              unexpected)
+            _, unexpected = self.bert.load_state_dict(
+                {k: v.float() for k, v in trained.items()}, strict=False)
+            assert not unexpected, unexpected
         self.bert.to(device)
         self.head = head.to(device)
         self.bert.embeddings.word_embeddings.weight.requires_grad_(False)
@@ -253,17 +260,7 @@ def mean_pool_embed(torch, bert, tokenizer, texts, device, batch=1024):  # type:
 
 def dense_known(torch, data, device):  # type: ignore[no-untyped-def]
     """Each title's dense top POOL documents (best passage), with MiniLM as shipped."""
-    from safetensors.torch import load_file
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    tokenizer = AutoTokenizer.from_pretrained(str(MODEL_DIR))
-    bert = BertModel(BertConfig.from_pretrained(str(MODEL_DIR)), add_pooling_layer=False)
-    state = {k: v.float() for k, v in load_file(str(MODEL_DIR / "model.safetensors")).items()
-             if not k.startswith("pooler.")}
-    table = np.load(MODEL_DIR / "word_embeddings.npz")
-    state["embeddings.word_embeddings.weight"] = torch.from_numpy(
-        dequantise(table["q"], table["scale"]))
-    bert.load_state_dict(state, strict=False)
+    bert, tokenizer = minilm(MODEL_DIR)
     bert.to(device)
     passages = mean_pool_embed(torch, bert, tokenizer, data["known_texts"], device)
     pdoc = torch.as_tensor(data["known_doc"], device=device)
@@ -362,9 +359,7 @@ def train(args: argparse.Namespace) -> None:
                             if dev == "cuda" else dev), "epochs": [], "args": vars(args)}
     log["args"].pop("fn")
 
-    def say(msg: str) -> None:
-        print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", flush=True)
-        (out / "ce-log.json").write_text(json.dumps(log, indent=1))
+    say = progress(t0, out / "ce-log.json", log)
 
     torch.backends.cuda.matmul.allow_tf32 = True
     with lzma.open(BUNDLE, "rt") as fh:

@@ -162,8 +162,13 @@ def _asks_knowledge(text: str) -> bool:
     see", "Is there evidence of a tumour?", "Any signs of stroke?")."""
     if not (_DEFINITION.search(text) or _KNOWLEDGE.search(text)) or _ASKS_FINDING.search(text):
         return False
-    return any(not _aspect_group(t) and t not in _answered_terms()
-               for t in focus_terms(_CODE.sub(" ", text)))
+    return any(t not in _answered_terms() for t in _subject_terms(text))
+
+
+def _subject_terms(question: str) -> list[str]:
+    """The focus terms of ``question`` that name a subject: neither an aspect ("causes") nor
+    a code asked for ("ICD-10 code"); empty for "What causes it?" or "Symptoms?"."""
+    return [t for t in focus_terms(_CODE.sub(" ", question)) if not _aspect_group(t)]
 
 
 # Within a sentence, a colon before the question ("Quick question: what is X?").
@@ -182,7 +187,7 @@ def main_question(text: str) -> tuple[str, tuple[str, ...]]:
     asked = [p for p in parts if p.endswith("?")]
     if len(parts) < 2 or not asked or _PRONOUN.search(asked[0]):
         return text, ()
-    if not any(not _aspect_group(t) for t in focus_terms(_CODE.sub(" ", asked[0]))):
+    if not _subject_terms(asked[0]):
         return text, ()  # "What is the prognosis?", "Symptoms?": the subject came before
     return asked[0], tuple(asked[1:])
 

@@ -58,7 +58,7 @@ from assistant.data.manifest import DataError
 from assistant.imaging import ImageInputError
 from assistant.pipeline import CITATION_QUERIES, Analysis, Pipeline, open_retrieval
 from assistant.retrieval.index import IndexUnusableError
-from assistant.retrieval.search import Searcher
+from assistant.retrieval.search import Hit, Searcher
 from assistant.vision.infer import Diagnosis
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,12 @@ def chat_searcher(base: Searcher) -> Searcher:
     embedding every sentence)."""
     return Searcher(base.index, base.embedder, base.candidates, embed_snippets=False,
                     ranking=base.ranking, reranker=base.reranker)
+
+
+def _merged(first: list[Hit], then: list[Hit]) -> list[Hit]:
+    """``first``, then the hits of ``then`` it does not hold."""
+    seen = {h.id for h in first}
+    return first + [h for h in then if h.id not in seen]
 
 
 class KeyedLocks:
@@ -227,12 +233,12 @@ class ChatEngine:
             # (it had quoted the diagnosis); "Is it malignant?", "Where is it?" stay the
             # study's
             read_as = follow_up(question, [f"What is {subject}?"])
-            read_from = "the study's diagnosis"
+            if read_as is not None:
+                read_from = "the study's diagnosis"
         question = read_as or question
         topic = classify(question, study is not None, image_now is not None)
         return Prepared(cid, question, topic, study, image_now.sha256 if image_now else None,
-                        turn.text.strip(), read_as, read_from if read_as else Prepared.read_from,
-                        also)
+                        turn.text.strip(), read_as, read_from, also)
 
     def compose(self, prepared: Prepared) -> Composed:
         composed = self._compose(prepared)
@@ -344,13 +350,10 @@ class ChatEngine:
                 hits = self.searcher.search(query, k=k, first=own)
                 variant = aspect_variant(query)  # "signs of X": "symptoms of X" as well
                 if variant is not None:
-                    seen = {h.id for h in hits}
-                    hits += [h for h in self.searcher.search(variant, k=k)
-                             if h.id not in seen]
+                    hits = _merged(hits, self.searcher.search(variant, k=k))
                 if asks_code(question):  # the codes for it, then the rest
-                    codes = self.searcher.search(query, k=k, sources=["icd10cm"], first=own)
-                    seen = {h.id for h in codes}
-                    hits = codes + [h for h in hits if h.id not in seen]
+                    hits = _merged(self.searcher.search(query, k=k, sources=["icd10cm"],
+                                                        first=own), hits)
         except ValueError:  # nothing searchable in the question
             hits = []
         except (IndexUnusableError, DataError, OSError) as exc:

@@ -36,7 +36,7 @@ from assistant.config import Settings
 from assistant.fhir import FHIR_JSON
 from assistant.pipeline import Pipeline
 from assistant.service.errors import given_twice
-from assistant.service.json_body import JSONRoute
+from assistant.service.json_body import JSONRoute, media_type
 from assistant.service.state import OK, VISION, Services
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ async def _folder(request: Request) -> str:
 async def create_batch(request: Request) -> JSONResponse:
     """Start a batch job from a zip upload or an allowed server folder."""
     manager = _manager(request)
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    ctype = media_type(request)
     if ctype == "multipart/form-data":
         try:
             form = await request.form(max_files=2, max_fields=4)

@@ -69,6 +69,11 @@ def parse_json(body: bytes | str) -> Any:
     return value
 
 
+def media_type(request: Request) -> str:
+    """The request's Content-Type without its parameters, lower case ("" when none)."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 class JSONRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):

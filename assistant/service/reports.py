@@ -49,7 +49,7 @@ from assistant.report.structured import DRAFT_NOTICE
 from assistant.service.batching import MicroBatcher
 from assistant.service.deps import SettingsDep
 from assistant.service.errors import InvalidContextError, NotReadyError
-from assistant.service.json_body import JSONRoute
+from assistant.service.json_body import JSONRoute, media_type
 
 router = APIRouter(tags=["reports"], route_class=JSONRoute)
 
@@ -164,7 +164,7 @@ def _json_request(request: Request) -> None:
     """415 for a body that is not sent as JSON (run before the body is read as a request: a
     form, a text body or one without a Content-Type, which FastAPI does not read as JSON,
     had been told "Input should be a valid dictionary")."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media = media_type(request)
     if media != "application/json" and not media.endswith("+json"):
         raise StarletteHTTPException(415, "send the draft request as JSON (Content-Type: "
                                           f"application/json), not {media or 'none'}")
