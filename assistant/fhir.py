@@ -11,7 +11,9 @@ The report is ``preliminary`` (a draft for a clinician, never final) and names n
   (UCUM unit ``1``), interpreted against the stored threshold; for an out-of-scope image
   the Observation has no value, ``dataAbsentReason`` ``not-performed`` and the reason;
 - a contained Device for the vision model (name, release, weights sha256), the
-  Observation's ``device``.
+  Observation's ``device``;
+- ``identifier``: the study id, the image's sha256 and, for a DICOM study, the keyed hash
+  of its StudyInstanceUID, as the JSON form gives them.
 
 Every resource is built through the ``fhir.resources.R4B`` models, so what comes out has
 passed their validation. Codes are only ones whose meaning is certain (LOINC 18748-4
@@ -35,6 +37,10 @@ if TYPE_CHECKING:
 
 FHIR_JSON = "application/fhir+json"
 STUDY_SYSTEM = "urn:medical-imaging-assistant:study-id"
+# The JSON form's links to the image and its DICOM study, so that a FHIR consumer can tie
+# the report to them (the keyed hash names the StudyInstanceUID without revealing it).
+IMAGE_SYSTEM = "urn:medical-imaging-assistant:image-sha256"
+STUDY_UID_SYSTEM = "urn:medical-imaging-assistant:study-uid-hash"
 DEVICE_ID = "vision-model"
 OBSERVATION_ID = "diagnosis-probability"
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -123,7 +129,7 @@ def diagnostic_report_from_dict(analysis: dict[str, Any], issued: datetime | Non
         "id": sid if _FHIR_ID.fullmatch(sid) else None,
         "language": "en",
         "contained": [_device(vision), _observation(analysis, when)],
-        "identifier": [{"system": STUDY_SYSTEM, "value": sid}],
+        "identifier": _identifiers(analysis),
         "status": "preliminary", "category": [_RADIOLOGY], "code": _REPORT_CODE,
         "issued": when,
         "result": [{"reference": f"#{OBSERVATION_ID}",
@@ -133,6 +139,15 @@ def diagnostic_report_from_dict(analysis: dict[str, Any], issued: datetime | Non
         "presentedForm": _presented_form(analysis, when),
     }
     return DiagnosticReport.model_validate({k: v for k, v in raw.items() if v is not None})
+
+
+def _identifiers(analysis: dict[str, Any]) -> list[dict[str, str]]:
+    """The study id, the image's sha256 and, for a DICOM study, its keyed UID hash."""
+    out = [{"system": STUDY_SYSTEM, "value": analysis["study_id"]}]
+    for system, key in ((IMAGE_SYSTEM, "image_sha256"), (STUDY_UID_SYSTEM, "study_uid_hash")):
+        if analysis.get(key):
+            out.append({"system": system, "value": str(analysis[key])})
+    return out
 
 
 def diagnostic_report_json(analysis: Analysis | dict[str, Any], issued: datetime | None = None

@@ -2,10 +2,12 @@
 in-scope study and an out-of-scope one, validated by the fhir.resources models."""
 
 import base64
+import io
 from datetime import UTC, datetime
 
 import cv2
 import numpy as np
+import pydicom
 import pytest
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.observation import Observation
@@ -92,6 +94,28 @@ def test_out_of_scope_study(blank: Analysis) -> None:
     assert observation.dataAbsentReason.coding[0].code == "not-performed"
     assert "blank" in str(observation.dataAbsentReason.text)
     assert raw["result"][0]["display"] == "no diagnosis"  # type: ignore[index]
+
+
+def test_the_identifiers_link_the_image_and_its_dicom_study(pipeline: Pipeline,
+                                                             tumour: Analysis) -> None:
+    """The JSON form gave the image's sha256 and the DICOM study's keyed UID hash; the FHIR
+    form had only the study id, so a FHIR consumer could not tie the report to either."""
+    from assistant.fhir import IMAGE_SYSTEM, STUDY_SYSTEM, STUDY_UID_SYSTEM
+    from tests.encodings import dicom, grey_levels
+
+    ids = {i["system"]: i["value"] for i in diagnostic_report_json(tumour, ISSUED)["identifier"]}
+    assert ids == {STUDY_SYSTEM: tumour.study_id, IMAGE_SYSTEM: tumour.image_sha256}
+    rows = [r for r in read_split_manifest(BR35H_SPLIT_PATH) if r.fold == TEST_FOLD]
+    path = Settings().data_dir / rows[0].path
+    ds = pydicom.dcmread(io.BytesIO(dicom(grey_levels(path.read_bytes()).astype(np.uint16)
+                                          * 16)))
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    out = io.BytesIO()
+    ds.save_as(out)
+    wrapped = pipeline.analyze(out.getvalue())
+    assert wrapped.study_uid_hash
+    ids = {i["system"]: i["value"] for i in diagnostic_report_json(wrapped)["identifier"]}
+    assert ids[STUDY_UID_SYSTEM] == wrapped.study_uid_hash
 
 
 def test_a_study_id_that_is_no_fhir_id_stays_an_identifier(pipeline: Pipeline) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
-from assistant.chat.support import american, covers, focus_terms, plain, terms
+from assistant.chat.support import american, covers, focus_terms, needed, plain, terms
 from assistant.retrieval.passages import split_sentences
 from assistant.retrieval.search import Hit, named_documents
 
@@ -45,26 +45,46 @@ _FINDING = (r"(tumou?rs?|mass(es)?|lesions?|bleed\w*|ha?emorrhage|abnormalit\w+|
             r"herniation|midline shift|atrophy|calcifications?|abscess(es)?|"
             r"h(a)?emorrhages|bleeds?|effusions?|pneumonia|shift)")
 _PRESENCE = re.compile(rf"^\s*((is|are) there (an? |any )?(\w+ )?{_FINDING}\b|"
+                       rf"any (\w+ )?{_FINDING}\b|"
                        rf"where (is|are) (the |a |an )?(\w+ )?{_FINDING}\b|"
                        r"(does|do) (he|she|they|the patient) have\b)")
+# A finding named as this patient's ("Is the tumour malignant?", "How big is the mass?").
+_DEFINITE = re.compile(rf"\bthe {_FINDING}\b")
 _DEFINITION = re.compile(r"^\s*(what\s+(is|are)\s+(an?\s+)?(?!the\b)|define\b|explain\b|"
                          r"describe\b|tell me about\b|what does\b)")
 
 # What a study question asks about, in the order answers list it.
 _INTENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("diagnosis", re.compile(r"diagnos|tumou?r|finding|impression|result|show|normal|lesion|"
-                             r"mass|cancer|positive|negative|what did|what does")),
+                             r"mass|cancer|positive|negative|what did|what does|\bsee\b|"
+                             r"\bseen\b|anything else")),
     ("probability", re.compile(r"probab|likel|confiden|certain|sure|chance|percent|%|score|"
                                r"threshold|cut-?off")),
     ("location", re.compile(r"where|locat|side|left|right|heat ?map|region|area|which part|"
-                            r"position|look")),
+                            r"position|look|hemispher")),
     ("scope", re.compile(r"scope|why (no|not)|refus|not assess|unlike|out of")),
     ("technique", re.compile(r"techni|how (was|did|is|were)|which model|what model|method|"
                              r"train")),
     ("limitations", re.compile(r"limit|caveat|reliab|trust|accura")),
-    ("quality", re.compile(r"quality|contrast|noise|blur|framing")),
+    # image contrast, not a contrast agent ("Was contrast given?", "a contrast MRI")
+    ("quality", re.compile(r"quality|(?<!with )(?<!post-)(?<!post )contrast(?!\s*(agent|medium|"
+                           r"media|enhanc|given|administ|inject|material|mri|scan|study|"
+                           r"series|sequence|was))|noise|blur|framing")),
     ("report", re.compile(r"report|summar|full|everything|overview|describ")),
 )
+# Where in the brain: a study question, answered by where the heatmap is hottest on the
+# image, with the note that the analysis names no structure (``unanswered``).
+_ANATOMY = re.compile(r"\b(lobes?|lobar|frontal|parietal|temporal|occipital|insula\w*|"
+                      r"cerebell\w*|brain ?stem|pons|medulla|midbrain|thalam\w*|"
+                      r"basal ganglia|ventric\w*|sella\w*|suprasellar|pituitary fossa|"
+                      r"cortex|cortical|subcortical|white matter|grey matter|gray matter|"
+                      r"(supra|infra)tentorial|midline|corpus callosum|meninges|dura\w*)\b")
+# How the image was acquired, which the analysis does not know: the technique is quoted,
+# with the note that the analysis does not answer it (``_beyond``).
+_ACQUISITION = re.compile(r"\b(contrast (agent|medium|enhanc\w*|given|was)|(was|were) contrast|"
+                          r"post-?contrast|with contrast|gadolinium (given|was)|"
+                          r"(was|were) gadolinium|sequences?|t1|t2|flair|dwi|diffusion|"
+                          r"weighted)\b")
 # What the model cannot say (a type or grade, a size) and worry about the result: these
 # choose what a study answer quotes, but only a question that points at the study is
 # routed to it for them ("Is it a glioma?"; "How are gliomas graded?" is knowledge).
@@ -95,7 +115,9 @@ _SELECT: dict[str, Callable[[Mapping[str, Any]], bool]] = {
         ("diagnosis.label" in _tags(s) and "heat.location" not in _tags(s)) or _scoped(s)),
     "probability": lambda s: bool({"diagnosis.probability", "diagnosis.threshold"}
                                   & set(_tags(s))),
-    "location": lambda s: bool({"heat.location", "heat.method"} & set(_tags(s))),
+    # with the caveat that left and right are the image's ("image.meta" limitation)
+    "location": lambda s: bool({"heat.location", "heat.method"} & set(_tags(s))) or (
+        s["section"] == "limitations" and "image.meta" in _tags(s)),
     "scope": _scoped,
     "technique": lambda s: s["section"] == "technique",
     "limitations": lambda s: s["section"] == "limitations",
@@ -148,11 +170,14 @@ def classify(question: str, has_study: bool, image_now: bool = False) -> Topic:
         return "knowledge"
     if _WORRY.search(text):
         return "study"
+    # "Is there a hemorrhage?", "Any infarct?", "Is the tumour malignant?": this patient's
+    asks_study = bool(_PRESENCE.search(text) or unassessed(question) or _DEFINITE.search(text))
     if not has_study:
         # "Sure?", "How confident are you?": about a model's answer, nothing to look up
         about_model = (focus := focus_terms(text)) and set(focus) <= _model_terms()
-        return "study" if _PRESENCE.search(text) or about_model else "knowledge"
-    return "study" if any(p.search(text) for _, p in _INTENTS) else "knowledge"
+        return "study" if asks_study or about_model else "knowledge"
+    return "study" if asks_study or _ANATOMY.search(text) or _ACQUISITION.search(text) or any(
+        p.search(text) for _, p in _INTENTS) else "knowledge"
 
 
 def _asks_knowledge(text: str) -> bool:
@@ -276,6 +301,47 @@ def follow_up(question: str, earlier: Sequence[str]) -> str | None:
     return f"{question.strip().rstrip('?.!').strip()} of {subject}?"
 
 
+# A numbered source of the answer before ("Tell me more about [2]", "What does reference 1
+# say?", "source #3").
+_REFERENCE = re.compile(r"\[(\d{1,2})\]|\b(?:references?|refs?|citations?|sources?)\s*"
+                        r"(?:no\.?|number|#)?\s*(\d{1,2})\b", re.IGNORECASE)
+_SOURCE_LINE = re.compile(r"\[(\d{1,2})\]\s+(.*)")
+
+
+def sources_of(answer: str) -> dict[int, str]:
+    """The numbered sources an answer lists under "Sources:": number -> document id."""
+    _, found, listed = answer.partition("\nSources:\n")
+    out: dict[int, str] = {}
+    for line in listed.splitlines() if found else ():
+        match = _SOURCE_LINE.match(line.strip())
+        if match and (ids := named_documents(match[2])):
+            out[int(match[1])] = ids[0]
+    return out
+
+
+def _named_as(doc_id: str) -> str:
+    """A document id as a question names it ("ICD10CM:G93.6" -> "ICD-10-CM G93.6")."""
+    source, _, code = doc_id.partition(":")
+    return f"ICD-10-CM {code}" if source == "ICD10CM" else doc_id
+
+
+def source_number(question: str) -> int | None:
+    """The number of the source a question asks about ("What does reference 1 say?": 1)."""
+    match = _REFERENCE.search(question)
+    return None if match is None else int(match[1] or match[2])
+
+
+def with_source(question: str, previous: str | None) -> str | None:
+    """A question about a numbered source of the ``previous`` answer with that source's id
+    in place of its number ("What does reference 1 say?" -> "What does PMID:123 say?");
+    None when the previous answer lists no such source."""
+    match = _REFERENCE.search(question)
+    doc_id = sources_of(previous or "").get(int(match[1] or match[2])) if match else None
+    if match is None or doc_id is None:
+        return None
+    return f"{question[:match.start()]}{_named_as(doc_id)}{question[match.end():]}"
+
+
 _THANKS = re.compile(r"\b(thanks?|thank\s+you|cheers)\b", re.IGNORECASE)
 _WHAT_IS_THE = re.compile(r"\s*what\s+(?:is|are)\s+the\s", re.IGNORECASE)
 
@@ -283,9 +349,9 @@ _WHAT_IS_THE = re.compile(r"\s*what\s+(?:is|are)\s+the\s", re.IGNORECASE)
 def subject_named(text: str) -> str | None:
     """The subject an earlier question names: X of "What is X?" and of "What is the
     <aspect> of X?" or "What is the ICD-10 code for X?"; None for a question with no
-    subject of its own (a follow-up, an aspect alone, a source id)."""
-    if named_documents(text) or _PRONOUN.search(text):
-        return None
+    subject of its own (a follow-up, an aspect alone, a source id or number)."""
+    if named_documents(text) or _PRONOUN.search(text) or _REFERENCE.search(text):
+        return None  # an id, "it" or "reference 1" names no subject a follow-up can take
     subject = definition_subject(_CODE.sub(" code ", text))
     if subject is None:
         return None
@@ -319,8 +385,13 @@ def study_intents(question: str) -> list[str]:
     quotes the model's labels (``type``)."""
     text = american(question).lower()
     found = [name for name, pattern in (*_INTENTS, *_LIMIT_INTENTS) if pattern.search(text)]
+    if _ANATOMY.search(text) and "location" not in found:
+        found.append("location")
+    if _ACQUISITION.search(text) and "technique" not in found:
+        found.append("technique")
     found = found or ["diagnosis"]
-    if "type" not in found and (_NORMAL.search(text) or unassessed(question)):
+    if "type" not in found and (_NORMAL.search(text) or unassessed(question)
+                                or _beyond(found, question)):
         found.append("type")
     return found
 
@@ -373,6 +444,43 @@ def unassessed(question: str) -> list[str]:
     return list(dict.fromkeys(m[0] for m in _OTHER_FINDING.finditer(text)))
 
 
+def unanswered(question: str) -> list[str]:
+    """The words of a study question that nothing in the analysis answers: no intent reads
+    them, they are not what the diagnosis answers or points at the study, and they name no
+    finding the model has no label for (``unassessed`` notes those): "surgery" of "Does
+    the patient need surgery?", "grown" of "Has the tumour grown?", "frontal" of "Is the
+    tumor in the frontal lobe?". Empty for a question the quoted sentences answer."""
+    text = american(question).lower()
+    known = _answered_terms() | _model_terms() | _pronoun_terms()
+    patterns = [p for _, p in (*_INTENTS, *_LIMIT_INTENTS)] + [_OTHER_FINDING, _WORRY]
+    out = []
+    for word in re.findall(r"[a-z]+", text):
+        found = focus_terms(word)
+        if not found or found[0] in known or any(p.search(word) for p in patterns):
+            continue
+        out.append(word)
+    return list(dict.fromkeys(out))
+
+
+# Said before the quoted sentences when a study question asks more than the analysis holds.
+NOT_IN_ANALYSIS = ("- The analysis does not answer all of this question: it holds the model's "
+                   "diagnosis and its probability, where the heatmap is hottest on the image "
+                   "(no brain structure is named), and the image's quality; what it says is "
+                   "quoted below.")
+# Intents whose sentences answer only what they name: a question chosen for them (or for
+# nothing more specific) that holds words no intent reads gets ``NOT_IN_ANALYSIS``.
+_GENERAL_INTENTS = frozenset({"diagnosis", "location", "type"})
+
+
+def _beyond(intents: Sequence[str], question: str) -> bool:
+    """Whether a study question chosen for ``intents`` asks what the analysis does not say
+    ("Does the patient need surgery?", "Is it in the frontal lobe?", "Was contrast given?");
+    not "How big is it?", which the size intent answers (the model measures no size)."""
+    if _ACQUISITION.search(american(question).lower()):
+        return True  # "Was contrast given?", "Which sequence is this?"
+    return set(intents) <= _GENERAL_INTENTS and bool(unanswered(question))
+
+
 def _numbers(analysis: Mapping[str, Any]) -> str:
     d = analysis["diagnosis"]
     return (f"- Model output: label \"{d['label']}\", calibrated probability of "
@@ -399,6 +507,8 @@ def study_answer(question: str, study_id: str, analysis: Mapping[str, Any],
         lines.append(f"- The question asks about \"{' '.join(asked)}\": the model has no "
                      "label for it, so this analysis does not say whether it is there or not "
                      "(the model's labels are quoted below).")
+    elif in_scope and _beyond(intents, question):
+        lines.append(NOT_IN_ANALYSIS)
     lines += [f"- {s['section'].capitalize()}: \"{s['text']}\"" for s in chosen]
     if "probability" in intents and in_scope and analysis["diagnosis"]["probability"] is not None:
         lines.append(_numbers(analysis))
@@ -557,9 +667,23 @@ def _answer_order(hits: Sequence[Hit], focus: Sequence[str], named: set[str],
     return sorted(hits, key=key)
 
 
-def knowledge_answer(question: str, hits: Sequence[Hit], max_citations: int = 3) -> Composed:
+def key_term(wanted: Sequence[str], frequency: Callable[[str], int] | None) -> str | None:
+    """The term a passage must hold beside most of ``wanted`` when it need not hold them all
+    (``needed``): the rarest in the index (``frequency``: passages holding a term), the one
+    that names the subject ("glioblastoma" of "5-year survival rate of glioblastoma", which
+    a breast cancer survival figure holds all but); never a number. None when every term is
+    needed, or without frequencies."""
+    if frequency is None or needed(len(wanted)) >= len(wanted):
+        return None
+    indexed = [t for t in wanted if not t.isdigit() and frequency(t) > 0]
+    return min(indexed, key=frequency) if indexed else None
+
+
+def knowledge_answer(question: str, hits: Sequence[Hit], max_citations: int = 3,
+                     frequency: Callable[[str], int] | None = None) -> Composed:
     """Quote the hits whose title and snippet hold the question's terms, or its subject's
-    when it asks an aspect of it, numbered, in the order of ``_answer_order``. A record the
+    when it asks an aspect of it (with ``frequency``, the rarest of them always: ``key_term``),
+    numbered, in the order of ``_answer_order``. A record the
     question names by its source id ("What is HP:0001250?") is quoted first, whatever its
     words. When the question asks an aspect of its subject ("What causes X?") and no quoted
     passage holds it, the answer says so before quoting what was found on the subject."""
@@ -582,8 +706,9 @@ def knowledge_answer(question: str, hits: Sequence[Hit], max_citations: int = 3)
     # Asking an aspect of a subject, a passage holds the subject ("Is headache a symptom of
     # brain tumour?" quoted "symptoms" in the brain of a tumour, without "headache").
     wanted = subject_terms if aspects or wants_code else focus
-    relevant = [h for h in hits
-                if h.doc_id in named or covers(wanted, f"{h.title} {h.snippet}")]
+    key = key_term(wanted, frequency)
+    relevant = [h for h in hits if h.doc_id in named or (
+        covers(wanted, text := f"{h.title} {h.snippet}") and (key is None or key in terms(text)))]
     relevant = _answer_order(relevant, focus, named, subject, aspects, wants_code)
     lines = ["From the literature:"]
     if aspects or wants_code:

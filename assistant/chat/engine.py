@@ -44,8 +44,10 @@ from assistant.chat.compose import (
     refusal,
     render,
     small_talk,
+    source_number,
     study_answer,
     subject_named,
+    with_source,
     with_study,
     without_greeting,
 )
@@ -95,6 +97,7 @@ class Prepared:
     read_as: str | None = None  # the question with an earlier question's subject put in
     read_from: str = "the subject of an earlier question"  # where ``read_as``'s subject is from
     also_asked: tuple[str, ...] = ()  # the turn's questions after the one answered
+    missing_source: int | None = None  # a source number the previous answer did not list
 
 
 @dataclass(frozen=True)
@@ -225,7 +228,12 @@ class ChatEngine:
         else:
             also = ()
         read_as, read_from = None, Prepared.read_from
-        if study is None:  # with a study, "it" is the study
+        missing_source = number = source_number(question)
+        if number is not None:  # "What does reference 1 say?": that source, by its id
+            read_as = with_source(question, self._previous_answer(cid, turns))
+            read_from = "a source of the previous answer"
+            missing_source = number if read_as is None else None
+        elif study is None:  # with a study, "it" is the study
             earlier = [t.text for t in turns[:-1] if t.role == "user" and t.text.strip()]
             read_as = follow_up(question, earlier)  # "What causes it?" after "What is X?"
         elif (subject := DIAGNOSED.get(study.analysis["diagnosis"].get("label"))) is not None:
@@ -238,7 +246,7 @@ class ChatEngine:
         question = read_as or question
         topic = classify(question, study is not None, image_now is not None)
         return Prepared(cid, question, topic, study, image_now.sha256 if image_now else None,
-                        turn.text.strip(), read_as, read_from, also)
+                        turn.text.strip(), read_as, read_from, also, missing_source)
 
     def compose(self, prepared: Prepared) -> Composed:
         composed = self._compose(prepared)
@@ -249,6 +257,9 @@ class ChatEngine:
     def _compose(self, prepared: Prepared) -> Composed:
         if small_talk(prepared.question) and prepared.image_sha256 is None:
             return refusal(HELP)
+        if prepared.missing_source is not None:
+            return refusal(f"{REFUSAL} The previous answer in this conversation lists no "
+                           f"source [{prepared.missing_source}].")
         if prepared.topic == "knowledge":
             composed = self._knowledge(prepared.question)
             if prepared.read_as is not None:
@@ -306,6 +317,15 @@ class ChatEngine:
         owner = self.store.conversation_user(conversation_id)
         return owner is None or owner == user
 
+    def _previous_answer(self, conversation_id: str, turns: list[Turn]) -> str | None:
+        """The assistant's latest reply: in the history the client sent, else as stored."""
+        sent = [t.text for t in turns[:-1] if t.role == "assistant" and t.text.strip()]
+        if sent:
+            return sent[-1]
+        stored = [m.content for m in self.store.messages(conversation_id)
+                  if m.role == "assistant"]
+        return stored[-1] if stored else None
+
     def _history_study(self, conversation_id: str, turns: list[Turn]) -> StoredStudy | None:
         """The study of the latest image in the history that could be read, else the
         conversation's latest stored study. An image refused when it was sent never
@@ -359,4 +379,6 @@ class ChatEngine:
         except (IndexUnusableError, DataError, OSError) as exc:
             log.warning("literature search failed: %s", exc)
             return refusal(f"{REFUSAL} The literature search failed.")
-        return knowledge_answer(question, hits, self.max_citations)
+        lexical = self.searcher.index.lexical
+        return knowledge_answer(question, hits, self.max_citations,
+                                lambda term: len(lexical.postings(term)))

@@ -42,6 +42,7 @@ class ImageMeta:
     frame_index: int = 0  # which frame of a multi-frame object was returned
     transfer_syntax: str | None = None  # name, e.g. "JPEG 2000 Image Compression"
     window: tuple[float, float] | None = None  # (centre, width) applied, if any
+    orientation: int = 1  # a JPEG's EXIF Orientation (1-8), applied; 1: rows as stored
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready dict (tuples become lists)."""

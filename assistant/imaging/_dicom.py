@@ -177,11 +177,14 @@ def _parse(data: bytes) -> Dataset:
 
 def _check_header(ds: Dataset, limits: Limits) -> tuple[int, int, int]:
     """Rows, columns and frame count, refused before decoding if over the limits."""
-    if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
+    present = [keyword for keyword in _PIXEL_KEYWORDS if keyword in ds]
+    if not present:
         file_meta = getattr(ds, "file_meta", Dataset())
         uid = ds.get("SOPClassUID") or file_meta.get("MediaStorageSOPClassUID")
         sop_class = UID(str(uid)).name if uid else "unknown"
         raise NoPixelDataError(f"DICOM object has no pixel data (SOP class {sop_class})")
+    if all(not ds[keyword].value for keyword in present):  # the element, with no bytes
+        raise NoPixelDataError(f"DICOM object's {present[0]} element is empty")
     rows, columns = ds.get("Rows"), ds.get("Columns")
     if rows is None or columns is None or int(rows) <= 0 or int(columns) <= 0:
         raise UnreadableImageError("DICOM image has no valid Rows/Columns")
@@ -329,6 +332,8 @@ def _bits_stored(ds: Dataset) -> int:
 
 def _text(ds: Dataset, keyword: str) -> str | None:
     value = ds.get(keyword)
+    if isinstance(value, (MultiValue, list)):  # several values: DICOM's own separator, not
+        value = "\\".join(str(v).strip() for v in value)  # Python's "['MR', 'CT']"
     text = str(value).strip() if value is not None else ""
     return text[:64] or None
 

@@ -184,6 +184,11 @@ def _decode_with_cv2(data: bytes, fmt: ImageFormat, header: RasterHeader) -> Dec
             f"corrupt {fmt.upper()}: decoded {array.shape[1]} x {array.shape[0]}, "
             f"header says {header.width} x {header.height}"
         )
+    if fmt == "jpeg" and (fill := _grey_fill_rows(array)):
+        raise UnreadableImageError(
+            f"corrupt JPEG: its scan data ends early, so the decoder filled the last {fill} "
+            f"of {array.shape[0]} rows with flat grey (a file cut short, its end marker "
+            "put back)")
     if array.dtype == np.uint8:
         full_scale = 255.0
     elif array.dtype == np.uint16:
@@ -198,8 +203,28 @@ def _decode_with_cv2(data: bytes, fmt: ImageFormat, header: RasterHeader) -> Dec
         height=pixels.shape[0],
         channels=1 if pixels.ndim == 2 else 3,
         bit_depth=header.bit_depth,
+        orientation=header.orientation,
     )
     return DecodedImage(pixels=pixels, meta=meta)
+
+
+JPEG_FILL = 128  # what libjpeg decodes a missing block to: DC 0, mid-grey in every channel
+MCU_ROWS = 8  # a JPEG block's height; a fill starts at a block row
+
+
+def _grey_fill_rows(array: np.ndarray) -> int:
+    """How many bottom rows of a decoded 8-bit JPEG are the decoder's fill for scan data
+    that ended early (the file cut short, or its end marker found early): rows of exactly
+    ``JPEG_FILL`` in every pixel and channel, at least one block row of them, starting at a
+    block row, below content that is not all fill. 0 otherwise (a uniform grey image is an
+    image, not a fill)."""
+    if array.dtype != np.uint8:
+        return 0
+    flat = array.reshape(array.shape[0], -1)
+    is_fill = (flat == JPEG_FILL).all(axis=1)
+    n = int(np.argmin(is_fill[::-1])) if not is_fill.all() else 0
+    start = array.shape[0] - n
+    return n if n >= MCU_ROWS and start % MCU_ROWS == 0 else 0
 
 
 def _to_rgb(unit: np.ndarray) -> np.ndarray:

@@ -182,8 +182,10 @@ def _technique(ev: Evidence) -> list[Sentence]:
     out = []
     if ev.meta is not None:
         modality = f", DICOM modality {ev.meta.modality}" if ev.meta.modality else ""
+        frame = (f"; frame {ev.meta.frame_index + 1} of {ev.meta.frame_count}, the middle one"
+                 if ev.meta.frame_count > 1 else "")
         out.append(Sentence("technique", f"One 2-D image ({ev.meta.format.upper()}, "
-                            f"{ev.meta.width} x {ev.meta.height} pixels{modality}).",
+                            f"{ev.meta.width} x {ev.meta.height} pixels{modality}{frame}).",
                             ("image.meta",)))
     out.append(Sentence("technique", f"Analysed by {m.name}, a patch-sequence transformer "
                         f"reading a {m.input_size} x {m.input_size} pixel grey image, trained "
@@ -337,8 +339,10 @@ def _limitations(ev: Evidence) -> list[Sentence]:
                             f"outline.", ("heat.method", "model.config")))
         orientation = ("the file carries no patient orientation" if ev.meta is None
                        or ev.meta.format != "dicom" else "patient orientation was not read")
-        out.append(Sentence("limitations", f"Left and right are sides of the image as "
-                            f"stored: {orientation}.", ("image.meta",)))
+        turned = ev.meta is not None and ev.meta.orientation != 1
+        shown = "as displayed (its EXIF orientation applied)" if turned else "as stored"
+        out.append(Sentence("limitations", f"Left and right are sides of the image {shown}: "
+                            f"{orientation}.", ("image.meta",)))
         if ev.location is not None and ev.location.share_on_head < 0.5:
             out.append(Sentence("limitations", f"Only {ev.location.share_on_head:.0%} of the "
                                 f"heat falls on the head.", ("heat.share_on_head",)))

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from assistant.fhir import FHIR_JSON, diagnostic_report_json
 from assistant.service.audit import note
 from assistant.service.deps import ServicesDep
-from assistant.service.errors import InvalidRequestError, given_twice
+from assistant.service.errors import InvalidRequestError, given_twice, unknown_names
 from assistant.service.json_body import JSONRoute
 from assistant.service.schemas import AnalyzeForm
 
@@ -42,9 +42,14 @@ async def analyze(
         description="json: the analysis; fhir: a FHIR R4B DiagnosticReport")] = "json",
 ) -> Response:
     """Diagnosis with calibrated probability, heatmap, drafted report and citations."""
-    if repeated := given_twice(await request.form(), FORM_FIELDS):  # parsed for the above
+    form = await request.form()  # parsed for the above
+    if repeated := given_twice(form, FORM_FIELDS) or given_twice(request.query_params,
+                                                                  ["format"]):
         raise InvalidRequestError(f"given more than once: {repeated}; send one image and at "
                                   "most one of each field per request")
+    if unknown := unknown_names(form, FORM_FIELDS):
+        raise InvalidRequestError(f"unknown form field(s): {unknown}; /v1/analyze reads "
+                                  f"{', '.join(FORM_FIELDS)}")
     data = await file.read()
     analysis = await services.analyze(data, AnalyzeForm(indication, age, sex, context))
     note(request, study_id=analysis.study_id, study_uid_hash=analysis.study_uid_hash,

@@ -25,6 +25,7 @@ from assistant.service.access import install_access
 from assistant.service.body_limit import BodyLimitMiddleware
 from assistant.service.deps import SettingsDep, settings_dep
 from assistant.service.errors import install_error_handlers
+from assistant.service.head import HeadAsGetMiddleware
 from assistant.service.json_body import JSONRoute
 from assistant.service.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
 from assistant.service.rate_limit import RateLimitMiddleware
@@ -134,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            burst=settings.limits.rate_burst)
     audit_log = install_access(app, settings)  # API keys, audit log, CORS
     app.add_middleware(MetricsMiddleware, metrics=metrics_registry)
+    app.add_middleware(HeadAsGetMiddleware)  # outermost: HEAD is a GET for all inside
     app.state.settings = settings
     app.state.metrics = metrics_registry
     app.state.services = services

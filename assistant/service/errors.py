@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 from starlette.types import Send
 
@@ -60,6 +61,14 @@ def given_twice(values: Any, names: Sequence[str]) -> str | None:
     repeated = [f"{name} ({len(got)} times)" for name in names
                 if len(got := values.getlist(name)) > 1]
     return ", ".join(repeated) or None
+
+
+def unknown_names(values: Any, known: Sequence[str]) -> str | None:
+    """"'year-from', 'Age'": the names in the query or form ``values`` (a multi-dict) that
+    are not ``known``; None when there are none. An unknown name had been ignored without a
+    word, so a misspelt filter ("year-from") returned unfiltered hits."""
+    unknown = [repr(name) for name in dict.fromkeys(values.keys()) if name not in known]
+    return ", ".join(unknown) or None
 
 
 class NotReadyError(ServiceError):
@@ -193,6 +202,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if isinstance(exc.__cause__, ClientDisconnect):  # FastAPI's 400 for a form cut short
         return await _client_gone(request, exc.__cause__)
+    if exc.status_code == 400 and isinstance(exc.__context__, MultiPartException):
+        # Starlette's 400 for a multipart body it cannot parse (no boundary, a broken
+        # part): the body is unreadable, a 422 as every other unreadable input
+        return JSONResponse(error_body("invalid_request", "the multipart body could not be "
+                                       f"read: {exc.detail}"), status_code=422)
     kind = _HTTP_TYPES.get(exc.status_code, "http_error")
     return JSONResponse(error_body(kind, str(exc.detail)), status_code=exc.status_code,
                         headers=getattr(exc, "headers", None))

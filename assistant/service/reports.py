@@ -38,14 +38,15 @@ from assistant.data.manifest import DataError
 from assistant.report import Context
 from assistant.report.decoder.bundle import Drafter, ReportCheckpointError
 from assistant.report.decoder.commands import release_report_path, report_drafter
-from assistant.report.decoder.data import Finding
+from assistant.report.decoder.complete import sentences
+from assistant.report.decoder.data import NORMAL, Finding
 from assistant.report.decoder.findings import (
     NORMAL_CLASS,
     asserted,
     code_classes,
     finding_class,
+    mentions,
 )
-from assistant.report.structured import DRAFT_NOTICE
 from assistant.service.batching import MicroBatcher
 from assistant.service.deps import SettingsDep
 from assistant.service.errors import InvalidContextError, NotReadyError
@@ -54,6 +55,10 @@ from assistant.service.json_body import JSONRoute, media_type
 router = APIRouter(tags=["reports"], route_class=JSONRoute)
 
 MAX_FINDINGS = 16
+# What every draft says: it is drafted from findings a reader or an encoder gave, not read
+# off an image.
+DRAFT_NOTICE = ("Draft for a clinician to verify: produced by software from the findings "
+                "given (no image was read), it is not a diagnosis.")
 STATED_PROBABILITY = 0.5  # a finding below this is not stated to the decoder
 _lock = threading.Lock()
 DraftJob = tuple[tuple[Finding, ...], str | None]  # one study's findings and indication
@@ -100,6 +105,11 @@ class DraftResponse(BaseModel):
     not_stated: list[str]
     added: list[str]  # findings the text asserts that were not given
     missing: list[str]  # given findings the text does not assert
+    denied: list[str] = Field(description=(
+        "Given findings that a sentence of the text denies (\"There is no pneumothorax\", "
+        "or a normal statement such as \"the heart is normal in size\" for cardiomegaly), "
+        "whether or not another sentence asserts them: the draft contradicts itself or the "
+        "findings there. Completion (`complete`) drops such sentences."))
     unchecked: list[str] = Field(description=(
         "Given codes whose term the findings matcher has no class for: the text is not "
         "checked for them, and neither `missing` nor `given_findings` can name them. The "
@@ -195,6 +205,7 @@ async def draft(body: DraftRequest, request: Request, settings: SettingsDep) -> 
         raise InvalidContextError(
             f"no finding has a probability of at least {STATED_PROBABILITY}: give those "
             "the study shows, or `normal` when it shows none")
+    _check_stated(given, findings)
     decode = drafter.bundle.decode
     if body.complete is not None:
         decode = replace(decode, complete=body.complete)
@@ -208,17 +219,40 @@ async def draft(body: DraftRequest, request: Request, settings: SettingsDep) -> 
     unchecked = [f.code for f in findings if finding_class(f) is None]
     # codes the matcher cannot read are not "normal": with none it can, nothing is given
     got, want = asserted(text), (code_classes(classed) if classed else set())
+    denied = {c for part in sentences(text) for c in mentions(part)[1]} & want
     bundle = drafter.bundle
     return DraftResponse(
         text=text, asserted_findings=sorted(got), given_findings=sorted(want),
         not_stated=[f.code for f in given if f.probability < STATED_PROBABILITY],
         added=sorted(got - want - {NORMAL_CLASS}), missing=sorted(want - got - {NORMAL_CLASS}),
+        denied=sorted(denied - {NORMAL_CLASS}),
         unchecked=unchecked,
         from_training_report=drafter.from_training_report(text, findings, indication),
         borrowed_sentences=[BorrowedSentence(**b.to_dict()) for b in report.borrowed],
         dropped_sentences=list(report.dropped),
         model={"name": bundle.name, "sha256": bundle.sha256,
                "trained_on": str(bundle.provenance.get("data_source", "not recorded"))})
+
+
+def _check_stated(given: tuple[Finding, ...], stated: tuple[Finding, ...]) -> None:
+    """422 for a code given twice (its probabilities could disagree: one stated, one not),
+    and for `normal` stated beside a finding: no training report is coded so (the decoder
+    had drafted "no pneumothorax" for Pneumothorax/right given with normal)."""
+    seen: dict[str, str] = {}
+    for f in given:
+        key = f.code.lower()
+        if key in seen:
+            raise InvalidContextError(f"finding code {f.code!r} is given twice (as "
+                                      f"{seen[key]!r} first): give each code once")
+        seen[key] = f.code
+    normal = [f for f in stated if f.term.lower() == NORMAL]
+    if normal and len(normal) < len(stated):
+        others = ", ".join(repr(f.code) for f in stated if f.term.lower() != NORMAL)
+        raise InvalidContextError(
+            f"`normal` is stated (probability of at least {STATED_PROBABILITY}) beside "
+            f"findings ({others}): a study is normal or has findings, and the decoder was "
+            "trained on none coded both ways; give `normal` alone, or below "
+            f"{STATED_PROBABILITY} beside findings")
 
 
 class Vocabulary(BaseModel):

@@ -111,6 +111,8 @@ class ImageInfo(BaseModel):
     frame_index: int = 0
     transfer_syntax: str | None = None
     window: tuple[float, float] | None = None
+    orientation: int = Field(1, description="a JPEG's EXIF Orientation (1-8), applied to the "
+                             "pixels; 1: rows and columns as stored")
     mean: float = Field(description="mean display value of the returned frame, in [0, 1]")
     std: float
     notice: str = DRAFT_NOTICE

@@ -11,7 +11,7 @@ from assistant.retrieval.corpus import SOURCES
 from assistant.retrieval.search import Mode, check_query
 from assistant.service.audit import note
 from assistant.service.deps import ServicesDep
-from assistant.service.errors import InvalidQueryError, given_twice
+from assistant.service.errors import InvalidQueryError, given_twice, unknown_names
 from assistant.service.json_body import JSONRoute
 from assistant.service.schemas import SearchHit, SearchResponse
 
@@ -21,6 +21,7 @@ MAX_K = 50
 
 
 SINGLE_PARAMS = ("q", "k", "mode", "year_from", "year_to")
+PARAMS = (*SINGLE_PARAMS, "source")
 
 
 def _checked(q: str | None, sources: list[str] | None, year_from: int | None,
@@ -50,6 +51,9 @@ async def search(
     out undated entries (HPO terms, ICD-10-CM codes)."""
     if repeated := given_twice(request.query_params, SINGLE_PARAMS):
         raise InvalidQueryError(f"given more than once: {repeated}; repeat only source")
+    if unknown := unknown_names(request.query_params, PARAMS):
+        raise InvalidQueryError(f"unknown query parameter(s): {unknown}; /v1/search reads "
+                                f"{', '.join(PARAMS)}")
     query = _checked(q, source, year_from, year_to)
     years = (year_from, year_to)
     hits = await run_in_threadpool(services.search, query, k, mode, source, years)

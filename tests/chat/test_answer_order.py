@@ -5,8 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.chat.compose import defines, definition_subject, knowledge_answer
-from assistant.retrieval.search import Hit
+from assistant.chat.compose import (
+    defines,
+    definition_subject,
+    key_term,
+    knowledge_answer,
+    source_number,
+    sources_of,
+    with_source,
+)
+from assistant.retrieval.search import Hit, named_documents
 
 
 def _hit(doc_id: str, title: str, snippet: str) -> Hit:
@@ -230,3 +238,54 @@ def test_asks_code(question: str, expected: bool) -> None:
     from assistant.chat.compose import asks_code
 
     assert asks_code(question) is expected
+
+
+def test_a_passage_must_hold_the_rarest_subject_term_when_not_all_are_needed() -> None:
+    """"5-year survival rate of glioblastoma": three of the four subject terms were enough,
+    and a breast cancer survival figure ("5", "year", "rate") was quoted as the answer."""
+    breast = _hit("PMID:1", "Breast cancer outcomes",
+                  "The 5-year survival rate for stages I and II is 60 per cent.")
+    glioma = _hit("PMID:2", "Glioblastoma outcomes",
+                  "The 5-year survival rate of glioblastoma is below 10 per cent.")
+    counts = {"5": 900, "year": 5000, "rate": 4000, "glioblastoma": 40, "surviv": 3000}
+    question = "What is the 5-year survival rate of glioblastoma?"
+    assert _order(question, [breast, glioma]) == ["PMID:1", "PMID:2"]  # without counts
+    def frequency(term: str) -> int:
+        return counts.get(term, 0)
+
+    answer = knowledge_answer(question, [breast, glioma], 2, frequency)
+    assert [c.doc_id for c in answer.citations] == ["PMID:2"]
+    # never a number, and never a term the index does not hold
+    assert key_term(["5", "year", "rate", "glioblastoma"], frequency) == "glioblastoma"
+    assert key_term(["5", "year", "rate", "glioblastomma"], frequency) == "rate"
+    assert key_term(["year", "rate", "glioblastoma"], frequency) is None  # all needed
+    assert key_term(["5", "year", "rate", "glioblastoma"], None) is None
+
+
+_ANSWER = """From the literature:
+[1] Meningioma: "A benign tumor of the meninges."
+[2] "Intracranial meningioma"
+[3] Carbuncle: "..."
+
+Sources:
+[1] HPO HP:0002858 Meningioma https://hpo.jax.org/browse/term/HP:0002858
+[2] Smith J et al. Meningiomas. J Neurosurg. 2021. PMID:34022255 https://pubmed.ncbi.nlm.nih.gov/34022255/
+[3] ICD-10-CM L02.93 Carbuncle, unspecified https://www.icd10data.com/L02.93
+
+(conversation abc)"""
+
+
+@pytest.mark.parametrize(("question", "number", "read_as"), [
+    ("Tell me more about [2]", 2, "Tell me more about PMID:34022255"),
+    ("What does reference 1 say?", 1, "What does HP:0002858 say?"),
+    ("What does source #3 say?", 3, "What does ICD-10-CM L02.93 say?"),
+    ("And citation 4?", 4, None),  # the answer lists three
+    ("What is the 5-year survival?", None, None),
+])
+def test_a_numbered_source_of_the_previous_answer(question: str, number: int | None,
+                                                 read_as: str | None) -> None:
+    assert source_number(question) == number
+    assert with_source(question, _ANSWER) == read_as
+    assert with_source(question, None) is None
+    if read_as is not None:  # the rewritten question names the source by its id
+        assert named_documents(read_as) == [sources_of(_ANSWER)[number or 0]]

@@ -27,6 +27,22 @@ from assistant.chat.compose import classify, follow_up, study_intents, without_g
     # passages about tumours of other organs
     ("Is there a tumour?", False, False, "study"),
     ("Where is the lesion?", False, False, "study"),
+    # a finding named as the patient's, with no study: the image is asked for (the
+    # twenty-second session's probe got malignant tumours of the gut, and "side effects")
+    ("Is the tumour malignant?", False, False, "study"),
+    ("Which side is the tumour on?", False, False, "study"),
+    ("How big is the tumour?", False, False, "study"), ("Any tumor?", False, False, "study"),
+    ("What is the prognosis of the tumour?", False, False, "knowledge"),
+    # with a study and no image this turn: a finding the model has no label for, where in
+    # the brain, how the image was made (each went to the literature before: "Is there a
+    # hemorrhage?" quoted premacular hemorrhage, "Which lobe?" lung lobation)
+    ("Is there a hemorrhage?", True, False, "study"), ("Any infarct?", True, False, "study"),
+    ("Is there bleeding?", True, False, "study"), ("Which lobe?", True, False, "study"),
+    ("Which hemisphere?", True, False, "study"), ("Is it supratentorial?", True, False, "study"),
+    ("Was contrast given?", True, False, "study"), ("What do you see?", True, False, "study"),
+    ("Is gadolinium dangerous?", True, False, "knowledge"),
+    ("What is diffusion weighted imaging?", True, False, "knowledge"),
+    ("Is there any treatment for hemorrhage?", True, False, "knowledge"),
     # how far to trust an answer, with no study: nothing to look up (the literature was
     # searched for "sure" before)
     ("Sure?", False, False, "study"),
@@ -70,6 +86,11 @@ def test_intents() -> None:
     assert study_intents("Anything?") == ["diagnosis"]
     assert study_intents("How likely, and where?") == ["probability", "location"]
     assert study_intents("Give me the full report") == ["report"]
+    # where in the brain: the heatmap's location, and the model's labels with the note
+    assert study_intents("Is the tumor in the frontal lobe?") == ["diagnosis", "location", "type"]
+    assert study_intents("Was contrast given?") == ["technique", "type"]
+    # image contrast is image quality; a contrast agent is not
+    assert study_intents("What is the image contrast like?") == ["quality"]
 
 
 @pytest.mark.parametrize(("question", "rest"), [

@@ -76,6 +76,39 @@ def test_location_quotes_the_heatmap(analyses: dict[str, dict[str, Any]]) -> Non
     assert "Impression" not in body  # only what was asked
 
 
+def test_a_side_comes_with_the_orientation_caveat(analyses: dict[str, dict[str, Any]]
+                                                  ) -> None:
+    """Asked about the patient's left, the answer quotes the image's side and says that left
+    and right are the image's (it had left that limitation out)."""
+    for question in ("Is the tumor on the patient's left?", "Which hemisphere?",
+                     "Which side?"):
+        body = study_answer(question, "s1", analyses["tumour"]).body
+        assert "hottest area" in body and "Left and right are sides of the image" in body
+
+
+@pytest.mark.parametrize("question", [
+    "Is the tumor in the frontal lobe?", "Is it supratentorial?", "Does it cross the midline?",
+    "Does the patient need surgery?", "Has the tumour grown?", "How many tumours are there?",
+    "Is there mass effect?", "Was contrast given?", "Which lobe?"])
+def test_what_the_analysis_does_not_say_is_said(question: str,
+                                               analyses: dict[str, dict[str, Any]]) -> None:
+    """A question the analysis holds no answer to gets the note before the quotes, and the
+    model's labels (the bare diagnosis had been quoted, which read as "yes")."""
+    body = study_answer(question, "s1", analyses["tumour"]).body
+    assert "does not answer all of this question" in body, question
+    assert "only labels" in body, question
+
+
+@pytest.mark.parametrize("question", [
+    "What does it show?", "How confident is the model?", "Where is it?",
+    "Is the image quality good?", "How was this analysed?", "How big is it?",
+    "What model was used?", "Why was this not assessed?", "Is the tumour on the left?",
+    "Is it a glioma?", "Should I be worried?", "What do you see?"])
+def test_questions_the_analysis_answers_get_no_such_note(
+        question: str, analyses: dict[str, dict[str, Any]]) -> None:
+    assert "does not answer" not in study_answer(question, "s1", analyses["tumour"]).body
+
+
 @pytest.mark.parametrize(("question", "wanted", "unwanted"), [
     ("Is it a glioma or a meningioma?", ("showing a tumour", "only labels"), ("hottest",)),
     ("How big is it?", ("hottest area", "not a lesion outline", "measures no size"),

@@ -305,3 +305,22 @@ def test_an_aspect_of_it_asked_of_a_tumour_study(engine: ChatEngine, images: Ima
     none = engine.answer([Turn("user", "What does it show?", (_image(images.no_tumour),))])
     again = engine.answer([Turn("user", "What causes it?")], none.conversation_id)
     assert again.composed.kind == "study" and "Read as" not in again.composed.body
+
+
+def test_a_numbered_source_of_the_previous_answer(engine: ChatEngine, index_dir: Path) -> None:
+    """"Tell me more about [2]" had searched the literature for "more" and "2"; and a later
+    "What causes it?" had read "reference 1" as the subject."""
+    first = engine.answer([Turn("user", topic_question(index_dir))])
+    assert first.citations, first.text
+    cited = first.citations[-1]
+    history = [Turn("user", topic_question(index_dir)), Turn("assistant", first.text)]
+    more = engine.answer([*history, Turn("user", f"Tell me more about [{cited.number}]")])
+    assert more.composed.kind == "knowledge" and more.citations[0].doc_id == cited.doc_id
+    assert "(a source of the previous answer)" in more.text
+    # the client sending no history: the conversation's latest stored answer (``more``)
+    assert more.conversation_id == first.conversation_id
+    stored = engine.answer([Turn("user", "What does reference 1 say?")],
+                           first.conversation_id)
+    assert stored.citations[0].doc_id == more.citations[0].doc_id
+    missing = engine.answer([*history, Turn("user", "What does source 9 say?")])
+    assert missing.composed.kind == "refusal" and "lists no source [9]" in missing.text

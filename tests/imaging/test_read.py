@@ -119,6 +119,23 @@ def test_rescale_in_enhanced_functional_groups_is_used(dicom_path: DicomPath) ->
     np.testing.assert_array_equal(values, (ds.pixel_array * 3.0 - 1000).astype(np.float32))
 
 
+def test_a_header_with_several_modalities_reads_as_dicom_writes_them(
+        dicom_path: DicomPath) -> None:
+    """Modality holds one value; a file with two had come back as "['MR', 'CT']"."""
+    ds = pydicom.dcmread(dicom_path("CT_small.dcm"))
+    ds.Modality = ["MR", "CT"]
+    assert read_image(dicom_bytes(ds)).meta.modality == "MR\\CT"
+
+
+def test_an_empty_pixel_data_element_is_no_pixel_data(dicom_path: DicomPath) -> None:
+    """It had been "could not decode ...: TypeError: object of type 'NoneType' has no
+    len()"."""
+    ds = pydicom.dcmread(dicom_path("CT_small.dcm"))
+    ds.PixelData = b""
+    with pytest.raises(NoPixelDataError, match="PixelData element is empty"):
+        read_image(dicom_bytes(ds))
+
+
 def test_modality_lut_sequence_is_applied(dicom_path: DicomPath) -> None:
     ds = pydicom.dcmread(dicom_path("mlut_18.dcm"))
     item = ds.ModalityLUTSequence[0]
@@ -568,6 +585,18 @@ def test_truncated_jpeg() -> None:
         read_image(data[: len(data) - 40])
 
 
+@pytest.mark.parametrize("keep", [0.8, 0.5])
+def test_a_jpeg_cut_short_with_its_end_marker_put_back(keep: float) -> None:
+    """The decoder fills the missing blocks with flat grey and says so only on stderr: a
+    Br35H slice cut to 95% had been diagnosed, its last rows grey."""
+    data = encode(".jpg", gradient(128, 64))
+    cut = data[: int(len(data) * keep)] + b"\xff\xd9"
+    with pytest.raises(UnreadableImageError, match="scan data ends early"):
+        read_image(cut)
+    for grey in (np.full((64, 48), 128, np.uint8), np.full((64, 48, 3), 128, np.uint8)):
+        assert read_image(encode(".jpg", grey)).pixels.shape[:2] == (64, 48)  # an image
+
+
 def test_png_with_bad_ihdr_checksum() -> None:
     data = bytearray(encode(".png", gradient()))
     data[20] ^= 0xFF  # inside the IHDR body
@@ -682,6 +711,7 @@ def test_jpeg_exif_orientation_is_applied(orientation: int, order: str) -> None:
     as_stored = read_image(encoded.tobytes(), Limits()).pixels
     np.testing.assert_array_equal(image.pixels, _SHOWN[orientation](as_stored))
     assert (image.meta.height, image.meta.width) == image.pixels.shape
+    assert image.meta.orientation == orientation  # said, so that sides are "as displayed"
     # OpenCV applies the orientation itself when it decodes to grey: the same pixels
     shown = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
     np.testing.assert_allclose(image.pixels, shown / 255.0, atol=1e-6)

@@ -62,6 +62,26 @@ def test_tumour_report(model_info: ModelInfo) -> None:
                                                        "impression", "limitations"}
 
 
+def test_a_frame_of_a_multi_frame_dicom_is_named(model_info: ModelInfo) -> None:
+    """The report had said "One 2-D image" of a 2-frame DICOM, its second frame read."""
+    diagnosis = Diagnosis(True, None, "tumour", 0.874, 0.25, 12.0)
+    meta = dataclasses.replace(META, format="dicom", modality="MR", frame_count=2,
+                               frame_index=1)
+    report = draft_report(_evidence(model_info, diagnosis, meta=meta))
+    assert "DICOM modality MR; frame 2 of 2, the middle one)" in report.technique
+    assert "; frame" not in draft_report(_evidence(model_info, diagnosis)).technique
+
+
+def test_sides_of_an_image_turned_by_its_exif_orientation(model_info: ModelInfo) -> None:
+    """A mirrored phone JPEG is read as displayed: its sides are not those "as stored"."""
+    diagnosis = Diagnosis(True, None, "tumour", 0.874, 0.25, 12.0)
+    turned = draft_report(_evidence(model_info, diagnosis,
+                                    meta=dataclasses.replace(META, orientation=2)))
+    assert "sides of the image as displayed (its EXIF orientation applied)" in turned.limitations
+    assert "sides of the image as stored" in draft_report(
+        _evidence(model_info, diagnosis)).limitations
+
+
 def test_no_tumour_report(model_info: ModelInfo) -> None:
     diagnosis = Diagnosis(True, None, "no tumour", 0.0004, 0.25, 12.0)
     report = draft_report(_evidence(model_info, diagnosis))

@@ -136,6 +136,17 @@ def test_bad_inputs_map_to_their_status(server: str, dicom_path: Callable[[str],
     _error(_analyze(server, ct, "ct.dcm", data={"age": ["45", "46"]}), 422,
            "invalid_request", "age (2 times)")
     _error(httpx.get(f"{server}/v1/analyze"), 405, "method_not_allowed")
+    # a misspelt field had been dropped without a word; format twice, the last had won
+    _error(_analyze(server, ct, "ct.dcm", data={"indicaton": "headache"}), 422,
+           "invalid_request", "unknown form field(s): 'indicaton'")
+    _error(_analyze(server, ct, "ct.dcm", params={"format": ["fhir", "json"]}), 422,
+           "invalid_request", "format (2 times)")
+    # a multipart body whose framing cannot be parsed is unreadable input: 422, as
+    # /v1/batches answers it (Starlette's 400 before)
+    for ctype in ("multipart/form-data", "multipart/form-data; boundary=XYZ"):
+        _error(httpx.post(f"{server}/v1/analyze", content=ct, timeout=60,
+                          headers={"Content-Type": ctype}),
+               422, "invalid_request", "multipart body could not be read")
 
 
 def test_concurrent_requests_each_get_their_own_answer(server: str, br35h: Br35h,

@@ -41,6 +41,16 @@ def test_health_and_readiness(server: str) -> None:
     assert ready.json()["status"] == "ready"
 
 
+def test_head_is_answered_wherever_get_is(server: str) -> None:
+    """Uptime monitors send HEAD: it had been a 405 on every route."""
+    for path in ("/healthz", "/readyz", "/metrics", "/", "/v1/search?q=glioma"):
+        got, head = httpx.get(f"{server}{path}"), httpx.head(f"{server}{path}")
+        assert head.status_code == got.status_code, path
+        assert head.content == b"" and head.headers["content-type"] == got.headers[
+            "content-type"], path
+    assert httpx.head(f"{server}/v1/analyze").status_code == 405  # POST only
+
+
 def test_png_upload_is_described(server: str) -> None:
     img = np.zeros((40, 60), np.uint8)
     img[10:30, 20:40] = 255

@@ -1,6 +1,7 @@
 """POST /v1/reports/draft over HTTP against the real server and the release decoder, and the
 draft micro-batcher's size."""
 
+import re
 from pathlib import Path
 
 import httpx
@@ -98,11 +99,42 @@ def test_completion_without_training_reports_is_422_and_other_drafts_go_on(
     ({"findings": [{"code": "normal"}], "complet": True}, "complet"),
     ({"findings": [{"code": "normal", "probability": "0.9"}]}, "probability"),
     ({"findings": [{"code": "normal"}], "complete": "yes"}, "complete"),
+    # normal stated beside a finding: no training report is coded so (the decoder had
+    # written "no pneumothorax" for Pneumothorax/right given with normal); a code twice
+    ({"findings": [{"code": "Pneumothorax/right"}, {"code": "normal", "probability": 0.9}]},
+     "`normal` is stated"),
+    ({"findings": [{"code": "Cardiomegaly", "probability": 0.9},
+                   {"code": "cardiomegaly", "probability": 0.1}]}, "given twice"),
 ])
 def test_bad_findings_are_422(server: str, body: object, words: str) -> None:
     response = _draft(server, body)
     assert response.status_code == 422, response.text
     assert words in response.text.lower()
+
+
+def test_normal_below_the_stated_probability_beside_a_finding_is_not_stated(
+        server: str) -> None:
+    body = _draft(server, {"findings": [{"code": "Cardiomegaly/mild"},
+                                        {"code": "normal", "probability": 0.2}]}).json()
+    assert body["not_stated"] == ["normal"] and body["given_findings"] == ["cardiomegaly"]
+
+
+def test_a_given_finding_the_text_denies_is_named(server: str) -> None:
+    """A draft had said "There is no pneumothorax" and "Right-sided pneumothorax" for
+    Pneumothorax/right: asserted, so neither added nor missing, and nothing said so."""
+    checked = 0
+    for code in ("Pneumothorax/right", "Pleural Effusion/left/small", "Cardiomegaly/mild",
+                 "Opacity/lung/base/left", "Pulmonary Atelectasis/base/left"):
+        body = _draft(server, {"findings": [{"code": code}], "indication": "cough"}).json()
+        cls = body["given_findings"][0]
+        from assistant.report.decoder.findings import mentions
+        denies = any(cls in mentions(s)[1] for s in re.split(r"(?<=[.!?])\s+", body["text"]))
+        assert (cls in body["denied"]) is denies, body["text"]
+        checked += denies
+        done = _draft(server, {"findings": [{"code": code}], "indication": "cough",
+                               "complete": True}).json()
+        assert done["denied"] == [], done["text"]  # completion drops the denials
+    assert checked, "no draft denied its finding: the check above was not exercised"
 
 
 def test_a_body_that_is_not_json_is_415(server: str) -> None:

@@ -38,6 +38,9 @@ def test_search_without_an_index_is_503(server: str) -> None:
     # a parameter given twice: the last had won, silently
     ({"q": ["glioma", "meningioma"]}, "given more than once: q (2 times)"),
     ({"q": "glioma", "k": [1, 2], "mode": ["bm25", "dense"]}, "k (2 times), mode (2 times)"),
+    # a misspelt filter: it had been ignored, and the hits came back unfiltered
+    ({"q": "glioma", "year-from": 2020}, "unknown query parameter(s): 'year-from'"),
+    ({"q": "glioma", "yearFrom": 2020, "sources": "hpo"}, "'yearFrom', 'sources'"),
 ])
 def test_bad_queries_are_422_before_the_index_is_needed(server: str, params: dict[str, object],
                                                         words: str) -> None:

@@ -32,6 +32,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import chain
 
 from assistant.report.decoder.data import Finding
 from assistant.report.decoder.findings import (
@@ -44,7 +46,7 @@ from assistant.report.decoder.findings import (
 )
 from assistant.report.decoder.neighbours import ReportNeighbours
 
-POOL = 50  # nearest training reports searched for a sentence
+POOL = 50  # nearest training reports searched first for a sentence (then all the others)
 MAX_WORDS = 15
 # Devices: a code names no device type or tip position. An obscured structure: the code
 # names the structure, the sentences name it in words no guard reads.
@@ -177,17 +179,28 @@ def _covered(low: str, spans: Sequence[tuple[int, int]]) -> bool:
                for m in _WORD.finditer(low))
 
 
+@lru_cache(maxsize=1 << 15)
+def _screened(sentence: str) -> frozenset[str] | None:
+    """The finding classes ``sentence`` asserts where it may be borrowed for some study at
+    all: at most ``MAX_WORDS`` words, nothing ``BANNED``, no device or obscured structure
+    asserted; None where it may not. Cached: completion reads the same training sentences
+    for every study."""
+    low = sentence.lower()
+    if len(low.split()) > MAX_WORDS or BANNED.search(low):
+        return None
+    says = frozenset(asserted(sentence))
+    return None if says & NOT_BORROWED else says
+
+
 def backed(sentence: str, cls: str, findings: Sequence[Finding], given: set[str]) -> bool:
     """Whether ``sentence`` may be borrowed to state ``cls`` for a study with these
     findings (``given``: their classes): one of the study's codes for ``cls`` backs every
     guard word in it, and every other word is neutral or part of a phrase of a finding the
     sentence asserts."""
+    says = _screened(sentence)
+    if cls in NOT_BORROWED or says is None or cls not in says or not says <= given:
+        return False
     low = sentence.lower()
-    if cls in NOT_BORROWED or len(low.split()) > MAX_WORDS or BANNED.search(low):
-        return False
-    says = asserted(sentence)
-    if cls not in says or not says <= given or says & NOT_BORROWED:
-        return False
     hits = [(m.span(), needs) for pattern, needs in GUARDS for m in pattern.finditer(low)]
     codes = [" ".join((f.term.lower(), *f.modifiers)) for f in findings
              if finding_class(f) == cls]
@@ -224,8 +237,9 @@ def complete(text: str, findings: Sequence[Finding], neighbours: ReportNeighbour
             if cls in stated:
                 continue  # a sentence borrowed for another class states this one too
             terms = frozenset(f.term.lower() for f in findings if finding_class(f) == cls)
-            pick = next(((s, uid) for t in nearest
-                         if (uid := neighbours.source(t, terms)) is not None
+            reports = chain(((t, neighbours.source(t, terms)) for t in nearest),
+                            neighbours.carrying(findings, terms))
+            pick = next(((s, uid) for t, uid in reports if uid is not None
                          for s in sentences(t) if backed(s, cls, findings, given)), None)
             if pick is not None:
                 borrowed.append(Borrowed(pick[0], cls, pick[1]))

@@ -71,6 +71,10 @@ class ReportNeighbours:
         self._by_text: dict[str, list[int]] = {}
         for i, text in enumerate(self.texts):
             self._by_text.setdefault(text, []).append(i)
+        self._by_term: dict[str, list[int]] = {}
+        for i, terms in enumerate(self.terms):
+            for term in terms:
+                self._by_term.setdefault(term, []).append(i)
         self._indications = (IndicationSimilarity([r.indication for r in records])
                              if indication_weight else None)
         self._cache: OrderedDict[tuple[frozenset[str], str | None, str | None, int],
@@ -85,6 +89,19 @@ class ReportNeighbours:
         ``terms`` (lower-case MeSH terms); None when none does."""
         return next((self.uids[i] for i in self._by_text.get(text, ())
                      if self.terms[i] & terms), None)
+
+    def carrying(self, findings: Sequence[Finding], terms: frozenset[str],
+                 ) -> list[tuple[str, str]]:
+        """(text, uid) of every training report whose codes carry one of ``terms``
+        (lower-case MeSH terms), those whose codes are most like ``findings``' first: the
+        Jaccard of the codes, then of the terms, training order on ties. No indication and
+        no typicality: a cheap order over all of them, where ``nearest`` ranks a few."""
+        codes = frozenset(f.code.lower() for f in findings)
+        study_terms = frozenset(f.term.lower() for f in findings)
+        rows = sorted({i for term in terms for i in self._by_term.get(term, ())})
+        rows.sort(key=lambda i: (-jaccard(codes, self.codes[i]),
+                                 -jaccard(study_terms, self.terms[i])))
+        return [(self.texts[i], self.uids[i]) for i in rows]
 
     def nearest(self, findings: Sequence[Finding], k: int = 1, exclude: str | None = None,
                 indication: str | None = None) -> list[str]:

@@ -52,6 +52,28 @@ def test_a_missing_finding_is_borrowed_only_where_the_codes_back_every_word() ->
     assert done.dropped == ()
 
 
+def test_a_sentence_beyond_the_nearest_reports_is_borrowed_from_the_others() -> None:
+    """Only the ``pool`` nearest reports had been searched: on the validation reports,
+    widening that to every training report with the term lifted findings F1 with
+    completion from 0.8871 to 0.9070 (README)."""
+    store = ReportNeighbours([
+        record("A1", ("Cardiomegaly/mild", "Pulmonary Atelectasis/base/right"),
+               "Mild cardiomegaly. Right basilar atelectasis."),
+        record("A2", ("Pulmonary Atelectasis/base/left", "Hernia, Hiatal", "Aorta/tortuous"),
+               "Hiatal hernia. Left basilar atelectasis."),
+        record("A3", ("Spine/degenerative",), "Left basilar atelectasis.")])
+    study = codes("Cardiomegaly/mild", "Pulmonary Atelectasis/base/left")
+    assert store.nearest(study, 1) == ["Mild cardiomegaly. Right basilar atelectasis."]
+    done = complete("Mild cardiomegaly.", study, store, pool=1)
+    assert [b.to_dict() for b in done.borrowed] == [{
+        "sentence": "Left basilar atelectasis.", "finding": "atelectasis",
+        "source_uid": "A2"}]  # not A3: its codes do not carry the term
+    # every report carrying the term, most alike first; none that does not carry it
+    carrying = store.carrying(study, frozenset({"pulmonary atelectasis"}))
+    assert [uid for _, uid in carrying] == ["A1", "A2"]
+    assert store.carrying(study, frozenset({"pneumothorax"})) == []
+
+
 def test_a_sentence_asserting_a_finding_not_given_is_dropped() -> None:
     study = codes("Cardiomegaly/mild")
     done = complete("Mild cardiomegaly. Small left effusion. No pneumothorax.", study, STORE)
