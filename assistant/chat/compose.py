@@ -48,8 +48,18 @@ _PRESENCE = re.compile(rf"^\s*((is|are) there (an? |any )?(\w+ )?{_FINDING}\b|"
                        rf"any (\w+ )?{_FINDING}\b|"
                        rf"where (is|are) (the |a |an )?(\w+ )?{_FINDING}\b|"
                        r"(does|do) (he|she|they|the patient) have\b)")
-# A finding named as this patient's ("Is the tumour malignant?", "How big is the mass?").
-_DEFINITE = re.compile(rf"\bthe {_FINDING}\b")
+# A finding named as this patient's, in a question about it ("Is the tumour malignant?",
+# "How big is the mass?", "Which side is the lesion on?"; not "How is the tumour graded?",
+# "What is the growth rate of glioblastoma?").
+_DEFINITE = re.compile(r"^\s*(is|are|was|were|has|have|does|do|did|how (big|large|small)|"
+                       r"where|which side|what side|what size)\b.*\bthe (tumou?rs?|mass(es)?|"
+                       r"lesions?|nodules?|cysts?|h(a)?ematomas?|bleed|abscess(es)?)\b")
+# What makes a question a general one though it names a finding ("Is there a difference
+# between a stroke and a TIA?", "Is there a vaccine for meningitis?", "Any tumour markers
+# for glioma?").
+_GENERAL = re.compile(r"\b(between|differen\w*|differ|versus|vs|vaccines?|tests? for|"
+                      r"markers?|suppressors?|genes?|mutat\w*|rates?|incidence|prevent\w*|"
+                      r"cure|resolve\w*|measured|graded|classif\w*|defin\w*)\b")
 _DEFINITION = re.compile(r"^\s*(what\s+(is|are)\s+(an?\s+)?(?!the\b)|define\b|explain\b|"
                          r"describe\b|tell me about\b|what does\b)")
 
@@ -57,11 +67,11 @@ _DEFINITION = re.compile(r"^\s*(what\s+(is|are)\s+(an?\s+)?(?!the\b)|define\b|ex
 _INTENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("diagnosis", re.compile(r"diagnos|tumou?r|finding|impression|result|show|normal|lesion|"
                              r"mass|cancer|positive|negative|what did|what does|\bsee\b|"
-                             r"\bseen\b|anything else")),
+                             r"anything else")),
     ("probability", re.compile(r"probab|likel|confiden|certain|sure|chance|percent|%|score|"
                                r"threshold|cut-?off")),
     ("location", re.compile(r"where|locat|side|left|right|heat ?map|region|area|which part|"
-                            r"position|look|hemispher")),
+                            r"position|look")),
     ("scope", re.compile(r"scope|why (no|not)|refus|not assess|unlike|out of")),
     ("technique", re.compile(r"techni|how (was|did|is|were)|which model|what model|method|"
                              r"train")),
@@ -72,19 +82,23 @@ _INTENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
                            r"series|sequence|was))|noise|blur|framing")),
     ("report", re.compile(r"report|summar|full|everything|overview|describ")),
 )
+_QUALITY_WORDS = re.compile(r"quality|noise|blur|framing")
 # Where in the brain: a study question, answered by where the heatmap is hottest on the
 # image, with the note that the analysis names no structure (``unanswered``).
-_ANATOMY = re.compile(r"\b(lobes?|lobar|frontal|parietal|temporal|occipital|insula\w*|"
-                      r"cerebell\w*|brain ?stem|pons|medulla|midbrain|thalam\w*|"
+_ANATOMY = re.compile(r"\b(hemispheres?|lobes?|lobar|frontal|parietal|temporal|occipital|"
+                      r"insula\w*|cerebell\w*|brain ?stem|pons|medulla|midbrain|thalam\w*|"
                       r"basal ganglia|ventric\w*|sella\w*|suprasellar|pituitary fossa|"
                       r"cortex|cortical|subcortical|white matter|grey matter|gray matter|"
-                      r"(supra|infra)tentorial|midline|corpus callosum|meninges|dura\w*)\b")
+                      r"(supra|infra)tentorial|midline|corpus callosum|meninges|dura( mater)?|"
+                      r"dural)\b")
 # How the image was acquired, which the analysis does not know: the technique is quoted,
 # with the note that the analysis does not answer it (``_beyond``).
-_ACQUISITION = re.compile(r"\b(contrast (agent|medium|enhanc\w*|given|was)|(was|were) contrast|"
-                          r"post-?contrast|with contrast|gadolinium (given|was)|"
-                          r"(was|were) gadolinium|sequences?|t1|t2|flair|dwi|diffusion|"
-                          r"weighted)\b")
+_ACQUISITION = re.compile(
+    r"\b((iv |intravenous |post-?|pre-?|with |without |no )?contrast[\s-]*(agent|medium|media|"
+    r"enhanc\w*|given|was|used|administered|injected)|(was|were|is) (iv |intravenous )?"
+    r"contrast( (given|used|administered|injected))?|(iv|intravenous|post|pre|with|without)"
+    r"[\s-]*contrast|gadolinium (given|was|used)|(was|were) gadolinium( given| used)?|"
+    r"sequences?|t1|t2|flair|dwi|diffusion|weighted)\b")
 # What the model cannot say (a type or grade, a size) and worry about the result: these
 # choose what a study answer quotes, but only a question that points at the study is
 # routed to it for them ("Is it a glioma?"; "How are gliomas graded?" is knowledge).
@@ -171,12 +185,19 @@ def classify(question: str, has_study: bool, image_now: bool = False) -> Topic:
     if _WORRY.search(text):
         return "study"
     # "Is there a hemorrhage?", "Any infarct?", "Is the tumour malignant?": this patient's
-    asks_study = bool(_PRESENCE.search(text) or unassessed(question) or _DEFINITE.search(text))
+    # ("Is there a vaccine for meningitis?", "How is the tumour graded?" are not)
+    asks_study = not _GENERAL.search(text) and bool(
+        _PRESENCE.search(text) or _DEFINITE.search(text)
+        or (_OPENS_FINDING.search(text) and unassessed(question)))
     if not has_study:
         # "Sure?", "How confident are you?": about a model's answer, nothing to look up
         about_model = (focus := focus_terms(text)) and set(focus) <= _model_terms()
         return "study" if asks_study or about_model else "knowledge"
-    return "study" if asks_study or _ANATOMY.search(text) or _ACQUISITION.search(text) or any(
+    # where in the brain, how it was acquired: of this study when nothing else is asked
+    # ("Which lobe?", "Was contrast given?"; not "Which lobe controls speech?")
+    acquired = (bool(_ANATOMY.search(text) or _ACQUISITION.search(text))
+                and not _HOW_IT_WORKS.match(text) and not unanswered(question))
+    return "study" if asks_study or acquired or any(
         p.search(text) for _, p in _INTENTS) else "knowledge"
 
 
@@ -310,12 +331,12 @@ _SOURCE_LINE = re.compile(r"\[(\d{1,2})\]\s+(.*)")
 
 def sources_of(answer: str) -> dict[int, str]:
     """The numbered sources an answer lists under "Sources:": number -> document id."""
-    _, found, listed = answer.partition("\nSources:\n")
+    _, found, listed = answer.replace("\r\n", "\n").partition("\nSources:\n")
     out: dict[int, str] = {}
     for line in listed.splitlines() if found else ():
         match = _SOURCE_LINE.match(line.strip())
         if match and (ids := named_documents(match[2])):
-            out[int(match[1])] = ids[0]
+            out[int(match[1])] = ids[-1]  # the line's own id ends it: a title may name another
     return out
 
 
@@ -387,8 +408,10 @@ def study_intents(question: str) -> list[str]:
     found = [name for name, pattern in (*_INTENTS, *_LIMIT_INTENTS) if pattern.search(text)]
     if _ANATOMY.search(text) and "location" not in found:
         found.append("location")
-    if _ACQUISITION.search(text) and "technique" not in found:
-        found.append("technique")
+    if _ACQUISITION.search(text):  # contrast given, not the image's contrast
+        found = [f for f in found if f != "quality" or _QUALITY_WORDS.search(text)]
+        if "technique" not in found:
+            found.append("technique")
     found = found or ["diagnosis"]
     if "type" not in found and (_NORMAL.search(text) or unassessed(question)
                                 or _beyond(found, question)):
@@ -397,6 +420,12 @@ def study_intents(question: str) -> list[str]:
 
 
 _NORMAL = re.compile(r"\b(ab)?normal\b")
+# How something works in general ("How does diffusion weighted imaging detect stroke?").
+_HOW_IT_WORKS = re.compile(r"\s*how (does|do|can|could|would)\b")
+# A question that opens by asking whether the study shows something.
+_OPENS_FINDING = re.compile(
+    r"^\s*((is|are) there|any|(does|do|did) (he|she|they|it|this|the \w+) (have|has|show)|"
+    r"(can|do) you see|rule out|(signs?|evidence) of)\b")
 # Asking whether the study shows something: "Is there a hemorrhage?", "Any sign of stroke?",
 # "Does the patient have epilepsy?", "Can you see edema?", "Rule out an abscess".
 _ASKS_FINDING = re.compile(
@@ -451,6 +480,8 @@ def unanswered(question: str) -> list[str]:
     the patient need surgery?", "grown" of "Has the tumour grown?", "frontal" of "Is the
     tumor in the frontal lobe?". Empty for a question the quoted sentences answer."""
     text = american(question).lower()
+    for read in (_ANATOMY, _ACQUISITION):  # read, though not answered: _beyond says so
+        text = read.sub(" ", text)
     known = _answered_terms() | _model_terms() | _pronoun_terms()
     patterns = [p for _, p in (*_INTENTS, *_LIMIT_INTENTS)] + [_OTHER_FINDING, _WORRY]
     out = []
@@ -476,8 +507,8 @@ def _beyond(intents: Sequence[str], question: str) -> bool:
     """Whether a study question chosen for ``intents`` asks what the analysis does not say
     ("Does the patient need surgery?", "Is it in the frontal lobe?", "Was contrast given?");
     not "How big is it?", which the size intent answers (the model measures no size)."""
-    if _ACQUISITION.search(american(question).lower()):
-        return True  # "Was contrast given?", "Which sequence is this?"
+    if _ANATOMY.search(text := american(question).lower()) or _ACQUISITION.search(text):
+        return True  # "Is it in the frontal lobe?", "Was contrast given?"
     return set(intents) <= _GENERAL_INTENTS and bool(unanswered(question))
 
 
@@ -579,7 +610,7 @@ ASPECTS = ("cause causes caused causing etiology aetiology",
            "complication complications",
            "side effect effects adverse toxicity toxic")
 # A code asked for: "ICD-10-CM code", "ICD 10", "diagnosis code" ("genetic code" is not one).
-_CODE = re.compile(r"\bicd[\s-]*(?:9|10)?(?:[\s-]*cm)?(?:[\s-]+codes?)?\b|"
+_CODE = re.compile(r"\bicd(?:[\s-]*(?:9|10))?(?:[\s-]*cm)?(?:[\s-]+codes?)?\b|"
                    r"\b(?:diagnosis|diagnostic|billing)[\s-]+codes?\b|"
                    r"(?<=\bthe )codes?(?=\s+for\b)|(?<=\bits )codes?(?=\s+for\b)|"
                    r"(?<=\bwhat )codes?(?=\s+for\b)", re.IGNORECASE)
@@ -611,6 +642,18 @@ def _aspect_groups() -> tuple[frozenset[str], ...]:
 def _aspect_group(term: str) -> frozenset[str]:
     """Every term saying what ``term`` says; empty when it is no aspect."""
     return frozenset().union(*(g for g in _aspect_groups() if term in g))
+
+
+# ICD-10-CM names tumours "neoplasms" ("Malignant neoplasm of brain", D33.2 "Benign
+# neoplasm of brain, unspecified"): a code asked for a tumour is looked up so worded too.
+_TUMOUR = re.compile(r"\btumou?r(s?)\b", re.IGNORECASE)
+
+
+def icd_wording(question: str) -> str | None:
+    """``question`` with "tumour" as ICD-10-CM words it ("neoplasm"); None without one."""
+    if not _TUMOUR.search(question):
+        return None
+    return _TUMOUR.sub(lambda m: f"neoplasm{m[1]}", question)
 
 
 def asks_code(question: str) -> bool:

@@ -38,6 +38,7 @@ from assistant.chat.compose import (
     aspect_variant,
     classify,
     follow_up,
+    icd_wording,
     knowledge_answer,
     main_question,
     not_english,
@@ -261,7 +262,7 @@ class ChatEngine:
             return refusal(f"{REFUSAL} The previous answer in this conversation lists no "
                            f"source [{prepared.missing_source}].")
         if prepared.topic == "knowledge":
-            composed = self._knowledge(prepared.question)
+            composed = self._knowledge_or_code(prepared.question)
             if prepared.read_as is not None:
                 composed = replace(composed, body=f"Read as \"{prepared.read_as}\" "
                                    f"({prepared.read_from}).\n{composed.body}")
@@ -352,6 +353,20 @@ class ChatEngine:
             analyze = self.analyze or self.pipeline.analyze  # type: ignore[union-attr]
             analysis = analyze(image.data)  # ImageInputError for a bad image
             return self.store.add_study(conversation_id, image.sha256, analysis.to_dict())
+
+    def _knowledge_or_code(self, question: str) -> Composed:
+        """``_knowledge``; a code asked for a tumour that cites none is asked again as
+        ICD-10-CM words it ("What is the ICD-10 code for brain tumour?" found no code: the
+        codes say "neoplasm of brain"), and that answer is given when it cites a code."""
+        composed = self._knowledge(question)
+        worded = icd_wording(question) if asks_code(question) else None
+        if worded is None or any(c.doc_id.startswith("ICD10CM:") for c in composed.citations):
+            return composed
+        coded = self._knowledge(worded)
+        if not any(c.doc_id.startswith("ICD10CM:") for c in coded.citations):
+            return composed
+        return replace(coded, body=f"Read as \"{worded}\" (ICD-10-CM calls tumours "
+                                   f"neoplasms).\n{coded.body}")
 
     def _knowledge(self, question: str) -> Composed:
         if self.searcher is None:

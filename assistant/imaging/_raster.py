@@ -209,22 +209,27 @@ def _decode_with_cv2(data: bytes, fmt: ImageFormat, header: RasterHeader) -> Dec
 
 
 JPEG_FILL = 128  # what libjpeg decodes a missing block to: DC 0, mid-grey in every channel
-MCU_ROWS = 8  # a JPEG block's height; a fill starts at a block row
+BLOCK = 8  # a JPEG block's side
 
 
 def _grey_fill_rows(array: np.ndarray) -> int:
     """How many bottom rows of a decoded 8-bit JPEG are the decoder's fill for scan data
-    that ended early (the file cut short, or its end marker found early): rows of exactly
-    ``JPEG_FILL`` in every pixel and channel, at least one block row of them, starting at a
-    block row, below content that is not all fill. 0 otherwise (a uniform grey image is an
-    image, not a fill)."""
+    that ended early (a file cut short, its end marker put back): rows of exactly
+    ``JPEG_FILL`` in every pixel and channel, at least a block high, under the block row
+    where the data ran out, whose last block is fill and whose first is not (blocks are
+    decoded left to right). 0 otherwise: a uniform grey image, or an image with a grey band
+    along its foot (its edge rings, and the row above it is content edge to edge)."""
     if array.dtype != np.uint8:
         return 0
-    flat = array.reshape(array.shape[0], -1)
-    is_fill = (flat == JPEG_FILL).all(axis=1)
-    n = int(np.argmin(is_fill[::-1])) if not is_fill.all() else 0
+    fill = array == JPEG_FILL
+    fill = fill if fill.ndim == 2 else fill.all(axis=2)
+    rows = fill.all(axis=1)
+    n = int(np.argmin(rows[::-1])) if not rows.all() else 0
     start = array.shape[0] - n
-    return n if n >= MCU_ROWS and start % MCU_ROWS == 0 else 0
+    if n < BLOCK or start < BLOCK:
+        return 0
+    cut = fill[start - BLOCK:start]  # the block row the data ran out in
+    return n if cut[:, -BLOCK:].all() and not cut[:, :BLOCK].all() else 0
 
 
 def _to_rgb(unit: np.ndarray) -> np.ndarray:

@@ -182,7 +182,7 @@ def _technique(ev: Evidence) -> list[Sentence]:
     out = []
     if ev.meta is not None:
         modality = f", DICOM modality {ev.meta.modality}" if ev.meta.modality else ""
-        frame = (f"; frame {ev.meta.frame_index + 1} of {ev.meta.frame_count}, the middle one"
+        frame = (f"; frame {ev.meta.frame_index + 1} of {ev.meta.frame_count} read"
                  if ev.meta.frame_count > 1 else "")
         out.append(Sentence("technique", f"One 2-D image ({ev.meta.format.upper()}, "
                             f"{ev.meta.width} x {ev.meta.height} pixels{modality}{frame}).",

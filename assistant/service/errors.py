@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -198,13 +199,19 @@ async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
                         status_code=500)
 
 
+_MULTIPART_LIMIT = re.compile(r"exceeded maximum size|too many (fields|files)", re.IGNORECASE)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if isinstance(exc.__cause__, ClientDisconnect):  # FastAPI's 400 for a form cut short
         return await _client_gone(request, exc.__cause__)
     if exc.status_code == 400 and isinstance(exc.__context__, MultiPartException):
         # Starlette's 400 for a multipart body it cannot parse (no boundary, a broken
-        # part): the body is unreadable, a 422 as every other unreadable input
+        # part): the body is unreadable, a 422 as every other unreadable input; a part
+        # or a count of parts over Starlette's limits is too large, a 413
+        if _MULTIPART_LIMIT.search(str(exc.detail)):
+            return JSONResponse(error_body("too_large", str(exc.detail)), status_code=413)
         return JSONResponse(error_body("invalid_request", "the multipart body could not be "
                                        f"read: {exc.detail}"), status_code=422)
     kind = _HTTP_TYPES.get(exc.status_code, "http_error")

@@ -109,7 +109,9 @@ class DraftResponse(BaseModel):
         "Given findings that a sentence of the text denies (\"There is no pneumothorax\", "
         "or a normal statement such as \"the heart is normal in size\" for cardiomegaly), "
         "whether or not another sentence asserts them: the draft contradicts itself or the "
-        "findings there. Completion (`complete`) drops such sentences."))
+        "findings there. Completion (`complete`) drops such sentences, unless every "
+        "sentence does. Like `missing`, it compares finding classes only: \"No large "
+        "pleural effusion.\" beside a given small one is counted as denying it."))
     unchecked: list[str] = Field(description=(
         "Given codes whose term the findings matcher has no class for: the text is not "
         "checked for them, and neither `missing` nor `given_findings` can name them. The "

@@ -289,3 +289,11 @@ def test_a_numbered_source_of_the_previous_answer(question: str, number: int | N
     assert with_source(question, None) is None
     if read_as is not None:  # the rewritten question names the source by its id
         assert named_documents(read_as) == [sources_of(_ANSWER)[number or 0]]
+    # a history sent back with CRLF line ends reads the same
+    assert with_source(question, _ANSWER.replace("\n", "\r\n")) == read_as
+
+
+def test_a_source_line_gives_its_own_id_not_one_its_title_names() -> None:
+    answer = ("From the literature:\n[1] x\n\nSources:\n[1] Roe A et al. Survival after C71.9 "
+              "resection. J Neurooncol. 2020. PMID:123 https://pubmed.ncbi.nlm.nih.gov/123/\n")
+    assert sources_of(answer) == {1: "PMID:123"}

@@ -43,6 +43,21 @@ from assistant.chat.compose import classify, follow_up, study_intents, without_g
     ("Is gadolinium dangerous?", True, False, "knowledge"),
     ("What is diffusion weighted imaging?", True, False, "knowledge"),
     ("Is there any treatment for hemorrhage?", True, False, "knowledge"),
+    # general questions that name a finding, a brain structure or a sequence stay the
+    # literature's (a review found the first version sent them to the study)
+    *((q, has, False, "knowledge") for has in (False, True) for q in (
+        "What is the growth rate of glioblastoma?", "When does the hematoma resolve?",
+        "Is there a difference between a stroke and a TIA?",
+        "Is there a vaccine for meningitis?", "Which lobe controls speech?",
+        "Which hemisphere controls language?", "What sequences are best for MS?",
+        "How does diffusion weighted imaging detect stroke?",
+        "How often is calcification seen in oligodendroglioma?",
+        "What is the duration of treatment for meningitis?")),
+    *((q, False, False, "knowledge") for q in (
+        "How is the tumour graded?", "What is the mass effect of a glioma?",
+        "Any tumour markers for glioma?", "How is the edema measured on MRI?")),
+    ("Was IV contrast used?", True, False, "study"),
+    ("Is this a contrast-enhanced scan?", True, False, "study"),
     # how far to trust an answer, with no study: nothing to look up (the literature was
     # searched for "sure" before)
     ("Sure?", False, False, "study"),

@@ -89,7 +89,8 @@ def test_a_side_comes_with_the_orientation_caveat(analyses: dict[str, dict[str, 
 @pytest.mark.parametrize("question", [
     "Is the tumor in the frontal lobe?", "Is it supratentorial?", "Does it cross the midline?",
     "Does the patient need surgery?", "Has the tumour grown?", "How many tumours are there?",
-    "Is there mass effect?", "Was contrast given?", "Which lobe?"])
+    "Is there mass effect?", "Was contrast given?", "Which lobe?", "Was IV contrast used?",
+    "Is this a contrast-enhanced scan?", "Was it done without contrast?"])
 def test_what_the_analysis_does_not_say_is_said(question: str,
                                                analyses: dict[str, dict[str, Any]]) -> None:
     """A question the analysis holds no answer to gets the note before the quotes, and the
@@ -193,6 +194,19 @@ def test_a_question_sent_with_an_image(question: str, image: bool, topic: str) -
 ])
 def test_a_code_asked_for(question: str, code: bool) -> None:
     assert asks_code(question) is code
+
+
+def test_the_code_words_are_no_subject_and_tumours_are_neoplasms() -> None:
+    from assistant.chat.compose import _CODE, icd_wording
+    from assistant.chat.support import focus_terms
+
+    # "ICD code" had left "code" among the subject's terms
+    for question in ("ICD code for a benign brain tumour?", "ICD-10-CM code for it",
+                     "icd10 codes for it", "What is the ICD code?"):
+        assert "code" not in focus_terms(_CODE.sub(" ", question)), question
+    assert icd_wording("ICD-10 code for brain tumours?") == "ICD-10 code for brain neoplasms?"
+    assert icd_wording("Code for a Tumor of the spine") == "Code for a neoplasm of the spine"
+    assert icd_wording("What is the ICD-10 code for migraine?") is None
 
 
 def test_a_definition_after_a_snippet_gap_is_a_definition() -> None:

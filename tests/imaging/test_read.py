@@ -585,16 +585,33 @@ def test_truncated_jpeg() -> None:
         read_image(data[: len(data) - 40])
 
 
-@pytest.mark.parametrize("keep", [0.8, 0.5])
+def _texture(height: int, width: int) -> np.ndarray:
+    noise = (np.random.default_rng(0).random((height, width)) * 255).astype(np.uint8)
+    return np.asarray(cv2.GaussianBlur(noise, (5, 5), 2))
+
+
+@pytest.mark.parametrize("keep", [0.7, 0.4])
 def test_a_jpeg_cut_short_with_its_end_marker_put_back(keep: float) -> None:
     """The decoder fills the missing blocks with flat grey and says so only on stderr: a
     Br35H slice cut to 95% had been diagnosed, its last rows grey."""
-    data = encode(".jpg", gradient(128, 64))
-    cut = data[: int(len(data) * keep)] + b"\xff\xd9"
-    with pytest.raises(UnreadableImageError, match="scan data ends early"):
-        read_image(cut)
-    for grey in (np.full((64, 48), 128, np.uint8), np.full((64, 48, 3), 128, np.uint8)):
-        assert read_image(encode(".jpg", grey)).pixels.shape[:2] == (64, 48)  # an image
+    grey = _texture(128, 96)
+    colour = np.dstack([grey, np.roll(grey, 7, axis=1), grey[::-1]])  # 4:2:0 chroma
+    for image in (grey, colour):
+        data = encode(".jpg", image)
+        with pytest.raises(UnreadableImageError, match="scan data ends early"):
+            read_image(data[: int(len(data) * keep)] + b"\xff\xd9")
+
+
+def test_flat_grey_in_a_whole_jpeg_is_an_image() -> None:
+    """Not a fill: a uniform grey image, and an image with a mid-grey band along its foot
+    (a first version refused the band: the row above it is content edge to edge)."""
+    for flat in (np.full((64, 48), 128, np.uint8), np.full((64, 48, 3), 128, np.uint8)):
+        assert read_image(encode(".jpg", flat)).pixels.shape[:2] == (64, 48)
+    banded = _texture(256, 256)
+    banded[203:] = 128
+    for quality in (75, 90, 95):
+        ok, data = cv2.imencode(".jpg", banded, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        assert ok and read_image(data.tobytes()).pixels.shape == (256, 256)
 
 
 def test_png_with_bad_ihdr_checksum() -> None:

@@ -147,6 +147,9 @@ def test_bad_inputs_map_to_their_status(server: str, dicom_path: Callable[[str],
         _error(httpx.post(f"{server}/v1/analyze", content=ct, timeout=60,
                           headers={"Content-Type": ctype}),
                422, "invalid_request", "multipart body could not be read")
+    # over the multipart parser's own limits: too large, not unreadable
+    _error(_analyze(server, ct, "ct.dcm", data={f"f{i}": "x" for i in range(1001)}), 413,
+           "too_large", "too many fields")
 
 
 def test_concurrent_requests_each_get_their_own_answer(server: str, br35h: Br35h,

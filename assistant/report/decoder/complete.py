@@ -30,7 +30,7 @@ figures say so, and give the scores without completion beside them.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
@@ -211,6 +211,13 @@ def backed(sentence: str, cls: str, findings: Sequence[Finding], given: set[str]
     return _covered(low, spans)
 
 
+def _further(neighbours: ReportNeighbours, findings: Sequence[Finding], terms: frozenset[str],
+             seen: set[str]) -> Iterator[tuple[str, str]]:
+    """The training reports carrying ``terms`` beyond those ``seen``, ranked only when the
+    nearest have no backed sentence (a generator: ``carrying`` runs when it is reached)."""
+    yield from ((t, uid) for t, uid in neighbours.carrying(findings, terms) if t not in seen)
+
+
 def complete(text: str, findings: Sequence[Finding], neighbours: ReportNeighbours,
              indication: str | None = None, pool: int = POOL) -> Completed:
     """``text`` without its sentences that assert a finding not given or deny one given,
@@ -238,7 +245,7 @@ def complete(text: str, findings: Sequence[Finding], neighbours: ReportNeighbour
                 continue  # a sentence borrowed for another class states this one too
             terms = frozenset(f.term.lower() for f in findings if finding_class(f) == cls)
             reports = chain(((t, neighbours.source(t, terms)) for t in nearest),
-                            neighbours.carrying(findings, terms))
+                            _further(neighbours, findings, terms, set(nearest)))
             pick = next(((s, uid) for t, uid in reports if uid is not None
                          for s in sentences(t) if backed(s, cls, findings, given)), None)
             if pick is not None:
