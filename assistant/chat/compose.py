@@ -36,7 +36,10 @@ _DEICTIC = re.compile(
 # Asking what is generally known (treatment, prognosis...), not what this study shows.
 _KNOWLEDGE = re.compile(r"\b(treat|therap|prognos|surviv|caus|risk|symptom|sign of|epidemiol|"
                         r"incidence|prevalen|manag|guideline|drug|surger|outcome|literature|"
-                        r"studies|evidence|typical|usually|generally|in general|genetic)")
+                        r"studies|evidence|typical|usually|generally|in general|genetic|"
+                        r"side effects?|role of|most common|link between|distinguish|"
+                        r"differentiat|pregnan|safe\b|curable|radiation|normal (range|value|"
+                        r"level|intracranial))")
 # Asking whether this patient has something, or where it is: about a study even when none
 # is attached ("Is there a tumour?" is not a literature question).
 _FINDING = (r"(tumou?rs?|mass(es)?|lesions?|bleed\w*|ha?emorrhage|abnormalit\w+|nodules?|"
@@ -52,14 +55,19 @@ _PRESENCE = re.compile(rf"^\s*((is|are) there (an? |any )?(\w+ )?{_FINDING}\b|"
 # "How big is the mass?", "Which side is the lesion on?"; not "How is the tumour graded?",
 # "What is the growth rate of glioblastoma?").
 _DEFINITE = re.compile(r"^\s*(is|are|was|were|has|have|does|do|did|how (big|large|small)|"
-                       r"where|which side|what side|what size)\b.*\bthe (tumou?rs?|mass(es)?|"
-                       r"lesions?|nodules?|cysts?|h(a)?ematomas?|bleed|abscess(es)?)\b")
+                       r"where|which (side|lobe|hemisphere|part|region)|what side|what size)"
+                       r"\b.*\bthe (tumou?rs?|mass(es)?|lesions?|nodules?|cysts?|h(a)?ematomas?|"
+                       r"bleed|abscess(es)?)\b")
 # What makes a question a general one though it names a finding ("Is there a difference
 # between a stroke and a TIA?", "Is there a vaccine for meningitis?", "Any tumour markers
 # for glioma?").
 _GENERAL = re.compile(r"\b(between|differen\w*|differ|versus|vs|vaccines?|tests? for|"
                       r"markers?|suppressors?|genes?|mutat\w*|rates?|incidence|prevent\w*|"
                       r"cure|resolve\w*|measured|graded|classif\w*|defin\w*)\b")
+# A definition of a named subject, then more about it ("What is a meningioma and how is it
+# treated?"): "it" is that subject, not the study.
+_DEFINED_THEN_IT = re.compile(r"\s*(what\s+(is|are)|define|explain|describe|tell me about)\s+"
+                              r"(an?\s+)?(?!(the|this|it|these|that|those)\b)[a-z][^?]*?\band\b")
 _DEFINITION = re.compile(r"^\s*(what\s+(is|are)\s+(an?\s+)?(?!the\b)|define\b|explain\b|"
                          r"describe\b|tell me about\b|what does\b)")
 
@@ -68,10 +76,12 @@ _INTENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("diagnosis", re.compile(r"diagnos|tumou?r|finding|impression|result|show|normal|lesion|"
                              r"mass|cancer|positive|negative|what did|what does|\bsee\b|"
                              r"anything else")),
-    ("probability", re.compile(r"probab|likel|confiden|certain|sure|chance|percent|%|score|"
-                               r"threshold|cut-?off")),
-    ("location", re.compile(r"where|locat|side|left|right|heat ?map|region|area|which part|"
-                            r"position|look")),
+    # whole words where a stem is inside others ("pressure", "side effects", "rightly")
+    ("probability", re.compile(r"probab|likel|confiden|certain|\bsure\b|chance|percent|%|"
+                               r"\bscores?\b|threshold|cut-?off")),
+    ("location", re.compile(r"where|locat|\bsides?\b(?!\s+effects?)|\bleft\b|\bright\b|"
+                            r"heat ?map|\bregions?\b|\bareas?\b|which part|\bposition\b|"
+                            r"\blook")),
     ("scope", re.compile(r"scope|why (no|not)|refus|not assess|unlike|out of")),
     ("technique", re.compile(r"techni|how (was|did|is|were)|which model|what model|method|"
                              r"train")),
@@ -176,8 +186,12 @@ def classify(question: str, has_study: bool, image_now: bool = False) -> Topic:
     when it asks whether the patient has something or where it is (answered: attach the
     image); otherwise ``knowledge``."""
     text = american(question).lower()
+    if _DEFINED_THEN_IT.match(text):
+        return "knowledge"  # "What is a meningioma and how is it treated?": "it" is that
     if _DEICTIC.search(text):
         return "study"
+    if asks_code(text):
+        return "knowledge"  # the analysis holds no code ("the ICD-10 code for brain tumor?")
     if image_now:
         return "knowledge" if _asks_knowledge(text) else "study"
     if _DEFINITION.search(text) or _KNOWLEDGE.search(text):
@@ -413,13 +427,15 @@ def study_intents(question: str) -> list[str]:
         if "technique" not in found:
             found.append("technique")
     found = found or ["diagnosis"]
-    if "type" not in found and (_NORMAL.search(text) or unassessed(question)
-                                or _beyond(found, question)):
+    if "type" not in found and (_NORMAL.search(text) or _OTHER_WORDS.search(text)
+                                or unassessed(question) or _beyond(found, question)):
         found.append("type")
     return found
 
 
 _NORMAL = re.compile(r"\b(ab)?normal\b")
+# "Is there any other abnormality?": the model's labels say what else it can see (nothing).
+_OTHER_WORDS = re.compile(r"\b(other|else|another|additional)\b")
 # How something works in general ("How does diffusion weighted imaging detect stroke?").
 _HOW_IT_WORKS = re.compile(r"\s*how (does|do|can|could|would)\b")
 # A question that opens by asking whether the study shows something.
@@ -440,7 +456,8 @@ _ANSWERED_WORDS = (
     "image images scan scans slice study mri picture film patient brain head model result "
     "results report diagnosis impression evidence sign signs see seen show shows visible "
     "present detect detected found look looks like left right side region area location "
-    "here sure definitely clearly else more other any have has heatmap heat map")
+    "here sure definitely clearly else more other any have has heatmap heat map hottest "
+    "hot")
 
 
 @lru_cache(maxsize=1)

@@ -231,11 +231,13 @@ class ChatEngine:
         read_as, read_from = None, Prepared.read_from
         missing_source = number = source_number(question)
         if number is not None:  # "What does reference 1 say?": that source, by its id
-            read_as = with_source(question, self._previous_answer(cid, turns))
-            read_from = "a source of the previous answer"
+            read_as = next(filter(None, (with_source(question, answer) for answer
+                                         in self._earlier_answers(cid, turns))), None)
+            read_from = "a source of an earlier answer"
             missing_source = number if read_as is None else None
         elif study is None:  # with a study, "it" is the study
-            earlier = [t.text for t in turns[:-1] if t.role == "user" and t.text.strip()]
+            earlier = ([t.text for t in turns[:-1] if t.role == "user" and t.text.strip()]
+                       or [m.content for m in self.store.messages(cid) if m.role == "user"])
             read_as = follow_up(question, earlier)  # "What causes it?" after "What is X?"
         elif (subject := DIAGNOSED.get(study.analysis["diagnosis"].get("label"))) is not None:
             # "What causes it?" of a study the model reads as a tumour asks of brain tumours
@@ -259,7 +261,7 @@ class ChatEngine:
         if small_talk(prepared.question) and prepared.image_sha256 is None:
             return refusal(HELP)
         if prepared.missing_source is not None:
-            return refusal(f"{REFUSAL} The previous answer in this conversation lists no "
+            return refusal(f"{REFUSAL} No earlier answer in this conversation lists a "
                            f"source [{prepared.missing_source}].")
         if prepared.topic == "knowledge":
             composed = self._knowledge_or_code(prepared.question)
@@ -318,14 +320,13 @@ class ChatEngine:
         owner = self.store.conversation_user(conversation_id)
         return owner is None or owner == user
 
-    def _previous_answer(self, conversation_id: str, turns: list[Turn]) -> str | None:
-        """The assistant's latest reply: in the history the client sent, else as stored."""
+    def _earlier_answers(self, conversation_id: str, turns: list[Turn]) -> list[str]:
+        """The assistant's replies, newest first: in the history the client sent, else as
+        stored (a source number is of the latest answer that lists it)."""
         sent = [t.text for t in turns[:-1] if t.role == "assistant" and t.text.strip()]
-        if sent:
-            return sent[-1]
-        stored = [m.content for m in self.store.messages(conversation_id)
-                  if m.role == "assistant"]
-        return stored[-1] if stored else None
+        stored = sent or [m.content for m in self.store.messages(conversation_id)
+                          if m.role == "assistant"]
+        return stored[::-1]
 
     def _history_study(self, conversation_id: str, turns: list[Turn]) -> StoredStudy | None:
         """The study of the latest image in the history that could be read, else the

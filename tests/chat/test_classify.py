@@ -56,6 +56,21 @@ from assistant.chat.compose import classify, follow_up, study_intents, without_g
     *((q, False, False, "knowledge") for q in (
         "How is the tumour graded?", "What is the mass effect of a glioma?",
         "Any tumour markers for glioma?", "How is the edema measured on MRI?")),
+    # a second probe: stems inside other words ("pressure", "side effects"), a definition
+    # with "it" after it, a code asked of the study's diagnosis
+    *((q, has, False, "knowledge") for has in (False, True) for q in (
+        "What are the signs of raised intracranial pressure?",
+        "What is the normal intracranial pressure?",
+        "Is gadolinium contrast safe in pregnancy?",
+        "What are the side effects of temozolomide?",
+        "What is a meningioma and how is it treated?",
+        "What is glioblastoma and is it curable?",
+        "What is the ICD-10 code for brain tumor?",
+        "What is the most common primary brain tumour in adults?",
+        "Is there a link between mobile phones and brain tumours?")),
+    ("Which lobe is the tumour in?", False, False, "study"),
+    ("How sure is the model?", True, False, "study"), ("Is it on the right side?", True, False,
+                                                      "study"),
     ("Was IV contrast used?", True, False, "study"),
     ("Is this a contrast-enhanced scan?", True, False, "study"),
     # how far to trust an answer, with no study: nothing to look up (the literature was

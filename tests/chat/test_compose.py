@@ -76,6 +76,13 @@ def test_location_quotes_the_heatmap(analyses: dict[str, dict[str, Any]]) -> Non
     assert "Impression" not in body  # only what was asked
 
 
+def test_anything_else_quotes_the_model_labels(analyses: dict[str, dict[str, Any]]) -> None:
+    """"Is there any other abnormality?" had been answered with the tumour finding alone,
+    which reads as "nothing else"; the model can see nothing else."""
+    for question in ("Is there any other abnormality?", "Anything else?"):
+        assert "only labels" in study_answer(question, "s1", analyses["tumour"]).body
+
+
 def test_a_side_comes_with_the_orientation_caveat(analyses: dict[str, dict[str, Any]]
                                                   ) -> None:
     """Asked about the patient's left, the answer quotes the image's side and says that left
@@ -104,7 +111,8 @@ def test_what_the_analysis_does_not_say_is_said(question: str,
     "What does it show?", "How confident is the model?", "Where is it?",
     "Is the image quality good?", "How was this analysed?", "How big is it?",
     "What model was used?", "Why was this not assessed?", "Is the tumour on the left?",
-    "Is it a glioma?", "Should I be worried?", "What do you see?"])
+    "Is it a glioma?", "Should I be worried?", "What do you see?",
+    "Where is the heatmap hottest?"])
 def test_questions_the_analysis_answers_get_no_such_note(
         question: str, analyses: dict[str, dict[str, Any]]) -> None:
     assert "does not answer" not in study_answer(question, "s1", analyses["tumour"]).body

@@ -316,11 +316,27 @@ def test_a_numbered_source_of_the_previous_answer(engine: ChatEngine, index_dir:
     history = [Turn("user", topic_question(index_dir)), Turn("assistant", first.text)]
     more = engine.answer([*history, Turn("user", f"Tell me more about [{cited.number}]")])
     assert more.composed.kind == "knowledge" and more.citations[0].doc_id == cited.doc_id
-    assert "(a source of the previous answer)" in more.text
+    assert "(a source of an earlier answer)" in more.text
     # the client sending no history: the conversation's latest stored answer (``more``)
     assert more.conversation_id == first.conversation_id
     stored = engine.answer([Turn("user", "What does reference 1 say?")],
                            first.conversation_id)
     assert stored.citations[0].doc_id == more.citations[0].doc_id
     missing = engine.answer([*history, Turn("user", "What does source 9 say?")])
-    assert missing.composed.kind == "refusal" and "lists no source [9]" in missing.text
+    assert missing.composed.kind == "refusal" and "lists a source [9]" in missing.text
+    # a number the latest answer does not list is read from an earlier one that does
+    if cited.number > 1:
+        earlier = engine.answer([Turn("user", f"And [{cited.number}]?")],
+                                first.conversation_id)
+        assert earlier.citations[0].doc_id == cited.doc_id, earlier.text
+
+
+def test_a_follow_up_with_only_the_conversation_id_reads_the_stored_questions(
+        engine: ChatEngine, index_dir: Path) -> None:
+    """"What causes it?" sent with the conversation id alone had been told to attach an
+    image: the earlier questions were read only from the history the client sent."""
+    question = topic_question(index_dir)
+    first = engine.answer([Turn("user", question)])
+    follow = engine.answer([Turn("user", "What causes it?")], first.conversation_id)
+    subject = question.removeprefix("What is ").removesuffix("?").lower()
+    assert follow.composed.body.startswith(f'Read as "What causes {subject}?"'), follow.text
