@@ -32,14 +32,16 @@ REFUSAL = "I cannot answer that from the analysis or the literature."
 _DEICTIC = re.compile(
     r"\b(this|these|it|its|attached|uploaded|the (image|scan|study|slice|mri|picture|film|"
     r"patient|result|results|report|finding|findings|diagnosis(?! codes?\b)|impression|"
-    r"probability|heat ?map|model|prediction))\b")
+    r"probability|heat ?map|model|prediction)|the (red|hot|highlighted|colou?red|bright) "
+    r"(area|spot|region|part|zone)s?)\b")
 # Asking what is generally known (treatment, prognosis...), not what this study shows.
 _KNOWLEDGE = re.compile(r"\b(treat|therap|prognos|surviv|caus|risk|symptom|sign of|epidemiol|"
                         r"incidence|prevalen|manag|guideline|drug|surger|outcome|literature|"
                         r"studies|evidence|typical|usually|generally|in general|genetic|"
                         r"side effects?|role of|most common|link between|distinguish|"
-                        r"differentiat|pregnan|safe\b|curable|radiation|normal (range|value|"
-                        r"level|intracranial))")
+                        r"differentiat|pregnan|safe\b|curable|radiation|normal (range|values?|"
+                        r"levels?|size|intracranial)|responsible for|functions? of|"
+                        r"how (is|are) [a-z ]+ diagnosed)")
 # Asking whether this patient has something, or where it is: about a study even when none
 # is attached ("Is there a tumour?" is not a literature question).
 _FINDING = (r"(tumou?rs?|mass(es)?|lesions?|bleed\w*|ha?emorrhage|abnormalit\w+|nodules?|"
@@ -83,16 +85,17 @@ _INTENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
                             r"heat ?map|\bregions?\b|\bareas?\b|which part|\bposition\b|"
                             r"\blook")),
     ("scope", re.compile(r"scope|why (no|not)|refus|not assess|unlike|out of")),
-    ("technique", re.compile(r"techni|how (was|did|is|were)|which model|what model|method|"
+    ("technique", re.compile(r"techni|how (was|did|were)\b|how is (it|this|the (image|scan|"
+                             r"study|slice|model|heat ?map))\b|which model|what model|method|"
                              r"train")),
     ("limitations", re.compile(r"limit|caveat|reliab|trust|accura")),
     # image contrast, not a contrast agent ("Was contrast given?", "a contrast MRI")
-    ("quality", re.compile(r"quality|(?<!with )(?<!post-)(?<!post )contrast(?!\s*(agent|medium|"
-                           r"media|enhanc|given|administ|inject|material|mri|scan|study|"
-                           r"series|sequence|was))|noise|blur|framing")),
+    ("quality", re.compile(r"quality|good enough|readable|(?<!with )(?<!post-)(?<!post )"
+                           r"contrast(?!\s*(agent|medium|media|enhanc|given|administ|inject|"
+                           r"material|mri|scan|study|series|sequence|was))|noise|blur|framing")),
     ("report", re.compile(r"report|summar|full|everything|overview|describ")),
 )
-_QUALITY_WORDS = re.compile(r"quality|noise|blur|framing")
+_QUALITY_WORDS = re.compile(r"quality|good enough|readable|noise|blur|framing")
 # Where in the brain: a study question, answered by where the heatmap is hottest on the
 # image, with the note that the analysis names no structure (``unanswered``).
 _ANATOMY = re.compile(r"\b(hemispheres?|lobes?|lobar|frontal|parietal|temporal|occipital|"
@@ -178,13 +181,15 @@ class Composed:
 
 
 def classify(question: str, has_study: bool, image_now: bool = False) -> Topic:
-    """``study`` when the question points at the study, or comes with an image and is not
-    a definition or a question about what is generally known of a named subject ("What is
-    hydrocephalus?" sent with an image is answered from the literature, the study's
-    diagnosis beside it); with a study in the conversation, when it asks about one of its
-    results and is neither a definition nor about what is generally known; with no study,
-    when it asks whether the patient has something or where it is (answered: attach the
-    image); otherwise ``knowledge``."""
+    """``study`` when the question points at the study (not "What is X and how is it
+    treated?", nor a code asked for), or comes with an image and is not a definition or a
+    question about what is generally known of a named subject ("What is hydrocephalus?"
+    sent with an image is answered from the literature, the study's diagnosis beside it);
+    with a study in the conversation, when it asks about one of its results, whether the
+    patient has a finding, where in the brain (a structure named, nothing else unread) or
+    how the image was acquired, and is neither a definition nor about what is generally
+    known; with no study, when it asks whether the patient has something, or about "the
+    tumour" (answered: attach the image); otherwise ``knowledge``."""
     text = american(question).lower()
     if _DEFINED_THEN_IT.match(text):
         return "knowledge"  # "What is a meningioma and how is it treated?": "it" is that
@@ -457,7 +462,7 @@ _ANSWERED_WORDS = (
     "results report diagnosis impression evidence sign signs see seen show shows visible "
     "present detect detected found look looks like left right side region area location "
     "here sure definitely clearly else more other any have has heatmap heat map hottest "
-    "hot")
+    "hot exactly red highlighted colored coloured bright spot")
 
 
 @lru_cache(maxsize=1)

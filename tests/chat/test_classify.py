@@ -69,6 +69,11 @@ from assistant.chat.compose import classify, follow_up, study_intents, without_g
         "What is the most common primary brain tumour in adults?",
         "Is there a link between mobile phones and brain tumours?")),
     ("Which lobe is the tumour in?", False, False, "study"),
+    *((q, True, False, "knowledge") for q in (
+        "How is hydrocephalus diagnosed?", "What is the left hemisphere responsible for?",
+        "What is the normal size of the ventricles?")),
+    ("What does the red area mean?", True, False, "study"),
+    ("How is the heatmap made?", True, False, "study"),
     ("How sure is the model?", True, False, "study"), ("Is it on the right side?", True, False,
                                                       "study"),
     ("Was IV contrast used?", True, False, "study"),

@@ -112,7 +112,8 @@ def test_what_the_analysis_does_not_say_is_said(question: str,
     "Is the image quality good?", "How was this analysed?", "How big is it?",
     "What model was used?", "Why was this not assessed?", "Is the tumour on the left?",
     "Is it a glioma?", "Should I be worried?", "What do you see?",
-    "Where is the heatmap hottest?"])
+    "Where is the heatmap hottest?", "Where exactly is the abnormality?",
+    "Is the image good enough to read?", "What does the red area mean?"])
 def test_questions_the_analysis_answers_get_no_such_note(
         question: str, analyses: dict[str, dict[str, Any]]) -> None:
     assert "does not answer" not in study_answer(question, "s1", analyses["tumour"]).body
