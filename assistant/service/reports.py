@@ -55,6 +55,10 @@ from assistant.service.json_body import JSONRoute, media_type
 router = APIRouter(tags=["reports"], route_class=JSONRoute)
 
 MAX_FINDINGS = 16
+# Modifiers that grade a finding rather than place it ("Cardiomegaly/mild" and "/severe" are
+# one finding stated twice; "Opacity/lung/base/left" and "/apex/right" are two).
+SEVERITIES = frozenset({"mild", "moderate", "severe", "minimal", "marked", "borderline",
+                        "small", "large"})
 # What every draft says: it is drafted from findings a reader or an encoder gave, not read
 # off an image.
 DRAFT_NOTICE = ("Draft for a clinician to verify: produced by software from the findings "
@@ -247,6 +251,15 @@ def _check_stated(given: tuple[Finding, ...], stated: tuple[Finding, ...]) -> No
             raise InvalidContextError(f"finding code {f.code!r} is given twice (as "
                                       f"{seen[key]!r} first): give each code once")
         seen[key] = f.code
+    severities: dict[tuple[str, frozenset[str]], Finding] = {}
+    for f in stated:  # one finding (term and place) stated with two severities
+        place = frozenset(m for m in f.modifiers if m not in SEVERITIES)
+        other = severities.setdefault((f.term.lower(), place), f)
+        if other is not f and SEVERITIES.intersection(other.modifiers) != SEVERITIES.intersection(
+                f.modifiers):
+            raise InvalidContextError(f"finding codes {other.code!r} and {f.code!r} state one "
+                                      "finding with two severities: give the one the study "
+                                      "shows")
     normal = [f for f in stated if f.term.lower() == NORMAL]
     if normal and len(normal) < len(stated):
         others = ", ".join(repr(f.code) for f in stated if f.term.lower() != NORMAL)

@@ -105,6 +105,9 @@ def test_completion_without_training_reports_is_422_and_other_drafts_go_on(
      "`normal` is stated"),
     ({"findings": [{"code": "Cardiomegaly", "probability": 0.9},
                    {"code": "cardiomegaly", "probability": 0.1}]}, "given twice"),
+    # one finding with two severities (a draft had read "Mild mild cardiomegaly")
+    ({"findings": [{"code": "Cardiomegaly/mild"}, {"code": "Cardiomegaly/severe"}]},
+     "two severities"),
 ])
 def test_bad_findings_are_422(server: str, body: object, words: str) -> None:
     response = _draft(server, body)
