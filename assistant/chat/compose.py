@@ -73,6 +73,8 @@ _DEFINED_THEN_IT = re.compile(r"\s*(what\s+(is|are)|define|explain|describe|tell
 _DEFINITION = re.compile(r"^\s*(what\s+(is|are)\s+(an?\s+)?(?!the\b)|define\b|explain\b|"
                          r"describe\b|tell me about\b|what does\b)")
 
+# Words of the image quality intent beside "contrast", which may be a contrast agent's.
+_QUALITY = r"quality|good enough|readable|noise|blur|framing"
 # What a study question asks about, in the order answers list it.
 _INTENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("diagnosis", re.compile(r"diagnos|tumou?r|finding|impression|result|show|normal|lesion|"
@@ -90,12 +92,12 @@ _INTENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
                              r"train")),
     ("limitations", re.compile(r"limit|caveat|reliab|trust|accura")),
     # image contrast, not a contrast agent ("Was contrast given?", "a contrast MRI")
-    ("quality", re.compile(r"quality|good enough|readable|(?<!with )(?<!post-)(?<!post )"
-                           r"contrast(?!\s*(agent|medium|media|enhanc|given|administ|inject|"
-                           r"material|mri|scan|study|series|sequence|was))|noise|blur|framing")),
+    ("quality", re.compile(rf"{_QUALITY}|(?<!with )(?<!post-)(?<!post )contrast(?!\s*(agent|"
+                           r"medium|media|enhanc|given|administ|inject|material|mri|scan|study|"
+                           r"series|sequence|was))")),
     ("report", re.compile(r"report|summar|full|everything|overview|describ")),
 )
-_QUALITY_WORDS = re.compile(r"quality|good enough|readable|noise|blur|framing")
+_QUALITY_WORDS = re.compile(_QUALITY)
 # Where in the brain: a study question, answered by where the heatmap is hottest on the
 # image, with the note that the analysis names no structure (``unanswered``).
 _ANATOMY = re.compile(r"\b(hemispheres?|lobes?|lobar|frontal|parietal|temporal|occipital|"

@@ -359,12 +359,15 @@ class ChatEngine:
         """``_knowledge``; a code asked for a tumour that cites none is asked again as
         ICD-10-CM words it ("What is the ICD-10 code for brain tumour?" found no code: the
         codes say "neoplasm of brain"), and that answer is given when it cites a code."""
+        def cites_code(answer: Composed) -> bool:
+            return any(c.doc_id.startswith("ICD10CM:") for c in answer.citations)
+
         composed = self._knowledge(question)
         worded = icd_wording(question) if asks_code(question) else None
-        if worded is None or any(c.doc_id.startswith("ICD10CM:") for c in composed.citations):
+        if worded is None or cites_code(composed):
             return composed
         coded = self._knowledge(worded)
-        if not any(c.doc_id.startswith("ICD10CM:") for c in coded.citations):
+        if not cites_code(coded):
             return composed
         return replace(coded, body=f"Read as \"{worded}\" (ICD-10-CM calls tumours "
                                    f"neoplasms).\n{coded.body}")
